@@ -1,0 +1,83 @@
+//! The seam between the engine and whatever runs code: the gateway wires a sandbox-backed kernel in.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use serde_json::Value;
+use tilegate_api::Language;
+
+/// Runs statements. Called on a blocking thread, never on the async reactor, one statement of a
+/// session at a time (statements of different sessions run in parallel).
+pub trait Kernel: Send + Sync + 'static {
+    /// Runs one statement to completion and returns its output data or its error.
+    fn execute(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure>;
+}
+
+/// Livy output `data`: MIME type → value (`text/plain`, `application/json`, ...).
+pub type Data = BTreeMap<String, Value>;
+
+/// One statement to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Session id.
+    pub session_id: u64,
+    /// Statement id within the session.
+    pub statement_id: u64,
+    /// The resolved language.
+    pub language: Language,
+    /// The code, without a leading `%kind` directive line.
+    pub code: String,
+}
+
+/// A failed statement, as Livy's error output shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Kind of failure, e.g. `Timeout`.
+    pub ename: String,
+    /// Message.
+    pub evalue: String,
+    /// Details, one line per entry.
+    pub traceback: Vec<String>,
+}
+
+impl Failure {
+    /// A failure with no traceback.
+    pub fn new(ename: impl Into<String>, evalue: impl Into<String>) -> Self {
+        Self { ename: ename.into(), evalue: evalue.into(), traceback: Vec::new() }
+    }
+}
+
+/// What a running statement can see of its surroundings: whether it was cancelled, and where to
+/// report progress.
+#[derive(Debug, Clone, Default)]
+pub struct RunContext {
+    cancel: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+}
+
+impl RunContext {
+    /// The flag that is set when the statement is cancelled; hand it to the sandbox.
+    pub fn cancel_flag(&self) -> &Arc<AtomicBool> {
+        &self.cancel
+    }
+
+    /// Whether the statement was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Reports progress, clamped to 0..=1.
+    pub fn set_progress(&self, fraction: f64) {
+        let fraction = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
+        self.progress.store(fraction.to_bits(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn progress(&self) -> f64 {
+        f64::from_bits(self.progress.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}

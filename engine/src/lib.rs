@@ -1,0 +1,272 @@
+//! The engine: Livy sessions and statements, their states, and the order in which statements run.
+//! It knows nothing of HTTP or wasm; code runs through a [`Kernel`] the gateway supplies.
+//!
+//! # Layout
+//! - [`Engine`]: the session table; every REST operation is one method here.
+//! - `session`: one session, its statements and log, and its worker (one statement at a time).
+//! - [`kernel`]: the [`Kernel`] trait, [`Job`], [`RunContext`] (cancel flag, progress), [`Failure`].
+//! - [`language`]: session kinds and how a statement's language is resolved.
+//! - [`Error`]: what the engine refuses.
+
+mod error;
+pub mod kernel;
+pub mod language;
+mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tilegate_api::{
+    CONF_KIND, CreateSession, CreateStatement, Language, Session, SessionList, SessionLog, SessionStateInfo, Statement,
+    StatementList,
+};
+
+pub use error::Error;
+pub use kernel::{Data, Failure, Job, Kernel, RunContext};
+use session::SessionCell;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most sessions alive at once.
+    pub max_sessions: usize,
+    /// Log lines kept per session.
+    pub log_lines: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { max_sessions: 1000, log_lines: 1000 }
+    }
+}
+
+/// The session table. Cheap to clone; all clones share the same sessions.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    kernel: Arc<dyn Kernel>,
+    sessions: DashMap<u64, Arc<SessionCell>>,
+    names: DashMap<String, u64>,
+    next_id: AtomicU64,
+}
+
+/// Paging for statement listings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Page {
+    /// Index of the first item.
+    pub from: u64,
+    /// Most items returned; `None` for all.
+    pub size: Option<u64>,
+    /// Newest first.
+    pub descending: bool,
+}
+
+impl Engine {
+    /// An engine whose statements run on `kernel`. Must be used inside a tokio runtime.
+    pub fn new(config: EngineConfig, kernel: Arc<dyn Kernel>) -> Self {
+        let inner =
+            Inner { config, kernel, sessions: DashMap::new(), names: DashMap::new(), next_id: AtomicU64::new(0) };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Creates a session. It is `idle` at once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKind`] for an unknown kind, [`Error::InvalidRequest`] for a bad name or
+    /// `tilegate.kind`, [`Error::DuplicateName`], [`Error::TooManySessions`].
+    pub fn create_session(&self, request: CreateSession) -> Result<Session, Error> {
+        let (kind, kind_language) = language::parse_session_kind(request.kind.as_deref())?;
+        let conf_language = match request.conf.as_ref().and_then(|c| c.get(CONF_KIND)) {
+            None => None,
+            Some(v) => Some(v.as_str().and_then(|s| s.parse::<Language>().ok()).ok_or_else(|| {
+                Error::InvalidRequest(format!("conf '{CONF_KIND}' must be \"rust\", \"wasm\" or \"sql\", not {v}"))
+            })?),
+        };
+        let default_language = language::session_default(kind, conf_language.or(kind_language));
+        if let Some(name) = &request.name {
+            validate_name(name)?;
+        }
+        if self.inner.sessions.len() >= self.inner.config.max_sessions {
+            return Err(Error::TooManySessions(self.inner.config.max_sessions));
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Some(name) = &request.name {
+            match self.inner.names.entry(name.clone()) {
+                Entry::Occupied(_) => return Err(Error::DuplicateName(name.clone())),
+                Entry::Vacant(slot) => {
+                    slot.insert(id);
+                }
+            }
+        }
+        let cell = SessionCell::start(
+            id,
+            kind,
+            default_language,
+            request,
+            self.inner.config.log_lines,
+            self.inner.kernel.clone(),
+        );
+        let session = cell.to_api(&cell.lock());
+        self.inner.sessions.insert(id, cell);
+        tracing::info!(session = id, kind = %kind, language = %default_language, "session created");
+        Ok(session)
+    }
+
+    /// A page of sessions, by id, and the total count.
+    pub fn list_sessions(&self, from: u64, size: u64) -> SessionList {
+        let mut cells: Vec<Arc<SessionCell>> = self.inner.sessions.iter().map(|e| e.value().clone()).collect();
+        cells.sort_by_key(|c| c.id);
+        let total = cells.len() as u64;
+        let sessions = cells.iter().skip(from as usize).take(size as usize).map(|c| c.to_api(&c.lock())).collect();
+        SessionList { from, total, sessions }
+    }
+
+    /// A session by id or name.
+    ///
+    /// # Errors
+    /// [`Error::SessionNotFound`].
+    pub fn session(&self, key: &str) -> Result<Session, Error> {
+        let cell = self.cell(key)?;
+        let data = cell.lock();
+        Ok(cell.to_api(&data))
+    }
+
+    /// A session's state.
+    ///
+    /// # Errors
+    /// [`Error::SessionNotFound`].
+    pub fn session_state(&self, key: &str) -> Result<SessionStateInfo, Error> {
+        let cell = self.cell(key)?;
+        let state = cell.lock().state;
+        Ok(SessionStateInfo { id: cell.id, state })
+    }
+
+    /// Lines of a session's log. `from` defaults to the last `size` lines; `size` defaults to 100,
+    /// negative means all.
+    ///
+    /// # Errors
+    /// [`Error::SessionNotFound`].
+    pub fn session_log(&self, key: &str, from: Option<u64>, size: Option<i64>) -> Result<SessionLog, Error> {
+        let cell = self.cell(key)?;
+        let (from, total, log) = cell.lock().log_page(from, size);
+        Ok(SessionLog { id: cell.id, from, total, log })
+    }
+
+    /// Deletes a session: cancels its statements and forgets it.
+    ///
+    /// # Errors
+    /// [`Error::SessionNotFound`].
+    pub fn delete_session(&self, key: &str) -> Result<(), Error> {
+        let cell = self.cell(key)?;
+        if self.inner.sessions.remove(&cell.id).is_none() {
+            return Err(Error::SessionNotFound(key.to_owned())); // deleted concurrently
+        }
+        if let Some(name) = &cell.name {
+            self.inner.names.remove(name);
+        }
+        cell.shut_down();
+        tracing::info!(session = cell.id, "session deleted");
+        Ok(())
+    }
+
+    /// Queues a statement; it runs after the session's earlier statements.
+    ///
+    /// # Errors
+    /// [`Error::SessionNotFound`], [`Error::InvalidKind`], [`Error::SessionNotActive`].
+    pub fn submit(&self, key: &str, request: CreateStatement) -> Result<Statement, Error> {
+        let cell = self.cell(key)?;
+        let (language, body) = language::resolve(request.kind.as_deref(), &request.code, cell.default_language)?;
+        cell.submit(request.code, language, body)
+            .ok_or_else(|| Error::SessionNotActive { id: cell.id, state: cell.lock().state.to_string() })
+    }
+
+    /// A page of a session's statements.
+    ///
+    /// # Errors
+    /// [`Error::SessionNotFound`].
+    pub fn statements(&self, key: &str, page: Page) -> Result<StatementList, Error> {
+        let cell = self.cell(key)?;
+        let data = cell.lock();
+        let total = data.statements.len() as u64;
+        let size = page.size.unwrap_or(total) as usize;
+        let records: Box<dyn Iterator<Item = _>> =
+            if page.descending { Box::new(data.statements.iter().rev()) } else { Box::new(data.statements.iter()) };
+        let statements = records.skip(page.from as usize).take(size).map(|s| s.to_api()).collect();
+        Ok(StatementList { total_statements: total, statements })
+    }
+
+    /// One statement.
+    ///
+    /// # Errors
+    /// [`Error::SessionNotFound`], [`Error::StatementNotFound`].
+    pub fn statement(&self, key: &str, statement: &str) -> Result<Statement, Error> {
+        let cell = self.cell(key)?;
+        let data = cell.lock();
+        let index = statement_index(&cell, &data, statement)?;
+        Ok(data.statements[index].to_api())
+    }
+
+    /// Cancels a statement. Finished statements are left as they are.
+    ///
+    /// # Errors
+    /// [`Error::SessionNotFound`], [`Error::StatementNotFound`].
+    pub fn cancel(&self, key: &str, statement: &str) -> Result<(), Error> {
+        let cell = self.cell(key)?;
+        let mut data = cell.lock();
+        let index = statement_index(&cell, &data, statement)?;
+        cell.cancel(&mut data, index);
+        Ok(())
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Cancels every statement of every session (graceful shutdown).
+    pub fn shut_down(&self) {
+        for entry in &self.inner.sessions {
+            entry.value().shut_down();
+        }
+    }
+
+    fn cell(&self, key: &str) -> Result<Arc<SessionCell>, Error> {
+        let id = match key.parse::<u64>() {
+            Ok(id) => Some(id),
+            Err(_) => self.inner.names.get(key).map(|e| *e.value()),
+        };
+        id.and_then(|id| self.inner.sessions.get(&id).map(|e| e.value().clone()))
+            .ok_or_else(|| Error::SessionNotFound(key.to_owned()))
+    }
+}
+
+fn statement_index(cell: &SessionCell, data: &session::SessionData, statement: &str) -> Result<usize, Error> {
+    statement
+        .parse::<usize>()
+        .ok()
+        .filter(|&i| i < data.statements.len())
+        .ok_or_else(|| Error::StatementNotFound { session: cell.id, statement: statement.to_owned() })
+}
+
+fn validate_name(name: &str) -> Result<(), Error> {
+    let bad = |why: &str| Err(Error::InvalidRequest(format!("invalid session name '{name}': {why}")));
+    if name.is_empty() || name.chars().count() > 256 {
+        return bad("it must have 1 to 256 characters");
+    }
+    if name.chars().all(|c| c.is_ascii_digit()) {
+        return bad("it must not be a number (session routes take ids and names alike)");
+    }
+    if name.chars().any(|c| c.is_control() || c == '/') {
+        return bad("it must not contain '/' or control characters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

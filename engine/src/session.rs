@@ -1,0 +1,308 @@
+//! One session: its settings, its statements and log, and the worker that runs its statements in order.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tilegate_api::{CreateSession, Language, Output, Session, SessionKind, SessionState, Statement, StatementState};
+use tokio::sync::mpsc;
+
+use crate::kernel::{Failure, Job, Kernel, RunContext};
+
+/// How many log lines the session JSON shows (Livy shows the last 10).
+const LOG_TAIL: usize = 10;
+
+/// A live session. Shared between the engine's table, request handlers and the session's worker.
+pub(crate) struct SessionCell {
+    pub(crate) id: u64,
+    pub(crate) name: Option<String>,
+    app_id: String,
+    kind: SessionKind,
+    pub(crate) default_language: Language,
+    request: CreateSession,
+    log_capacity: usize,
+    data: Mutex<SessionData>,
+}
+
+/// The mutable part of a session.
+pub(crate) struct SessionData {
+    pub(crate) state: SessionState,
+    pub(crate) statements: Vec<StatementRecord>,
+    log: VecDeque<String>,
+    /// Lines dropped from the front of `log`, so line numbers stay absolute.
+    log_dropped: u64,
+    /// Sends statement ids to the worker; `None` once the session is shutting down.
+    queue: Option<mpsc::UnboundedSender<u64>>,
+}
+
+/// A statement and its run.
+pub(crate) struct StatementRecord {
+    pub(crate) id: u64,
+    code: String,
+    pub(crate) job: Job,
+    pub(crate) state: StatementState,
+    output: Option<Output>,
+    pub(crate) ctx: RunContext,
+    started: i64,
+    completed: i64,
+}
+
+impl StatementRecord {
+    pub(crate) fn to_api(&self) -> Statement {
+        let progress = match self.state {
+            StatementState::Waiting => 0.0,
+            StatementState::Running | StatementState::Cancelling => self.ctx.progress(),
+            StatementState::Available | StatementState::Error | StatementState::Cancelled => 1.0,
+        };
+        Statement {
+            id: self.id,
+            code: self.code.clone(),
+            state: self.state,
+            output: self.output.clone(),
+            progress,
+            started: self.started,
+            completed: self.completed,
+        }
+    }
+}
+
+/// Statement states move only along Livy's edges:
+///
+/// ```text
+/// Waiting → Running → Available
+///    ↓         ↓
+/// Cancelled ← Cancelling
+/// ```
+fn can_become(from: StatementState, to: StatementState) -> bool {
+    use StatementState::*;
+    matches!(
+        (from, to),
+        (Waiting, Running)
+            | (Running, Available)
+            | (Running, Cancelling)
+            | (Waiting, Cancelled)
+            | (Cancelling, Cancelled)
+    )
+}
+
+impl StatementRecord {
+    fn become_(&mut self, next: StatementState) {
+        debug_assert!(can_become(self.state, next), "statement {} cannot go {:?} → {next:?}", self.id, self.state);
+        self.state = next;
+    }
+}
+
+impl SessionCell {
+    /// Creates the session (already `idle`: there is nothing to start) and spawns its worker.
+    pub(crate) fn start(
+        id: u64,
+        kind: SessionKind,
+        default_language: Language,
+        request: CreateSession,
+        log_capacity: usize,
+        kernel: Arc<dyn Kernel>,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cell = Arc::new(Self {
+            id,
+            name: request.name.clone(),
+            app_id: uuid::Uuid::new_v4().to_string(),
+            kind,
+            default_language,
+            request,
+            log_capacity: log_capacity.max(LOG_TAIL),
+            data: Mutex::new(SessionData {
+                state: SessionState::Idle,
+                statements: Vec::new(),
+                log: VecDeque::new(),
+                log_dropped: 0,
+                queue: Some(tx),
+            }),
+        });
+        cell.log(format!("session {id} started: kind {kind}, statements default to {default_language}"));
+        tokio::spawn(run_statements(cell.clone(), rx, kernel));
+        cell
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SessionData> {
+        // Holders never leave the data half-updated across a panic point, so a poisoned lock is usable.
+        self.data.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn log(&self, line: String) {
+        self.lock().push_log(line, self.log_capacity);
+    }
+
+    pub(crate) fn to_api(&self, data: &SessionData) -> Session {
+        let r = &self.request;
+        Session {
+            id: self.id,
+            name: self.name.clone(),
+            app_id: Some(self.app_id.clone()),
+            owner: None,
+            proxy_user: r.proxy_user.clone(),
+            state: data.state,
+            kind: self.kind,
+            app_info: BTreeMap::from([("driverLogUrl".into(), None), ("sparkUiUrl".into(), None)]),
+            log: data.log.iter().rev().take(LOG_TAIL).rev().cloned().collect(),
+            ttl: r.ttl.clone(),
+            idle_timeout: r.idle_timeout.clone(),
+            conf: r.conf.clone().unwrap_or_default(),
+            heartbeat_timeout_in_second: r.heartbeat_timeout_in_second.unwrap_or(0),
+            driver_memory: r.driver_memory.clone(),
+            driver_cores: r.driver_cores,
+            executor_memory: r.executor_memory.clone(),
+            executor_cores: r.executor_cores,
+            num_executors: r.num_executors,
+            queue: r.queue.clone(),
+            jars: r.jars.clone().unwrap_or_default(),
+            py_files: r.py_files.clone().unwrap_or_default(),
+            files: r.files.clone().unwrap_or_default(),
+            archives: r.archives.clone().unwrap_or_default(),
+            default_language: self.default_language,
+        }
+    }
+
+    /// Queues a statement. Returns `None` when the session no longer takes statements.
+    pub(crate) fn submit(&self, code: String, language: Language, body: String) -> Option<Statement> {
+        let mut data = self.lock();
+        let queue = data.queue.clone()?;
+        let id = data.statements.len() as u64;
+        let job = Job { session_id: self.id, statement_id: id, language, code: body };
+        let record = StatementRecord {
+            id,
+            code,
+            job,
+            state: StatementState::Waiting,
+            output: None,
+            ctx: RunContext::default(),
+            started: 0,
+            completed: 0,
+        };
+        let statement = record.to_api();
+        data.statements.push(record);
+        data.state = SessionState::Busy;
+        // The worker holds the receiver for as long as `queue` is set, so this cannot fail.
+        let _ = queue.send(id);
+        Some(statement)
+    }
+
+    /// Cancels a statement: a waiting one ends at once, a running one is interrupted.
+    pub(crate) fn cancel(&self, data: &mut SessionData, statement: usize) {
+        let record = &mut data.statements[statement];
+        match record.state {
+            StatementState::Waiting => {
+                record.become_(StatementState::Cancelled);
+                record.completed = now_ms();
+            }
+            StatementState::Running => {
+                record.become_(StatementState::Cancelling);
+                record.ctx.cancel();
+            }
+            _ => return,
+        }
+        let line = format!("statement {statement} cancelled");
+        data.push_log(line, self.log_capacity);
+        data.settle();
+    }
+
+    /// Stops taking statements and cancels all that have not finished.
+    pub(crate) fn shut_down(&self) {
+        let mut data = self.lock();
+        data.queue = None;
+        for i in 0..data.statements.len() {
+            self.cancel(&mut data, i);
+        }
+        data.state = SessionState::ShuttingDown;
+        data.push_log("session shutting down".into(), self.log_capacity);
+    }
+}
+
+impl SessionData {
+    fn push_log(&mut self, line: String, capacity: usize) {
+        if self.log.len() >= capacity {
+            self.log.pop_front();
+            self.log_dropped += 1;
+        }
+        self.log.push_back(line);
+    }
+
+    /// Log lines `from..from + size` (absolute numbering); `from` defaults to the last `size` lines.
+    pub(crate) fn log_page(&self, from: Option<u64>, size: Option<i64>) -> (u64, u64, Vec<String>) {
+        let total = self.log_dropped + self.log.len() as u64;
+        let size = match size {
+            Some(s) if s < 0 => total,
+            Some(s) => s as u64,
+            None => 100,
+        };
+        let from = from.unwrap_or_else(|| total.saturating_sub(size)).max(self.log_dropped);
+        let start = (from - self.log_dropped) as usize;
+        let lines = self.log.iter().skip(start).take(size as usize).cloned().collect();
+        (from, total, lines)
+    }
+
+    /// Busy while any statement waits or runs, idle otherwise (unless shutting down).
+    fn settle(&mut self) {
+        if matches!(self.state, SessionState::Busy | SessionState::Idle) {
+            let active = self.statements.iter().any(|s| !s.state.is_final());
+            self.state = if active { SessionState::Busy } else { SessionState::Idle };
+        }
+    }
+}
+
+/// The session's worker: runs its statements one at a time, in submission order, each on a
+/// blocking thread so wasm never runs on the async reactor.
+async fn run_statements(cell: Arc<SessionCell>, mut queue: mpsc::UnboundedReceiver<u64>, kernel: Arc<dyn Kernel>) {
+    while let Some(id) = queue.recv().await {
+        let index = id as usize;
+        let (job, ctx) = {
+            let mut data = cell.lock();
+            let record = &mut data.statements[index];
+            if record.state != StatementState::Waiting {
+                continue; // cancelled while waiting
+            }
+            record.become_(StatementState::Running);
+            record.started = now_ms();
+            (record.job.clone(), record.ctx.clone())
+        };
+        let clock = Instant::now();
+        let kernel = kernel.clone();
+        let result = tokio::task::spawn_blocking(move || kernel.execute(&job, &ctx)).await.unwrap_or_else(|e| {
+            tracing::error!(session = cell.id, statement = id, "statement worker panicked: {e}");
+            Err(Failure::new("InternalError", "the gateway failed while running this statement; it has been logged"))
+        });
+        let elapsed = clock.elapsed();
+
+        let mut data = cell.lock();
+        let record = &mut data.statements[index];
+        record.completed = now_ms();
+        let line = if record.state == StatementState::Cancelling {
+            record.become_(StatementState::Cancelled);
+            format!("statement {id} ({}) cancelled after {elapsed:.1?}", record.job.language)
+        } else {
+            record.become_(StatementState::Available);
+            let language = record.job.language;
+            let (output, line) = match result {
+                Ok(data) => (
+                    Output::Ok { execution_count: id, data },
+                    format!("statement {id} ({language}) ok in {elapsed:.1?}"),
+                ),
+                Err(f) => {
+                    let line =
+                        format!("statement {id} ({language}) failed in {elapsed:.1?}: {}: {}", f.ename, f.evalue);
+                    let output =
+                        Output::Error { execution_count: id, ename: f.ename, evalue: f.evalue, traceback: f.traceback };
+                    (output, line)
+                }
+            };
+            record.output = Some(output);
+            line
+        };
+        data.push_log(line, cell.log_capacity);
+        data.settle();
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,163 @@
+//! Gateway benchmark over real HTTP against the real `tilegate` binary.
+//!
+//! Run with: `cargo bench -p tilegate-gateway --bench http` (add `-- --quick` for a short run).
+//!
+//! Measures, in one run, against the baseline of a `GET /version` round trip:
+//! session create → `idle` latency, a trivial cached `wasm` statement round trip (submit + poll until
+//! `available`), statement throughput with concurrent sessions, and the gateway's RSS idle and with
+//! 100 idle sessions.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tilegate_sdk::{Client, CreateSession, Language, SessionState};
+
+const ANSWER: &str = r#"(module (func (export "main") (result i32) i32.const 42))"#;
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start() -> Self {
+        let data_dir = std::env::temp_dir().join(format!("tilegate-bench-{}", std::process::id()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tilegate"))
+            .args(["--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .env("TILEGATE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start tilegate");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read banner");
+        let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("banner has the URL").to_owned();
+        Self { child, url }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    Stats { p50: at(0.5), p99: at(0.99) }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 200 } else { 2000 };
+    let server = Server::start();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_idle = server.rss_kib();
+    let client = Client::new(&server.url).expect("client");
+
+    // Baseline: the cheapest round trip the gateway serves.
+    for _ in 0..100 {
+        client.version().await.expect("version");
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        client.version().await.expect("version");
+        samples.push(t.elapsed());
+    }
+    let base = stats(samples);
+
+    // Session create → idle.
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n.min(500) {
+        let t = Instant::now();
+        let s = client.create_session(&CreateSession::default()).await.expect("create");
+        let idle = s.state == SessionState::Idle
+            || client.session_state(s.id).await.expect("state").state == SessionState::Idle;
+        samples.push(t.elapsed());
+        assert!(idle);
+        client.delete_session(s.id).await.expect("delete");
+    }
+    let create = stats(samples);
+
+    // Trivial cached wasm statement: submit, then poll until available.
+    let session = client.create_session(&CreateSession::default()).await.expect("create");
+    client.run(session.id, Language::Wasm, ANSWER).await.expect("warm the module cache");
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let out = client.run(session.id, Language::Wasm, ANSWER).await.expect("run");
+        samples.push(t.elapsed());
+        assert_eq!(out.text(), Some("42"));
+    }
+    let statement = stats(samples);
+
+    // Throughput: 16 sessions submitting concurrently.
+    let sessions = 16;
+    let per_session = n / 4;
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..sessions {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = client.create_session(&CreateSession::default()).await.expect("create");
+            for _ in 0..per_session {
+                client.run(s.id, Language::Wasm, ANSWER).await.expect("run");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let throughput = (sessions * per_session) as f64 / t.elapsed().as_secs_f64();
+
+    // RSS with 100 idle sessions.
+    for _ in 0..100 {
+        client.create_session(&CreateSession::default()).await.expect("create");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rss_100 = server.rss_kib();
+
+    println!("tilegate gateway benchmark ({n} samples per latency; client and server share this machine)");
+    println!("{:<44} {:>9} {:>9} {:>8}", "", "p50 ms", "p99 ms", "p50/base");
+    let row = |name: &str, s: &Stats| {
+        println!(
+            "{name:<44} {:>9.3} {:>9.3} {:>8.2}",
+            ms(s.p50),
+            ms(s.p99),
+            s.p50.as_secs_f64() / base.p50.as_secs_f64()
+        );
+    };
+    row("baseline: GET /version", &base);
+    row("session create -> idle (goal p50 < 5 ms)", &create);
+    row("cached wasm statement round trip (goal < 2)", &statement);
+    println!("throughput, {sessions} sessions x {per_session} statements: {throughput:.0} statements/s (goal >= 2000)");
+    println!(
+        "gateway RSS idle: {:.1} MiB; with 100 idle sessions: {:.1} MiB",
+        rss_idle as f64 / 1024.0,
+        rss_100 as f64 / 1024.0
+    );
+}

@@ -1,0 +1,164 @@
+//! Gateway settings: defaults, overridden by an optional TOML file, overridden by flags and environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command line. Every flag also reads an environment variable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tilegate",
+    version,
+    about = "A Livy-compatible REST gateway for sandboxed analytics on gridded datasets"
+)]
+pub struct Cli {
+    /// Address to listen on [default: 127.0.0.1:8998].
+    #[arg(long, env = "TILEGATE_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// Data directory, created if missing [default: ./tilegate-data].
+    #[arg(long, env = "TILEGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Optional TOML configuration file (keys as in `Config`).
+    #[arg(long, env = "TILEGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// All settings. In a TOML file, every key is optional.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Require an `X-Requested-By` header on state-changing requests (Livy's CSRF protection).
+    pub csrf_protection: bool,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Most sessions alive at once.
+    pub max_sessions: usize,
+    /// Wall-clock limit of one statement, in seconds.
+    pub statement_timeout_secs: f64,
+    /// Linear memory one statement may use, in MiB.
+    pub memory_limit_mib: usize,
+    /// Bytes one statement may print, and separately return.
+    pub output_limit_bytes: usize,
+    /// Wasm call-stack limit, in bytes.
+    pub max_wasm_stack_bytes: usize,
+    /// Compiled modules kept in memory.
+    pub module_cache_entries: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8998)),
+            data_dir: PathBuf::from("./tilegate-data"),
+            csrf_protection: false,
+            max_body_bytes: 16 << 20,
+            max_sessions: 1000,
+            statement_timeout_secs: 60.0,
+            memory_limit_mib: 256,
+            output_limit_bytes: 8 << 20,
+            max_wasm_stack_bytes: 512 << 10,
+            module_cache_entries: 256,
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the config file, then flags and environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file cannot be read or parsed, or a value is out of range.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        if let Some(bind) = cli.bind {
+            config.bind = bind;
+        }
+        if let Some(dir) = &cli.data_dir {
+            config.data_dir = dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = self.statement_timeout_secs.is_finite() && self.statement_timeout_secs > 0.0;
+        if !positive {
+            return Err(ConfigError::Invalid("statement_timeout_secs must be a positive number".into()));
+        }
+        if self.memory_limit_mib == 0 || self.memory_limit_mib > 4096 {
+            return Err(ConfigError::Invalid("memory_limit_mib must be between 1 and 4096".into()));
+        }
+        if self.max_wasm_stack_bytes < 4096 {
+            return Err(ConfigError::Invalid("max_wasm_stack_bytes must be at least 4096".into()));
+        }
+        Ok(())
+    }
+
+    /// The statement deadline.
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.statement_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("tilegate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tilegate.toml");
+        std::fs::write(&file, "bind = \"127.0.0.1:9000\"\ncsrf_protection = true\nmemory_limit_mib = 64\n").unwrap();
+        let cli = Cli { bind: None, data_dir: Some("/tmp/x".into()), config: Some(file.clone()) };
+        let config = Config::load(&cli).unwrap();
+        assert_eq!(config.bind.port(), 9000);
+        assert!(config.csrf_protection);
+        assert_eq!(config.memory_limit_mib, 64);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+
+        std::fs::write(&file, "bogus = 1\n").unwrap();
+        assert!(matches!(Config::load(&cli), Err(ConfigError::Parse { .. })));
+        std::fs::write(&file, "statement_timeout_secs = -1.0\n").unwrap();
+        assert!(matches!(Config::load(&cli), Err(ConfigError::Invalid(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,120 @@
+//! HTTP errors and extractors: every response, including rejected input, is a JSON `{"msg": ...}`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tilegate_api::Msg;
+use tilegate_engine::Error as EngineError;
+
+/// An error answered to the client: a status and a JSON message.
+#[derive(Debug)]
+pub enum ApiError {
+    /// Refused by the engine.
+    Engine(EngineError),
+    /// Malformed body, query or path.
+    BadRequest(String),
+    /// Body over the size limit.
+    PayloadTooLarge(String),
+    /// No such route.
+    NotFound(String),
+    /// The route exists, the method does not.
+    MethodNotAllowed,
+    /// CSRF protection is on and the header is missing.
+    MissingCsrfHeader,
+    /// A bug; details are logged, not sent.
+    Internal,
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        Self::Engine(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match self {
+            Self::Engine(e) => {
+                let status = match &e {
+                    EngineError::SessionNotFound(_) | EngineError::StatementNotFound { .. } => StatusCode::NOT_FOUND,
+                    EngineError::InvalidKind(_)
+                    | EngineError::InvalidRequest(_)
+                    | EngineError::DuplicateName(_)
+                    | EngineError::SessionNotActive { .. } => StatusCode::BAD_REQUEST,
+                    EngineError::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
+                };
+                (status, e.to_string())
+            }
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            Self::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
+            Self::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed on this route.".into()),
+            Self::MissingCsrfHeader => {
+                (StatusCode::BAD_REQUEST, "Missing Required Header for CSRF protection (X-Requested-By).".into())
+            }
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error; it has been logged.".into()),
+        };
+        (status, axum::Json(Msg::new(msg))).into_response()
+    }
+}
+
+/// A JSON body or response. Unlike `axum::Json` it takes any content type, reads an empty body
+/// as `{}`, and answers bad bodies in our error format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(format!("Request body too large: {}", e.body_text()))
+            } else {
+                ApiError::BadRequest(format!("Cannot read request body: {}", e.body_text()))
+            }
+        })?;
+        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        serde_json::from_slice(body).map(ApiJson).map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
+    }
+}
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Query parameters, with bad values answered in our error format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::BadRequest(format!("Invalid query: {}", e.body_text())))
+    }
+}
+
+/// Path parameters, with undecodable ones answered in our error format.
+#[derive(Debug, Clone)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| ApiPath(p))
+            .map_err(|e| ApiError::BadRequest(format!("Invalid path: {}", e.body_text())))
+    }
+}

@@ -1,0 +1,95 @@
+//! The tilegate gateway: Apache Livy's REST API over the engine, with statements run in the wasm sandbox.
+//!
+//! # Layout
+//! - [`config`]: settings from defaults, a TOML file, flags and environment.
+//! - `routes`: the Livy routes; each handler calls one engine method.
+//! - `error`: [`ApiError`] (status + JSON `{"msg"}`) and the extractors that answer bad input with it.
+//! - `kernel`: the sandbox-backed [`tilegate_engine::Kernel`].
+//! - [`router`] builds the app, [`serve`] runs it until a shutdown signal.
+
+pub mod config;
+mod error;
+mod kernel;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use tilegate_engine::{Engine, EngineConfig};
+use tilegate_sandbox::{Limits, Sandbox, SandboxConfig};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::{Cli, Config, ConfigError};
+pub use error::{ApiError, ApiJson};
+use kernel::SandboxKernel;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Sessions and statements.
+    pub engine: Engine,
+    /// The settings the gateway runs with.
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    /// Builds the sandbox and the engine from the settings. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// When the wasm engine cannot be set up.
+    pub fn new(config: Config) -> Result<Self, tilegate_sandbox::Error> {
+        let sandbox = Sandbox::new(SandboxConfig {
+            max_wasm_stack: config.max_wasm_stack_bytes,
+            module_cache_entries: config.module_cache_entries,
+            ..SandboxConfig::default()
+        })?;
+        let limits = Limits {
+            deadline: config.statement_timeout(),
+            memory_bytes: config.memory_limit_mib << 20,
+            output_bytes: config.output_limit_bytes,
+        };
+        let kernel = SandboxKernel::new(Arc::new(sandbox), limits);
+        let engine =
+            Engine::new(EngineConfig { max_sessions: config.max_sessions, ..Default::default() }, Arc::new(kernel));
+        Ok(Self { engine, config: Arc::new(config) })
+    }
+}
+
+/// The HTTP application with its middleware.
+pub fn router(state: AppState) -> Router {
+    let mut app = routes::routes();
+    if state.config.csrf_protection {
+        app = app.layer(axum::middleware::from_fn(routes::require_csrf_header));
+    }
+    app.layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            ApiError::Internal.into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then cancels running statements and finishes in-flight requests.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let engine = state.engine.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: cancelling running statements");
+            engine.shut_down();
+        })
+        .await
+}

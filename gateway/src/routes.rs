@@ -1,0 +1,157 @@
+//! The Livy REST routes. Each handler parses, calls one engine method, and picks the status.
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tilegate_api::{
+    CreateSession, CreateStatement, LIVY_VERSION, Msg, Session, SessionList, SessionLog, SessionStateInfo, Statement,
+    StatementList, Version,
+};
+use tilegate_engine::Page;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+
+/// The routes, without middleware.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/version", get(get_version))
+        .route("/sessions", get(list_sessions).post(create_session))
+        .route("/sessions/{session}", get(get_session).delete(delete_session))
+        .route("/sessions/{session}/state", get(get_session_state))
+        .route("/sessions/{session}/log", get(get_session_log))
+        .route("/sessions/{session}/statements", get(list_statements).post(create_statement))
+        .route("/sessions/{session}/statements/{statement}", get(get_statement))
+        .route("/sessions/{session}/statements/{statement}/cancel", post(cancel_statement))
+        .fallback(|| async { ApiError::NotFound("No such route.".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+}
+
+async fn get_version() -> ApiJson<Version> {
+    ApiJson(Version {
+        version: LIVY_VERSION.into(),
+        user: String::new(),
+        revision: String::new(),
+        branch: String::new(),
+        date: String::new(),
+        url: "https://example.invalid/tilegate".into(),
+        tilegate_version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct Paging {
+    from: Option<u64>,
+    size: Option<u64>,
+}
+
+async fn list_sessions(State(app): State<AppState>, ApiQuery(q): ApiQuery<Paging>) -> ApiJson<SessionList> {
+    ApiJson(app.engine.list_sessions(q.from.unwrap_or(0), q.size.unwrap_or(100)))
+}
+
+async fn create_session(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<CreateSession>,
+) -> Result<(StatusCode, HeaderMap, ApiJson<Session>), ApiError> {
+    let session = app.engine.create_session(req)?;
+    Ok((StatusCode::CREATED, location(&format!("/sessions/{}", session.id)), ApiJson(session)))
+}
+
+async fn get_session(State(app): State<AppState>, ApiPath(key): ApiPath<String>) -> Result<ApiJson<Session>, ApiError> {
+    Ok(ApiJson(app.engine.session(&key)?))
+}
+
+async fn delete_session(State(app): State<AppState>, ApiPath(key): ApiPath<String>) -> Result<ApiJson<Msg>, ApiError> {
+    app.engine.delete_session(&key)?;
+    Ok(ApiJson(Msg::new("deleted")))
+}
+
+async fn get_session_state(
+    State(app): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<ApiJson<SessionStateInfo>, ApiError> {
+    Ok(ApiJson(app.engine.session_state(&key)?))
+}
+
+#[derive(Debug, Deserialize)]
+struct LogPaging {
+    from: Option<u64>,
+    size: Option<i64>,
+}
+
+async fn get_session_log(
+    State(app): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogPaging>,
+) -> Result<ApiJson<SessionLog>, ApiError> {
+    Ok(ApiJson(app.engine.session_log(&key, q.from, q.size)?))
+}
+
+#[derive(Debug, Deserialize)]
+struct StatementPaging {
+    from: Option<u64>,
+    size: Option<u64>,
+    order: Option<String>,
+}
+
+async fn list_statements(
+    State(app): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(q): ApiQuery<StatementPaging>,
+) -> Result<ApiJson<StatementList>, ApiError> {
+    let descending = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => return Err(ApiError::BadRequest(format!("Invalid order '{other}': use asc or desc."))),
+    };
+    let page = Page { from: q.from.unwrap_or(0), size: q.size, descending };
+    Ok(ApiJson(app.engine.statements(&key, page)?))
+}
+
+async fn create_statement(
+    State(app): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(req): ApiJson<CreateStatement>,
+) -> Result<(StatusCode, HeaderMap, ApiJson<Statement>), ApiError> {
+    let session = app.engine.session_state(&key)?.id;
+    let statement = app.engine.submit(&session.to_string(), req)?;
+    let url = format!("/sessions/{session}/statements/{}", statement.id);
+    Ok((StatusCode::CREATED, location(&url), ApiJson(statement)))
+}
+
+async fn get_statement(
+    State(app): State<AppState>,
+    ApiPath((key, statement)): ApiPath<(String, String)>,
+) -> Result<ApiJson<Statement>, ApiError> {
+    Ok(ApiJson(app.engine.statement(&key, &statement)?))
+}
+
+async fn cancel_statement(
+    State(app): State<AppState>,
+    ApiPath((key, statement)): ApiPath<(String, String)>,
+) -> Result<ApiJson<Msg>, ApiError> {
+    app.engine.cancel(&key, &statement)?;
+    Ok(ApiJson(Msg::new("canceled")))
+}
+
+fn location(url: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    // Ids and names reach here already validated: no control characters, so this cannot fail.
+    if let Ok(value) = HeaderValue::from_str(url) {
+        headers.insert(header::LOCATION, value);
+    }
+    headers
+}
+
+/// Livy's CSRF protection: state-changing requests must carry `X-Requested-By`.
+pub(crate) async fn require_csrf_header(req: Request, next: Next) -> Response {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe && !req.headers().contains_key("x-requested-by") {
+        return ApiError::MissingCsrfHeader.into_response();
+    }
+    next.run(req).await
+}

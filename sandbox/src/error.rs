@@ -1,0 +1,104 @@
+//! Why a module was refused or a call returned no value.
+
+use std::time::Duration;
+
+/// Why a module was refused or a call returned no value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The code is neither WAT text, a wasm binary, nor base64 of one.
+    #[error("{0}")]
+    Decode(String),
+    /// The module failed to parse or validate.
+    #[error("invalid module: {0}")]
+    InvalidModule(String),
+    /// The module imports something the sandbox does not provide (there is no WASI and no ambient import).
+    #[error("module imports `{module}::{name}`, but the sandbox provides only {allowed}")]
+    ForbiddenImport {
+        /// Import module name.
+        module: String,
+        /// Import field name.
+        name: String,
+        /// What the sandbox provides.
+        allowed: &'static str,
+    },
+    /// The module has no entry point the caller asked for, or it has the wrong signature.
+    #[error("{0}")]
+    MissingEntry(String),
+    /// The call ran past its deadline.
+    #[error("time limit of {} s exceeded", .0.as_secs_f64())]
+    Timeout(Duration),
+    /// The call was cancelled by its caller.
+    #[error("cancelled")]
+    Cancelled,
+    /// The module tried to grow its memory past the cap.
+    #[error("memory limit of {limit} bytes exceeded")]
+    MemoryLimit {
+        /// The cap, in bytes.
+        limit: usize,
+    },
+    /// The module produced (printed or returned) more bytes than allowed.
+    #[error("output of at least {size} bytes exceeds the limit of {limit} bytes")]
+    OutputLimit {
+        /// Bytes produced so far.
+        size: usize,
+        /// The cap, in bytes.
+        limit: usize,
+    },
+    /// The wasm call stack overflowed.
+    #[error("call stack exhausted (limit {limit} bytes)")]
+    StackOverflow {
+        /// The engine's stack cap, in bytes.
+        limit: usize,
+    },
+    /// The guest panicked and reported its message through `sbx.panic`.
+    #[error("{message}")]
+    Panic {
+        /// The panic message, as the guest formatted it.
+        message: String,
+        /// The wasm backtrace, one frame per line.
+        backtrace: Vec<String>,
+    },
+    /// Any other trap (unreachable, out-of-bounds access, division by zero, ...).
+    #[error("{message}")]
+    Trap {
+        /// The trap, as wasmtime describes it.
+        message: String,
+        /// The wasm backtrace, one frame per line.
+        backtrace: Vec<String>,
+    },
+    /// The module broke the bytes-in/bytes-out ABI (bad pointer, result not JSON, ...).
+    #[error("{0}")]
+    Abi(String),
+    /// The sandbox itself could not be set up.
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+}
+
+impl Error {
+    /// A short name for the kind of failure, used as Livy's `ename`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Decode(_) => "DecodeError",
+            Self::InvalidModule(_) => "InvalidModule",
+            Self::ForbiddenImport { .. } => "ForbiddenImport",
+            Self::MissingEntry(_) => "MissingEntry",
+            Self::Timeout(_) => "Timeout",
+            Self::Cancelled => "Cancelled",
+            Self::MemoryLimit { .. } => "MemoryLimit",
+            Self::OutputLimit { .. } => "OutputLimit",
+            Self::StackOverflow { .. } => "StackOverflow",
+            Self::Panic { .. } => "Panic",
+            Self::Trap { .. } => "Trap",
+            Self::Abi(_) => "AbiError",
+            Self::Setup(_) => "SandboxError",
+        }
+    }
+
+    /// The wasm backtrace, where the failure happened inside the guest.
+    pub fn backtrace(&self) -> &[String] {
+        match self {
+            Self::Panic { backtrace, .. } | Self::Trap { backtrace, .. } => backtrace,
+            _ => &[],
+        }
+    }
+}

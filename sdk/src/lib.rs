@@ -1,0 +1,261 @@
+//! Rust client for the tilegate gateway; it speaks the Livy REST API, so it works with Livy too for
+//! what both share.
+//!
+//! ```no_run
+//! use tilegate_sdk::{Client, CreateSession, Language};
+//!
+//! # async fn demo() -> Result<(), tilegate_sdk::Error> {
+//! let client = Client::new("http://127.0.0.1:8998")?;
+//! let session = client.create_session(&CreateSession::default()).await?;
+//! let answer: i64 = client
+//!     .run_as(session.id, Language::Wasm, r#"(module (func (export "main") (result i32) i32.const 42))"#)
+//!     .await?;
+//! assert_eq!(answer, 42);
+//! client.delete_session(session.id).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`Client`]: one method per route, plus [`Client::run`] (submit and wait) and [`Client::wait`].
+//! - [`Error`]: transport failures, API refusals (status + message), failed statements.
+//! - The wire types are re-exported from `tilegate-api`.
+
+use std::time::Duration;
+
+use reqwest::{Method, Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use tilegate_api::*;
+
+/// What went wrong talking to the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request could not be sent or the response read.
+    #[error("HTTP error: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The gateway refused the request.
+    #[error("{status}: {msg}")]
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// The gateway's `msg`.
+        msg: String,
+    },
+    /// The statement ran and failed.
+    #[error("{ename}: {evalue}")]
+    Statement {
+        /// Kind of failure, e.g. `Timeout`.
+        ename: String,
+        /// Message.
+        evalue: String,
+        /// Details.
+        traceback: Vec<String>,
+    },
+    /// The statement was cancelled before it produced output.
+    #[error("statement was cancelled")]
+    Cancelled,
+    /// The result did not have the expected type.
+    #[error("unexpected result: {0}")]
+    Decode(String),
+}
+
+/// A gateway client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// A client for the gateway at `base_url`, e.g. `http://127.0.0.1:8998`.
+    ///
+    /// # Errors
+    /// [`Error::Http`] when the HTTP client cannot be built.
+    pub fn new(base_url: &str) -> Result<Self, Error> {
+        let http = reqwest::Client::builder().build()?;
+        Ok(Self { http, base: base_url.trim_end_matches('/').to_owned() })
+    }
+
+    /// The gateway's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /version`.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn version(&self) -> Result<Version, Error> {
+        self.call(Method::GET, "/version", None::<&()>).await
+    }
+
+    /// `POST /sessions`.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`] (e.g. an invalid kind or a duplicate name).
+    pub async fn create_session(&self, request: &CreateSession) -> Result<Session, Error> {
+        self.call(Method::POST, "/sessions", Some(request)).await
+    }
+
+    /// `GET /sessions?from&size`.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn list_sessions(&self, from: u64, size: u64) -> Result<SessionList, Error> {
+        self.call(Method::GET, &format!("/sessions?from={from}&size={size}"), None::<&()>).await
+    }
+
+    /// `GET /sessions/{id}`; `session` is an id or a name.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`] (404 for an unknown session).
+    pub async fn session(&self, session: impl std::fmt::Display) -> Result<Session, Error> {
+        self.call(Method::GET, &format!("/sessions/{session}"), None::<&()>).await
+    }
+
+    /// `GET /sessions/{id}/state`.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn session_state(&self, session: impl std::fmt::Display) -> Result<SessionStateInfo, Error> {
+        self.call(Method::GET, &format!("/sessions/{session}/state"), None::<&()>).await
+    }
+
+    /// `GET /sessions/{id}/log?from&size` (`from` defaults to the last `size` lines).
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn session_log(
+        &self,
+        session: impl std::fmt::Display,
+        from: Option<u64>,
+        size: Option<i64>,
+    ) -> Result<SessionLog, Error> {
+        let mut path = format!("/sessions/{session}/log?size={}", size.unwrap_or(100));
+        if let Some(from) = from {
+            path.push_str(&format!("&from={from}"));
+        }
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `DELETE /sessions/{id}`.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn delete_session(&self, session: impl std::fmt::Display) -> Result<(), Error> {
+        self.call::<Msg>(Method::DELETE, &format!("/sessions/{session}"), None::<&()>).await.map(drop)
+    }
+
+    /// `POST /sessions/{id}/statements`: queues a statement and returns it (normally `waiting`).
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn submit(
+        &self,
+        session: impl std::fmt::Display,
+        language: Option<Language>,
+        code: &str,
+    ) -> Result<Statement, Error> {
+        let body = CreateStatement { code: code.to_owned(), kind: language.map(|l| l.as_str().to_owned()) };
+        self.call(Method::POST, &format!("/sessions/{session}/statements"), Some(&body)).await
+    }
+
+    /// `GET /sessions/{id}/statements/{sid}`.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn statement(&self, session: impl std::fmt::Display, statement: u64) -> Result<Statement, Error> {
+        self.call(Method::GET, &format!("/sessions/{session}/statements/{statement}"), None::<&()>).await
+    }
+
+    /// `GET /sessions/{id}/statements`.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn statements(&self, session: impl std::fmt::Display) -> Result<StatementList, Error> {
+        self.call(Method::GET, &format!("/sessions/{session}/statements"), None::<&()>).await
+    }
+
+    /// `POST /sessions/{id}/statements/{sid}/cancel`.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn cancel(&self, session: impl std::fmt::Display, statement: u64) -> Result<(), Error> {
+        let path = format!("/sessions/{session}/statements/{statement}/cancel");
+        self.call::<Msg>(Method::POST, &path, None::<&()>).await.map(drop)
+    }
+
+    /// Polls a statement until it is final (`available` or `cancelled`), backing off from 0.5 ms to 100 ms.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn wait(&self, session: impl std::fmt::Display, statement: u64) -> Result<Statement, Error> {
+        let session = session.to_string();
+        let mut pause = Duration::from_micros(500);
+        loop {
+            let current = self.statement(&session, statement).await?;
+            if current.state.is_final() {
+                return Ok(current);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Submits a statement, waits for it, and returns its output.
+    ///
+    /// # Errors
+    /// [`Error::Statement`] when it failed, [`Error::Cancelled`] when it was cancelled, or a transport/API error.
+    pub async fn run(&self, session: impl std::fmt::Display, language: Language, code: &str) -> Result<Output, Error> {
+        let session = session.to_string();
+        let submitted = self.submit(&session, Some(language), code).await?;
+        let done = self.wait(&session, submitted.id).await?;
+        match done.output {
+            None => Err(Error::Cancelled),
+            Some(Output::Error { ename, evalue, traceback, .. }) => Err(Error::Statement { ename, evalue, traceback }),
+            Some(ok) => Ok(ok),
+        }
+    }
+
+    /// Like [`Client::run`], deserializing the `application/json` result into `T`.
+    ///
+    /// # Errors
+    /// As [`Client::run`], plus [`Error::Decode`] when the result does not fit `T`.
+    pub async fn run_as<T: DeserializeOwned>(
+        &self,
+        session: impl std::fmt::Display,
+        language: Language,
+        code: &str,
+    ) -> Result<T, Error> {
+        let output = self.run(session, language, code).await?;
+        let json = output.json().cloned().unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, Error> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        parse(response).await
+    }
+}
+
+async fn parse<T: DeserializeOwned>(response: Response) -> Result<T, Error> {
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    if !status.is_success() {
+        let msg = serde_json::from_slice::<Msg>(&bytes)
+            .map(|m| m.msg)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+        return Err(Error::Api { status, msg });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{e} in {}", String::from_utf8_lossy(&bytes))))
+}
