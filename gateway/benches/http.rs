@@ -73,9 +73,20 @@ fn ms(d: Duration) -> f64 {
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 200 } else { 2000 };
+    // Memory: a fresh gateway, idle, then holding 100 idle sessions.
+    let (rss_idle, rss_100) = {
+        let fresh = Server::start();
+        let client = Client::new(&fresh.url).expect("client");
+        client.version().await.expect("version");
+        let idle = fresh.rss_kib();
+        for _ in 0..100 {
+            client.create_session(&CreateSession::default()).await.expect("create");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (idle, fresh.rss_kib())
+    };
+
     let server = Server::start();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_idle = server.rss_kib();
     let client = Client::new(&server.url).expect("client");
 
     // Baseline: the cheapest round trip the gateway serves.
@@ -134,13 +145,6 @@ async fn main() {
     }
     let throughput = (sessions * per_session) as f64 / t.elapsed().as_secs_f64();
 
-    // RSS with 100 idle sessions.
-    for _ in 0..100 {
-        client.create_session(&CreateSession::default()).await.expect("create");
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let rss_100 = server.rss_kib();
-
     println!("tilegate gateway benchmark ({n} samples per latency; client and server share this machine)");
     println!("{:<44} {:>9} {:>9} {:>8}", "", "p50 ms", "p99 ms", "p50/base");
     let row = |name: &str, s: &Stats| {
@@ -156,8 +160,9 @@ async fn main() {
     row("cached wasm statement round trip (goal < 2)", &statement);
     println!("throughput, {sessions} sessions x {per_session} statements: {throughput:.0} statements/s (goal >= 2000)");
     println!(
-        "gateway RSS idle: {:.1} MiB; with 100 idle sessions: {:.1} MiB",
+        "gateway RSS idle: {:.1} MiB; with 100 idle sessions: {:.1} MiB ({:.1} KiB per session)",
         rss_idle as f64 / 1024.0,
-        rss_100 as f64 / 1024.0
+        rss_100 as f64 / 1024.0,
+        rss_100.saturating_sub(rss_idle) as f64 / 100.0
     );
 }
