@@ -8,6 +8,7 @@
 //! - [`Session`], [`CreateSession`], [`SessionList`], [`SessionStateInfo`], [`SessionLog`]: sessions.
 //! - [`Statement`], [`CreateStatement`], [`StatementList`], [`Output`]: statements and their results.
 //! - [`SessionKind`], [`SessionState`], [`StatementState`], [`Language`]: the enums, as Livy spells them.
+//! - [`DatasetInfo`], [`DatasetList`], [`TileList`], [`RegisterDataset`]: shared datasets and their tile index.
 //! - [`Version`], [`Msg`]: `GET /version` and the `{"msg": ...}` body of confirmations and errors.
 
 use std::collections::BTreeMap;
@@ -440,6 +441,151 @@ impl Msg {
     pub fn new(msg: impl Into<String>) -> Self {
         Self { msg: msg.into() }
     }
+}
+
+/// A rectangle in degrees (cell centres), inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bbox {
+    /// Westernmost longitude.
+    pub west: f64,
+    /// Southernmost latitude.
+    pub south: f64,
+    /// Easternmost longitude.
+    pub east: f64,
+    /// Northernmost latitude.
+    pub north: f64,
+}
+
+/// A time interval, epoch seconds and ISO 8601, as NEXUS reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeRange {
+    /// First time, epoch seconds.
+    pub start: i64,
+    /// Last time, epoch seconds.
+    pub stop: i64,
+    /// First time, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub iso_start: String,
+    /// Last time, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub iso_stop: String,
+    /// Number of time steps.
+    pub steps: u64,
+}
+
+/// A gridded variable of a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariableInfo {
+    /// Array name in the store.
+    pub name: String,
+    /// Dimension names, `[time, lat, lon]`.
+    pub dims: Vec<String>,
+    /// Array shape.
+    pub shape: Vec<u64>,
+    /// Chunk shape: one chunk is one tile.
+    pub tile_shape: Vec<u64>,
+    /// Stored element type.
+    pub dtype: String,
+    /// CF `units`.
+    pub units: Option<String>,
+    /// CF `long_name`.
+    pub long_name: Option<String>,
+    /// CF `standard_name`.
+    pub standard_name: Option<String>,
+    /// Tiles in the chunk grid.
+    pub tiles: u64,
+    /// Tiles with at least one valid cell (the rest are never read).
+    pub tiles_with_data: u64,
+    /// Valid cells in the whole variable.
+    pub valid_cells: u64,
+    /// Smallest valid value.
+    pub min: Option<f64>,
+    /// Largest valid value.
+    pub max: Option<f64>,
+}
+
+/// A registered dataset, as `GET /datasets/{name}` describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    /// Name, as used in jobs and routes.
+    pub name: String,
+    /// Store location.
+    pub path: String,
+    /// 2 or 3.
+    pub zarr_format: u8,
+    /// Extent of the cell centres.
+    pub bbox: Bbox,
+    /// Time coverage.
+    pub time: TimeRange,
+    /// `-180..180` or `0..360`.
+    pub lon_convention: String,
+    /// Whether latitude increases along its axis.
+    pub lat_ascending: bool,
+    /// The `(time, lat, lon)` variables.
+    pub variables: Vec<VariableInfo>,
+}
+
+/// `GET /datasets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetList {
+    /// All registered datasets, by name.
+    pub datasets: Vec<DatasetInfo>,
+}
+
+/// `POST /datasets`: register a store at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDataset {
+    /// Name to register it under.
+    pub name: String,
+    /// Path of the Zarr store on the gateway's file system.
+    pub path: String,
+}
+
+/// One tile of the tile index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TileInfo {
+    /// Variable.
+    pub variable: String,
+    /// Chunk index `[time, lat, lon]`.
+    pub index: [u64; 3],
+    /// Extent of its cell centres.
+    pub bbox: Bbox,
+    /// First time, epoch seconds.
+    pub time_start: i64,
+    /// Last time, epoch seconds.
+    pub time_end: i64,
+    /// Valid cells.
+    pub count: u64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// cos(lat)-weighted mean.
+    pub mean: f64,
+    /// Standard deviation (ddof = 0).
+    pub std: f64,
+    /// Sum of values.
+    pub sum: f64,
+    /// Sum of cos(lat) x value.
+    pub wsum: f64,
+    /// Sum of cos(lat).
+    pub weight: f64,
+    /// Sum of squared deviations from the mean (merges exactly across tiles).
+    pub m2: f64,
+}
+
+/// `GET /datasets/{name}/tiles`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TileList {
+    /// Dataset.
+    pub dataset: String,
+    /// Variable.
+    pub variable: String,
+    /// Tiles selected (before paging).
+    pub total: u64,
+    /// Offset of the first tile returned.
+    pub from: u64,
+    /// The page.
+    pub tiles: Vec<TileInfo>,
 }
 
 #[cfg(test)]

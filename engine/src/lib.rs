@@ -6,8 +6,10 @@
 //! - `session`: one session, its statements and log, and its worker (one statement at a time).
 //! - [`kernel`]: the [`Kernel`] trait, [`Job`], [`RunContext`] (cancel flag, progress), [`Failure`].
 //! - [`language`]: session kinds and how a statement's language is resolved.
+//! - [`dataset`]: shared Zarr datasets, their tiles and the tile index ([`dataset::Catalog`]).
 //! - [`Error`]: what the engine refuses.
 
+pub mod dataset;
 mod error;
 pub mod kernel;
 pub mod language;

@@ -50,6 +50,10 @@ pub struct Config {
     pub max_wasm_stack_bytes: usize,
     /// Compiled modules kept in memory.
     pub module_cache_entries: usize,
+    /// Write the demo dataset `sst` when the data directory has no dataset.
+    pub demo_dataset: bool,
+    /// Threads for CPU work on tiles (index builds, jobs); 0 = one per core.
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -65,6 +69,8 @@ impl Default for Config {
             output_limit_bytes: 8 << 20,
             max_wasm_stack_bytes: 512 << 10,
             module_cache_entries: 256,
+            demo_dataset: true,
+            workers: 0,
         }
     }
 }
@@ -130,6 +136,14 @@ impl Config {
             return Err(ConfigError::Invalid("max_wasm_stack_bytes must be at least 4096".into()));
         }
         Ok(())
+    }
+
+    /// Worker threads: `workers`, or one per core.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
     }
 
     /// The statement deadline.

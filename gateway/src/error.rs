@@ -26,6 +26,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// CSRF protection is on and the header is missing.
     MissingCsrfHeader,
+    /// Refused or failed by the dataset catalog.
+    Dataset(tilegate_engine::dataset::Error),
     /// A bug; details are logged, not sent.
     Internal,
 }
@@ -33,6 +35,12 @@ pub enum ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         Self::Engine(e)
+    }
+}
+
+impl From<tilegate_engine::dataset::Error> for ApiError {
+    fn from(e: tilegate_engine::dataset::Error) -> Self {
+        Self::Dataset(e)
     }
 }
 
@@ -47,6 +55,15 @@ impl IntoResponse for ApiError {
                     | EngineError::DuplicateName(_)
                     | EngineError::SessionNotActive { .. } => StatusCode::BAD_REQUEST,
                     EngineError::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
+                };
+                (status, e.to_string())
+            }
+            Self::Dataset(e) => {
+                use tilegate_engine::dataset::Error as D;
+                let status = match &e {
+                    D::NotFound(_) => StatusCode::NOT_FOUND,
+                    // Everything else is about a store or selection the caller named.
+                    D::InvalidRequest(_) | D::InvalidMetadata(_) | D::Corrupt(_) | D::Io(_) => StatusCode::BAD_REQUEST,
                 };
                 (status, e.to_string())
             }

@@ -4,6 +4,7 @@
 //! - [`config`]: settings from defaults, a TOML file, flags and environment.
 //! - `routes`: the Livy routes; each handler calls one engine method.
 //! - `error`: [`ApiError`] (status + JSON `{"msg"}`) and the extractors that answer bad input with it.
+//! - `datasets`: the `/datasets` routes (catalog, tile index).
 //! - `kernel`: the sandbox-backed [`tilegate_engine::Kernel`].
 //! - [`router`] builds the app, [`serve`] runs it until a shutdown signal.
 
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
+use tilegate_engine::dataset::Catalog;
 use tilegate_engine::{Engine, EngineConfig};
 use tilegate_sandbox::{Limits, Sandbox, SandboxConfig};
 use tokio::net::TcpListener;
@@ -25,6 +27,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub use config::{Cli, Config, ConfigError};
+mod datasets;
 pub use error::{ApiError, ApiJson};
 use kernel::SandboxKernel;
 
@@ -33,16 +36,31 @@ use kernel::SandboxKernel;
 pub struct AppState {
     /// Sessions and statements.
     pub engine: Engine,
+    /// The shared datasets.
+    pub catalog: Arc<Catalog>,
     /// The settings the gateway runs with.
     pub config: Arc<Config>,
 }
 
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The wasm engine could not be set up.
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] tilegate_sandbox::Error),
+    /// The data directory or its datasets could not be opened.
+    #[error("datasets: {0}")]
+    Datasets(#[from] tilegate_engine::dataset::Error),
+}
+
 impl AppState {
-    /// Builds the sandbox and the engine from the settings. Must be called inside a tokio runtime.
+    /// Builds the sandbox, the dataset catalog (writing the demo dataset and building tile indexes
+    /// as needed: this blocks) and the engine. Must be called inside a tokio runtime.
     ///
     /// # Errors
-    /// When the wasm engine cannot be set up.
-    pub fn new(config: Config) -> Result<Self, tilegate_sandbox::Error> {
+    /// When the wasm engine cannot be set up or the data directory cannot be used.
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let catalog = Arc::new(Catalog::open(&config.data_dir, config.demo_dataset, config.worker_count())?);
         let sandbox = Sandbox::new(SandboxConfig {
             max_wasm_stack: config.max_wasm_stack_bytes,
             module_cache_entries: config.module_cache_entries,
@@ -56,7 +74,7 @@ impl AppState {
         let kernel = SandboxKernel::new(Arc::new(sandbox), limits);
         let engine =
             Engine::new(EngineConfig { max_sessions: config.max_sessions, ..Default::default() }, Arc::new(kernel));
-        Ok(Self { engine, config: Arc::new(config) })
+        Ok(Self { engine, catalog, config: Arc::new(config) })
     }
 }
 

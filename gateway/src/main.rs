@@ -29,6 +29,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let data_dir = config.data_dir.display().to_string();
     let state = AppState::new(config).map_err(|e| e.to_string())?;
+    let datasets: Vec<String> = state.catalog.list().iter().map(|d| d.name().to_owned()).collect();
+    tracing::info!("datasets: {}", if datasets.is_empty() { "none".to_owned() } else { datasets.join(", ") });
     // Scripts (and the benchmark) read the bound address from this line.
     println!("tilegate {} listening on http://{addr} (data dir {data_dir})", env!("CARGO_PKG_VERSION"));
     serve(listener, state, shutdown_signal()).await.map_err(|e| e.to_string())

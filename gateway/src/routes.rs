@@ -27,6 +27,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/sessions/{session}/statements", get(list_statements).post(create_statement))
         .route("/sessions/{session}/statements/{statement}", get(get_statement))
         .route("/sessions/{session}/statements/{statement}/cancel", post(cancel_statement))
+        .merge(crate::datasets::routes())
         .fallback(|| async { ApiError::NotFound("No such route.".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }

@@ -37,7 +37,7 @@ async fn malformed_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_body_is_413() {
-    let gw = Gateway::start_with(Config { max_body_bytes: 64 << 10, ..Config::default() }).await;
+    let gw = Gateway::start_with(Config { max_body_bytes: 64 << 10, ..crate::test_config() }).await;
     let s = gw.client.create_session(&Default::default()).await.unwrap();
     let huge = json!({ "code": "x".repeat(128 << 10) }).to_string();
     let path = format!("/sessions/{}/statements", s.id);
@@ -73,7 +73,7 @@ async fn statements_to_a_deleted_session_are_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_limit_is_429() {
-    let gw = Gateway::start_with(Config { max_sessions: 2, ..Config::default() }).await;
+    let gw = Gateway::start_with(Config { max_sessions: 2, ..crate::test_config() }).await;
     gw.client.create_session(&Default::default()).await.unwrap();
     gw.client.create_session(&Default::default()).await.unwrap();
     assert_refused(&gw, Method::POST, "/sessions", Some("{}"), 429, "too many sessions").await;

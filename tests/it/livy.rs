@@ -189,7 +189,7 @@ async fn cancel_is_prompt_and_keeps_output_null() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csrf_check_is_off_by_default_and_enforced_when_on() {
-    let gw = Gateway::start_with(tilegate_gateway::Config { csrf_protection: true, ..Default::default() }).await;
+    let gw = Gateway::start_with(tilegate_gateway::Config { csrf_protection: true, ..crate::test_config() }).await;
     let (status, body) = gw.raw(Method::POST, "/sessions", Some("{}")).await;
     assert_eq!(status, 400);
     assert!(body["msg"].as_str().unwrap().contains("CSRF"), "{body}");

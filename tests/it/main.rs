@@ -4,9 +4,14 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod bad_input;
+mod datasets;
 mod livy;
 mod wasm;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tilegate_gateway::{AppState, Config, serve};
@@ -29,17 +34,24 @@ pub struct Gateway {
     pub http: reqwest::Client,
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
+    owns_data_dir: bool,
 }
 
 impl Gateway {
-    /// Starts a gateway with default settings on an ephemeral loopback port.
+    /// Starts a gateway with test settings ([`test_config`]) on an ephemeral loopback port.
     pub async fn start() -> Self {
-        Self::start_with(Config::default()).await
+        Self::start_with(test_config()).await
     }
 
-    /// Starts a gateway with `config` (its `bind` is replaced by an ephemeral loopback port).
+    /// Starts a gateway with `config` on an ephemeral loopback port. A data directory made by
+    /// [`test_config`] is removed when the gateway is dropped.
     pub async fn start_with(config: Config) -> Self {
+        let data_dir = config.data_dir.clone();
+        let owns_data_dir =
+            data_dir.starts_with(std::env::temp_dir()) && data_dir.to_string_lossy().contains("tilegate-it-");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let state = AppState::new(config).expect("gateway state");
@@ -47,7 +59,14 @@ impl Gateway {
         tokio::spawn(serve(listener, state, async move {
             let _ = rx.await;
         }));
-        Self { client: Client::new(&url).expect("client"), http: reqwest::Client::new(), url, shutdown: Some(tx) }
+        Self {
+            client: Client::new(&url).expect("client"),
+            http: reqwest::Client::new(),
+            url,
+            data_dir,
+            shutdown: Some(tx),
+            owns_data_dir,
+        }
     }
 
     /// A raw request; returns the status and the JSON body (every body must be JSON).
@@ -69,12 +88,76 @@ impl Drop for Gateway {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if self.owns_data_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
+}
+
+/// Default settings with a fresh, empty data directory and no demo dataset.
+pub fn test_config() -> Config {
+    Config { data_dir: fresh_dir(), demo_dataset: false, ..Config::default() }
+}
+
+/// A new empty directory under the system temp dir, removed when a gateway using it is dropped.
+pub fn fresh_dir() -> PathBuf {
+    new_dir("tilegate-it")
+}
+
+/// A new empty directory that outlives gateways (for restart tests); the test removes it.
+pub fn lasting_dir() -> PathBuf {
+    new_dir("tilegate-lasting")
+}
+
+fn new_dir(prefix: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Python with the packages of `tests/requirements.txt`, in a venv under the Cargo target
+/// directory: made on first use, remade when the requirements change.
+pub fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("requirements.txt");
+        let wanted = std::fs::read_to_string(&requirements).expect("tests/requirements.txt");
+        // The test binary lives in <target>/debug/deps.
+        let exe = std::env::current_exe().expect("test binary path");
+        let target = exe.ancestors().nth(3).expect("target dir");
+        let venv = target.join("tilegate-pyenv");
+        let bin = venv.join("bin").join("python");
+        let marker = venv.join("requirements.txt");
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+            let ok =
+                Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv).status().is_ok_and(|s| s.success());
+            assert!(ok, "python3 -m venv failed: Python 3 with venv is needed for the dataset tests");
+            let ok = Command::new(&bin)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&requirements)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "pip install -r {} failed", requirements.display());
+            std::fs::write(&marker, wanted).expect("venv marker");
+        }
+        bin
+    })
+}
+
+/// Runs a script of `tests/tools` with [`python`]; returns its stdout, panics with its stderr.
+pub fn run_tool(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools").join(script);
+    let out = Command::new(python()).arg(&path).args(args).output().expect("run python");
+    assert!(out.status.success(), "{script} {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 /// Settings with a short statement deadline, for tests that hit it.
 pub fn short_deadline(secs: f64) -> Config {
-    Config { statement_timeout_secs: secs, ..Config::default() }
+    Config { statement_timeout_secs: secs, ..test_config() }
 }
 
 /// Polls until the statement leaves `waiting`/`running`, or panics after 30 s.

@@ -105,7 +105,7 @@ async fn deadline_violated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_obeyed_and_violated() {
-    let gw = Gateway::start_with(Config { memory_limit_mib: 8, ..Config::default() }).await;
+    let gw = Gateway::start_with(Config { memory_limit_mib: 8, ..crate::test_config() }).await;
     let s = gw.client.create_session(&CreateSession::default()).await.unwrap();
     let pages: i64 = gw.client.run_as(s.id, Language::Wasm, fixture!("grow_4mib")).await.unwrap();
     assert_eq!(pages, 65);
@@ -116,7 +116,7 @@ async fn memory_limit_obeyed_and_violated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stack_limit_obeyed_and_violated() {
-    let gw = Gateway::start_with(Config { max_wasm_stack_bytes: 64 << 10, ..Config::default() }).await;
+    let gw = Gateway::start_with(Config { max_wasm_stack_bytes: 64 << 10, ..crate::test_config() }).await;
     let s = gw.client.create_session(&CreateSession::default()).await.unwrap();
     let depth: i64 = gw.client.run_as(s.id, Language::Wasm, fixture!("recurse_1000")).await.unwrap();
     assert_eq!(depth, 1000);
@@ -125,11 +125,11 @@ async fn stack_limit_obeyed_and_violated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_limit_obeyed_and_violated() {
-    let gw = Gateway::start_with(Config { output_limit_bytes: 2 << 20, ..Config::default() }).await;
+    let gw = Gateway::start_with(Config { output_limit_bytes: 2 << 20, ..crate::test_config() }).await;
     let s = gw.client.create_session(&CreateSession::default()).await.unwrap();
     let out = gw.client.run(s.id, Language::Wasm, fixture!("print_1mib")).await.unwrap();
     assert_eq!(out.text().unwrap().len(), (1 << 20) + 2, "1 MiB printed, a newline, and the result 1");
-    let tight = Gateway::start_with(Config { output_limit_bytes: 512 << 10, ..Config::default() }).await;
+    let tight = Gateway::start_with(Config { output_limit_bytes: 512 << 10, ..crate::test_config() }).await;
     assert_eq!(error_of(&tight, fixture!("print_1mib")).await.0, "OutputLimit");
 }
 
