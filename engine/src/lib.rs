@@ -7,10 +7,12 @@
 //! - [`kernel`]: the [`Kernel`] trait, [`Job`], [`RunContext`] (cancel flag, progress), [`Failure`].
 //! - [`language`]: session kinds and how a statement's language is resolved.
 //! - [`dataset`]: shared Zarr datasets, their tiles and the tile index ([`dataset::Catalog`]).
+//! - [`job`]: map/reduce jobs over tiles, planned and run by DataFusion ([`job::Jobs`]).
 //! - [`Error`]: what the engine refuses.
 
 pub mod dataset;
 mod error;
+pub mod job;
 pub mod kernel;
 pub mod language;
 mod session;

@@ -54,6 +54,8 @@ pub struct Config {
     pub demo_dataset: bool,
     /// Threads for CPU work on tiles (index builds, jobs); 0 = one per core.
     pub workers: usize,
+    /// Memory for decoded tiles shared by all jobs, in MiB.
+    pub tile_cache_mib: usize,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             module_cache_entries: 256,
             demo_dataset: true,
             workers: 0,
+            tile_cache_mib: 512,
         }
     }
 }

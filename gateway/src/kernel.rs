@@ -1,23 +1,28 @@
 //! The kernel the gateway wires into the engine: `wasm` statements run in the sandbox; `rust` and
 //! `sql` answer with a clear error until their issues land.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tilegate_api::Language;
+use tilegate_engine::dataset::{Selection, cf};
+use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions};
 use tilegate_engine::{Data, Failure, Job, Kernel, RunContext};
-use tilegate_sandbox::{Limits, Sandbox, decode_source};
+use tilegate_sandbox::{JobFailure, JobHandler, Limits, Program, Sandbox, Worker, decode_source};
 
-/// Runs statements in the wasm sandbox.
+/// Runs statements in the wasm sandbox; jobs they start run on `jobs`.
 pub struct SandboxKernel {
     sandbox: Arc<Sandbox>,
     limits: Limits,
+    jobs: Arc<Jobs>,
 }
 
 impl SandboxKernel {
     /// A kernel running every statement under `limits`.
-    pub fn new(sandbox: Arc<Sandbox>, limits: Limits) -> Self {
-        Self { sandbox, limits }
+    pub fn new(sandbox: Arc<Sandbox>, limits: Limits, jobs: Arc<Jobs>) -> Self {
+        Self { sandbox, limits, jobs }
     }
 
     fn run_wasm(&self, job: &Job, ctx: &RunContext) -> Result<Data, tilegate_sandbox::Error> {
@@ -25,8 +30,109 @@ impl SandboxKernel {
         let program = self.sandbox.compile(&bytes)?;
         // What `sbx_main` receives: where it runs. Documented in sandbox/ABI.md.
         let input = json!({ "session": job.session_id, "statement": job.statement_id }).to_string();
-        let out = self.sandbox.run(&program, input.as_bytes(), &self.limits, ctx.cancel_flag())?;
+        let handler = self.job_handler(&program, ctx);
+        let out =
+            self.sandbox.run_with_jobs(&program, input.as_bytes(), &self.limits, ctx.cancel_flag(), Some(handler))?;
         Ok(output_data(out.printed, out.result))
+    }
+
+    /// Answers `sbx.run_job` from a statement: the job's map and reduce run in worker instances
+    /// of the same module, under the statement's limits and deadline.
+    fn job_handler(&self, program: &Arc<Program>, ctx: &RunContext) -> JobHandler {
+        let (sandbox, program, limits, jobs, ctx) =
+            (self.sandbox.clone(), program.clone(), self.limits, self.jobs.clone(), ctx.clone());
+        let deadline = Instant::now() + self.limits.deadline;
+        Arc::new(move |spec: &[u8]| {
+            let request: JobRequest = serde_json::from_slice(spec)
+                .map_err(|e| JobFailure { ename: "JobError".into(), message: format!("invalid job spec: {e}") })?;
+            let spec = request.spec().map_err(|e| JobFailure { ename: e.ename.clone(), message: e.message })?;
+            let functions = WasmFunctions {
+                sandbox: sandbox.clone(),
+                program: program.clone(),
+                limits,
+                ctx: ctx.clone(),
+                deadline,
+                ids: [request.map, request.reduce, request.row],
+                idle: Mutex::new(Vec::new()),
+            };
+            jobs.run(&spec, Arc::new(functions), &ctx).map_err(|e| JobFailure { ename: e.ename, message: e.message })
+        })
+    }
+}
+
+/// The job spec a guest sends with `sbx.run_job` (written by the prelude; see sandbox/ABI.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRequest {
+    dataset: String,
+    variable: Option<String>,
+    bbox: Option<[f64; 4]>,
+    time: Option<(String, String)>,
+    /// `[trampoline, function]` table indices.
+    map: [u32; 2],
+    reduce: [u32; 2],
+    row: [u32; 2],
+}
+
+impl JobRequest {
+    fn spec(&self) -> Result<JobSpec, JobError> {
+        let time = match &self.time {
+            None => None,
+            Some((a, b)) => {
+                let parse = |s: &str| cf::parse_datetime(s).map_err(|e| JobError::new("JobError", e));
+                Some((parse(a)?, parse(b)?))
+            }
+        };
+        Ok(JobSpec {
+            dataset: self.dataset.clone(),
+            variable: self.variable.clone(),
+            selection: Selection { bbox: self.bbox, time },
+        })
+    }
+}
+
+/// A job's functions, run in sandbox workers: one instance per worker thread at a time, reused
+/// across tiles, dropped after any failure.
+struct WasmFunctions {
+    sandbox: Arc<Sandbox>,
+    program: Arc<Program>,
+    limits: Limits,
+    ctx: RunContext,
+    deadline: Instant,
+    /// `[trampoline, function]` of map, reduce and row.
+    ids: [[u32; 2]; 3],
+    idle: Mutex<Vec<Worker>>,
+}
+
+impl WasmFunctions {
+    fn call(&self, which: usize, a: &[u8], b: &[u8]) -> Result<Vec<u8>, JobError> {
+        let failed = |e: tilegate_sandbox::Error| JobError::new(e.name(), e.to_string());
+        let idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let mut worker = match idle {
+            Some(w) => w,
+            None => self
+                .sandbox
+                .worker(&self.program, &self.limits, self.ctx.cancel_flag(), self.deadline)
+                .map_err(failed)?,
+        };
+        let [tramp, func] = self.ids[which];
+        let out = worker.invoke(tramp, func, a, b).map_err(failed)?;
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(worker);
+        Ok(out)
+    }
+}
+
+impl TileFunctions for WasmFunctions {
+    fn map(&self, tile: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.call(0, tile, &[])
+    }
+
+    fn reduce(&self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.call(1, a, b)
+    }
+
+    fn row(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.call(2, key, value)
     }
 }
 

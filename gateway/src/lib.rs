@@ -20,6 +20,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
 use tilegate_engine::dataset::Catalog;
+use tilegate_engine::job::Jobs;
 use tilegate_engine::{Engine, EngineConfig};
 use tilegate_sandbox::{Limits, Sandbox, SandboxConfig};
 use tokio::net::TcpListener;
@@ -51,6 +52,9 @@ pub enum StartError {
     /// The data directory or its datasets could not be opened.
     #[error("datasets: {0}")]
     Datasets(#[from] tilegate_engine::dataset::Error),
+    /// The worker threads could not be started.
+    #[error("workers: {0}")]
+    Workers(String),
 }
 
 impl AppState {
@@ -71,7 +75,9 @@ impl AppState {
             memory_bytes: config.memory_limit_mib << 20,
             output_bytes: config.output_limit_bytes,
         };
-        let kernel = SandboxKernel::new(Arc::new(sandbox), limits);
+        let jobs = Jobs::new(catalog.clone(), config.worker_count(), config.tile_cache_mib << 20)
+            .map_err(|e| StartError::Workers(e.to_string()))?;
+        let kernel = SandboxKernel::new(Arc::new(sandbox), limits, Arc::new(jobs));
         let engine =
             Engine::new(EngineConfig { max_sessions: config.max_sessions, ..Default::default() }, Arc::new(kernel));
         Ok(Self { engine, catalog, config: Arc::new(config) })

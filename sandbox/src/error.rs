@@ -69,6 +69,14 @@ pub enum Error {
     /// The module broke the bytes-in/bytes-out ABI (bad pointer, result not JSON, ...).
     #[error("{0}")]
     Abi(String),
+    /// A job the module started with `sbx.run_job` failed; `ename` says how.
+    #[error("{message}")]
+    Job {
+        /// Kind of failure, e.g. `JobError`, `Cancelled`, `Timeout`, `Panic`.
+        ename: String,
+        /// What happened.
+        message: String,
+    },
     /// The sandbox itself could not be set up.
     #[error("sandbox setup failed: {0}")]
     Setup(String),
@@ -76,8 +84,9 @@ pub enum Error {
 
 impl Error {
     /// A short name for the kind of failure, used as Livy's `ename`.
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
+            Self::Job { ename, .. } => ename,
             Self::Decode(_) => "DecodeError",
             Self::InvalidModule(_) => "InvalidModule",
             Self::ForbiddenImport { .. } => "ForbiddenImport",

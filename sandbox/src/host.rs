@@ -1,9 +1,27 @@
 //! What the host gives a guest: per-call state, the memory cap and the `sbx` imports.
 
+use std::sync::Arc;
+
 use wasmtime::{Caller, Linker, ResourceLimiter};
 
 /// The imports the sandbox provides, for error messages.
-pub(crate) const ALLOWED_IMPORTS: &str = "`sbx::print(ptr: i32, len: i32)` and `sbx::panic(ptr: i32, len: i32)`";
+pub(crate) const ALLOWED_IMPORTS: &str =
+    "`sbx::print(ptr: i32, len: i32)`, `sbx::panic(ptr: i32, len: i32)` and `sbx::run_job(ptr: i32, len: i32) -> i64`";
+
+/// The longest job spec read from a guest.
+const MAX_JOB_SPEC: usize = 1 << 20;
+
+/// Runs a job a guest asked for with `sbx.run_job`: spec bytes in, result bytes out.
+pub type JobHandler = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, JobFailure> + Send + Sync>;
+
+/// Why a job failed, as the statement's error output should name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    /// Kind of failure, e.g. `JobError`, `Cancelled`, `Timeout`, `Panic`.
+    pub ename: String,
+    /// What happened, naming the dataset and tile where it applies.
+    pub message: String,
+}
 
 /// The longest panic message kept; the rest is cut.
 const MAX_PANIC_MESSAGE: usize = 64 << 10;
@@ -19,6 +37,8 @@ pub(crate) enum Stop {
     OutputLimit { size: usize },
     #[error("guest panicked: {0}")]
     Panic(String),
+    #[error("{}: {}", .0.ename, .0.message)]
+    Job(JobFailure),
 }
 
 /// State of one call: lives in the `Store` and dies with it.
@@ -26,11 +46,13 @@ pub(crate) struct HostState {
     pub(crate) memory: MemoryCap,
     pub(crate) printed: Vec<u8>,
     pub(crate) output_limit: usize,
+    /// Set for a statement's main instance; `None` in map/reduce workers (no nested jobs).
+    pub(crate) jobs: Option<JobHandler>,
 }
 
 impl HostState {
-    pub(crate) fn new(memory_bytes: usize, output_limit: usize) -> Self {
-        Self { memory: MemoryCap { limit: memory_bytes, hit: false }, printed: Vec::new(), output_limit }
+    pub(crate) fn new(memory_bytes: usize, output_limit: usize, jobs: Option<JobHandler>) -> Self {
+        Self { memory: MemoryCap { limit: memory_bytes, hit: false }, printed: Vec::new(), output_limit, jobs }
     }
 }
 
@@ -86,7 +108,39 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         let message = String::from_utf8_lossy(&bytes).into_owned();
         Err::<(), _>(wasmtime::Error::new(Stop::Panic(message)))
     })?;
+    linker.func_wrap("sbx", "run_job", |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| {
+        let len = len as u32 as usize;
+        if len > MAX_JOB_SPEC {
+            return Err(job_error("JobError", format!("job spec of {len} bytes is over the 1 MiB limit")));
+        }
+        let spec = guest_bytes(&mut caller, ptr, len)?;
+        let Some(jobs) = caller.data().jobs.clone() else {
+            return Err(job_error("JobError", "jobs cannot be started from inside a map or reduce".into()));
+        };
+        let result = jobs(&spec).map_err(|f| wasmtime::Error::new(Stop::Job(f)))?;
+        // Hand the result to the guest in memory it allocates (and then owns).
+        let alloc = caller
+            .get_export("sbx_alloc")
+            .and_then(|e| e.into_func())
+            .ok_or_else(|| job_error("AbiError", "a module that runs jobs must export `sbx_alloc`".into()))?
+            .typed::<i32, i32>(&caller)?;
+        let out_len =
+            i32::try_from(result.len()).map_err(|_| job_error("OutputLimit", "job result over 2 GiB".into()))?;
+        let out_ptr = alloc.call(&mut caller, out_len)?;
+        let memory = caller
+            .get_export("memory")
+            .and_then(|e| e.into_memory())
+            .ok_or_else(|| job_error("AbiError", "no `memory` export".into()))?;
+        memory
+            .write(&mut caller, out_ptr as u32 as usize, &result)
+            .map_err(|_| job_error("AbiError", format!("`sbx_alloc({out_len})` returned {out_ptr}, outside memory")))?;
+        Ok(((out_ptr as u32 as u64) << 32 | result.len() as u64) as i64)
+    })?;
     Ok(())
+}
+
+fn job_error(ename: &str, message: String) -> wasmtime::Error {
+    wasmtime::Error::new(Stop::Job(JobFailure { ename: ename.into(), message }))
 }
 
 /// Copies `len` bytes at `ptr` out of the caller's exported memory.

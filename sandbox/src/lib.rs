@@ -39,6 +39,7 @@ use wasmtime::{
 
 pub use error::Error;
 use host::{ALLOWED_IMPORTS, HostState, Stop};
+pub use host::{JobFailure, JobHandler};
 
 /// Process-wide settings, fixed when the sandbox is created.
 #[derive(Debug, Clone)]
@@ -176,7 +177,7 @@ impl Sandbox {
         }
         let module = Module::new(&self.engine, bytes).map_err(|e| Error::InvalidModule(format!("{e:#}")))?;
         for import in module.imports() {
-            let allowed = import.module() == "sbx" && matches!(import.name(), "print" | "panic");
+            let allowed = import.module() == "sbx" && matches!(import.name(), "print" | "panic" | "run_job");
             if !allowed {
                 return Err(Error::ForbiddenImport {
                     module: import.module().to_owned(),
@@ -208,20 +209,23 @@ impl Sandbox {
         limits: &Limits,
         interrupt: &Arc<AtomicBool>,
     ) -> Result<RunOutput, Error> {
-        let mut store = Store::new(&self.engine, HostState::new(limits.memory_bytes, limits.output_bytes));
-        store.limiter(|state| &mut state.memory);
+        self.run_with_jobs(program, input, limits, interrupt, None)
+    }
+
+    /// Like [`Sandbox::run`], letting the module start jobs with `sbx.run_job`, answered by `jobs`.
+    ///
+    /// # Errors
+    /// As [`Sandbox::run`], plus [`Error::Job`] when a job fails.
+    pub fn run_with_jobs(
+        &self,
+        program: &Program,
+        input: &[u8],
+        limits: &Limits,
+        interrupt: &Arc<AtomicBool>,
+        jobs: Option<JobHandler>,
+    ) -> Result<RunOutput, Error> {
         let deadline = Instant::now() + limits.deadline;
-        let interrupt = interrupt.clone();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if interrupt.load(Ordering::Relaxed) {
-                return Err(wasmtime::Error::new(Stop::Cancelled));
-            }
-            if Instant::now() >= deadline {
-                return Err(wasmtime::Error::new(Stop::Timeout));
-            }
-            Ok(UpdateDeadline::Continue(1))
-        });
+        let mut store = self.store(limits, interrupt, deadline, jobs);
 
         let result = match program.entry {
             Entry::Main => call_main(&mut store, program),
@@ -237,9 +241,65 @@ impl Sandbox {
         let printed = String::from_utf8_lossy(&state.printed).into_owned();
         match result {
             Ok(result) => Ok(RunOutput { result, printed }),
-            Err(Failure::Wasm(e)) => Err(self.classify(e, state, limits)),
+            Err(Failure::Wasm(e)) => Err(classify(e, state, limits, self.config.max_wasm_stack)),
             Err(Failure::Sandbox(e)) => Err(e),
         }
+    }
+
+    /// An instance of `program` for calling `sbx_invoke` many times (the map and reduce workers
+    /// of a job). Instances are never shared between jobs; `deadline` is the job's.
+    ///
+    /// # Errors
+    /// [`Error::MissingEntry`] when the module lacks `sbx_prepare`/`sbx_invoke`/`memory`; a limit
+    /// or trap hit while instantiating.
+    pub fn worker(
+        &self,
+        program: &Program,
+        limits: &Limits,
+        interrupt: &Arc<AtomicBool>,
+        deadline: Instant,
+    ) -> Result<Worker, Error> {
+        let mut store = self.store(limits, interrupt, deadline, None);
+        let failed = |e: wasmtime::Error, store: &Store<HostState>| {
+            classify(e, store.data(), limits, self.config.max_wasm_stack)
+        };
+        let instance = match program.pre.instantiate(&mut store) {
+            Ok(i) => i,
+            Err(e) => return Err(failed(e, &store)),
+        };
+        let missing = |what: &str| Error::MissingEntry(format!("a module that runs jobs must export {what}"));
+        let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| missing("`memory`"))?;
+        let prepare = instance
+            .get_typed_func::<i32, i32>(&mut store, "sbx_prepare")
+            .map_err(|_| missing("`sbx_prepare: (i32) -> i32`"))?;
+        let invoke = instance
+            .get_typed_func::<(i32, i32, i32, i32, i32), i64>(&mut store, "sbx_invoke")
+            .map_err(|_| missing("`sbx_invoke: (i32, i32, i32, i32, i32) -> i64`"))?;
+        Ok(Worker { store, memory, prepare, invoke, limits: *limits, max_stack: self.config.max_wasm_stack })
+    }
+
+    /// A store with the memory cap and an epoch callback that stops at `deadline` or on `interrupt`.
+    fn store(
+        &self,
+        limits: &Limits,
+        interrupt: &Arc<AtomicBool>,
+        deadline: Instant,
+        jobs: Option<JobHandler>,
+    ) -> Store<HostState> {
+        let mut store = Store::new(&self.engine, HostState::new(limits.memory_bytes, limits.output_bytes, jobs));
+        store.limiter(|state| &mut state.memory);
+        let interrupt = interrupt.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if interrupt.load(Ordering::Relaxed) {
+                return Err(wasmtime::Error::new(Stop::Cancelled));
+            }
+            if Instant::now() >= deadline {
+                return Err(wasmtime::Error::new(Stop::Timeout));
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        store
     }
 
     /// Number of compiled modules held in the cache.
@@ -251,25 +311,71 @@ impl Sandbox {
         // A panic while holding the lock cannot leave the map inconsistent: take it back.
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
 
-    /// Turns a wasmtime error into the limit or guest failure it stands for.
-    fn classify(&self, error: wasmtime::Error, state: &HostState, limits: &Limits) -> Error {
-        if let Some(stop) = error.downcast_ref::<Stop>() {
-            return match stop {
-                Stop::Timeout => Error::Timeout(limits.deadline),
-                Stop::Cancelled => Error::Cancelled,
-                Stop::OutputLimit { size } => Error::OutputLimit { size: *size, limit: limits.output_bytes },
-                Stop::Panic(message) => Error::Panic { message: message.clone(), backtrace: backtrace(&error) },
-            };
-        }
-        if state.memory.hit {
-            return Error::MemoryLimit { limit: limits.memory_bytes };
-        }
-        match error.downcast_ref::<Trap>() {
-            Some(Trap::StackOverflow) => Error::StackOverflow { limit: self.config.max_wasm_stack },
-            Some(trap) => Error::Trap { message: format!("wasm trap: {trap}"), backtrace: backtrace(&error) },
-            None => Error::Trap { message: format!("{error:#}"), backtrace: backtrace(&error) },
-        }
+/// Turns a wasmtime error into the limit or guest failure it stands for.
+fn classify(error: wasmtime::Error, state: &HostState, limits: &Limits, max_stack: usize) -> Error {
+    if let Some(stop) = error.downcast_ref::<Stop>() {
+        return match stop {
+            Stop::Timeout => Error::Timeout(limits.deadline),
+            Stop::Cancelled => Error::Cancelled,
+            Stop::OutputLimit { size } => Error::OutputLimit { size: *size, limit: limits.output_bytes },
+            Stop::Panic(message) => Error::Panic { message: message.clone(), backtrace: backtrace(&error) },
+            Stop::Job(f) => Error::Job { ename: f.ename.clone(), message: f.message.clone() },
+        };
+    }
+    if state.memory.hit {
+        return Error::MemoryLimit { limit: limits.memory_bytes };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => Error::StackOverflow { limit: max_stack },
+        Some(trap) => Error::Trap { message: format!("wasm trap: {trap}"), backtrace: backtrace(&error) },
+        None => Error::Trap { message: format!("{error:#}"), backtrace: backtrace(&error) },
+    }
+}
+
+/// A live instance for `sbx_invoke` calls: a job's map and reduce worker.
+pub struct Worker {
+    store: Store<HostState>,
+    memory: wasmtime::Memory,
+    prepare: wasmtime::TypedFunc<i32, i32>,
+    invoke: wasmtime::TypedFunc<(i32, i32, i32, i32, i32), i64>,
+    limits: Limits,
+    max_stack: usize,
+}
+
+impl Worker {
+    /// Calls `sbx_invoke(tramp, func, a, b)` and returns its output bytes. After an error the
+    /// worker must be dropped: the instance may be mid-way through anything.
+    ///
+    /// # Errors
+    /// The limit hit, [`Error::Cancelled`], or the guest's failure ([`Error::Panic`], [`Error::Trap`], [`Error::Abi`]).
+    pub fn invoke(&mut self, tramp: u32, func: u32, a: &[u8], b: &[u8]) -> Result<Vec<u8>, Error> {
+        let b_at = a.len().div_ceil(8) * 8;
+        let total = i32::try_from(b_at + b.len()).map_err(|_| Error::Abi("input over 2 GiB".into()))?;
+        let result = (|| -> Result<Vec<u8>, Failure> {
+            let ptr = self.prepare.call(&mut self.store, total)? as u32 as usize;
+            let abi = |what: String| Failure::Sandbox(Error::Abi(what));
+            self.memory
+                .write(&mut self.store, ptr, a)
+                .map_err(|_| abi(format!("`sbx_prepare` returned {ptr}, outside memory")))?;
+            self.memory.write(&mut self.store, ptr + b_at, b).map_err(|_| abi("input outside memory".into()))?;
+            let args = (tramp as i32, func as i32, ptr as i32, a.len() as i32, b.len() as i32);
+            let packed = self.invoke.call(&mut self.store, args)? as u64;
+            let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+            if out_len > self.limits.output_bytes {
+                return Err(Failure::Sandbox(Error::OutputLimit { size: out_len, limit: self.limits.output_bytes }));
+            }
+            self.memory
+                .data(&self.store)
+                .get(out_ptr..out_ptr + out_len)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| abi(format!("`sbx_invoke` returned bytes {out_ptr}+{out_len}, outside memory")))
+        })();
+        result.map_err(|f| match f {
+            Failure::Wasm(e) => classify(e, self.store.data(), &self.limits, self.max_stack),
+            Failure::Sandbox(e) => e,
+        })
     }
 }
 

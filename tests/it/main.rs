@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod datasets;
+mod jobs;
 mod livy;
 mod wasm;
 

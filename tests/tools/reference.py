@@ -4,6 +4,12 @@
   reference.py tiles STORE VAR
       Per chunk with at least one valid cell: index [t, y, x], count, min, max, sum,
       wsum (cos(lat)-weighted sum), weight (sum of cos(lat)), m2. JSON list on stdout.
+  reference.py timeseries STORE VAR W S E N START END
+      The NEXUS time series: per day with a valid cell inside the bbox (inclusive), cnt, min, max,
+      cos(lat)-weighted mean and std (ddof=0); W..N may be "all" for the whole grid, START/END
+      "all" for every day. JSON list sorted by time (epoch seconds).
+  reference.py warm STORE VAR W S E N START END THRESHOLD
+      Per day, the number of valid cells inside the bbox above THRESHOLD.
   reference.py odd-store OUT
       Writes a Zarr v2 store as xarray does, with int16 values, scale_factor/add_offset,
       _FillValue, descending latitude, longitude 0..360 and some never-written chunks.
@@ -48,6 +54,51 @@ def tiles(store, var):
     json.dump(out, sys.stdout)
 
 
+def select(store, var, w, s, e, n, start, end):
+    ds = xr.open_zarr(store, consolidated=None)
+    da = ds[var]
+    tdim, ydim, xdim = da.dims
+    times = ds[tdim].values.astype("datetime64[s]").astype(np.int64)
+    values = da.values.astype(np.float64)
+    lat = ds[ydim].values.astype(np.float64)
+    lon = ds[xdim].values.astype(np.float64)
+    keep_t = np.ones(times.size, bool)
+    if start != "all":
+        lo = np.datetime64(start, "s").astype(np.int64)
+        hi = np.datetime64(end, "s").astype(np.int64)
+        keep_t = (times >= lo) & (times <= hi)
+    keep_y = np.ones(lat.size, bool)
+    keep_x = np.ones(lon.size, bool)
+    if w != "all":
+        w, s, e, n = map(float, (w, s, e, n))
+        keep_y = (lat >= s) & (lat <= n)
+        keep_x = (lon >= w) & (lon <= e)
+    sub = values[keep_t][:, keep_y][:, :, keep_x]
+    return times[keep_t], lat[keep_y], sub
+
+
+def timeseries(store, var, *box):
+    times, lat, sub = select(store, var, *box)
+    weights = np.broadcast_to(np.cos(np.radians(lat))[:, None], sub.shape[1:])
+    out = []
+    for t, day in zip(times, sub):
+        ok = ~np.isnan(day)
+        if not ok.any():
+            continue
+        v, w = day[ok], weights[ok]
+        out.append({"time": int(t), "cnt": int(ok.sum()), "min": float(v.min()), "max": float(v.max()),
+                    "mean": float((v * w).sum() / w.sum()), "std": float(v.std(ddof=0))})
+    json.dump(out, sys.stdout)
+
+
+def warm(store, var, *args):
+    times, _, sub = select(store, var, *args[:6])
+    threshold = float(args[6])
+    out = [{"time": int(t), "value": int((day > threshold).sum())} for t, day in zip(times, sub)
+           if (~np.isnan(day)).any()]
+    json.dump(out, sys.stdout)
+
+
 def odd_store(out):
     rng = np.random.default_rng(3)
     lat = np.arange(59.0, -60.0, -2.0)           # descending, 60 rows
@@ -69,6 +120,10 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "tiles":
         tiles(sys.argv[2], sys.argv[3])
+    elif cmd == "timeseries":
+        timeseries(*sys.argv[2:10])
+    elif cmd == "warm":
+        warm(*sys.argv[2:11])
     elif cmd == "odd-store":
         odd_store(sys.argv[2])
     else:

@@ -1,0 +1,148 @@
+//! Map/reduce jobs over the tiles of a dataset, planned and run by Apache DataFusion.
+//!
+//! The plan is `scan → map → unnest → group by key with reduce`:
+//! - the scan is a stock `DataSourceExec` over a `FileScanConfig` with one `PartitionedFile` per
+//!   selected tile, read by our [`scan::TileSource`] (so the same plan can run on Ballista, which
+//!   only slices stock file scans correctly); each tile becomes one row holding the tile's bytes,
+//!   cells outside the selection set to NaN;
+//! - map is a scalar UDF returning the tile's `(key, value)` pairs as `List<Struct<key, value>>`;
+//! - reduce is an aggregate UDF merging the values of a key, pairwise, in any grouping.
+//!
+//! What map, reduce and the final rows *do* comes from a [`TileFunctions`] the caller supplies
+//! (the gateway's runs wasm in the sandbox); the engine only moves bytes. Work runs on the
+//! engine's own runtime with `target_partitions` = workers, never on the HTTP runtime.
+
+mod cache;
+mod plan;
+mod scan;
+
+use std::sync::Arc;
+
+use crate::RunContext;
+use crate::dataset::{Catalog, Selection};
+pub use cache::{CacheStats, TileCache};
+
+/// What a job computes: the caller's map, reduce and row functions, over encoded bytes.
+pub trait TileFunctions: Send + Sync + 'static {
+    /// `(key, value)` pairs of one tile: `u32 n`, then per pair `u32 len, key, u32 len, value`.
+    ///
+    /// # Errors
+    /// The map failed on this tile.
+    fn map(&self, tile: &[u8]) -> Result<Vec<u8>, JobError>;
+    /// Two values of one key merged into one.
+    ///
+    /// # Errors
+    /// The reduce failed.
+    fn reduce(&self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, JobError>;
+    /// The result row of a key: the key's JSON, a newline, the row's JSON.
+    ///
+    /// # Errors
+    /// The conversion failed.
+    fn row(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, JobError>;
+}
+
+/// Why a job failed, as a statement's error output names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{ename}: {message}")]
+pub struct JobError {
+    /// Kind, e.g. `JobError`, `Cancelled`, `Timeout`, `Panic`.
+    pub ename: String,
+    /// What happened, naming the dataset and tile where it applies.
+    pub message: String,
+}
+
+impl JobError {
+    /// An error of kind `ename`.
+    pub fn new(ename: &str, message: impl Into<String>) -> Self {
+        Self { ename: ename.to_owned(), message: message.into() }
+    }
+}
+
+/// Which tiles a job reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    /// Dataset name.
+    pub dataset: String,
+    /// Variable; `None` = the dataset's first.
+    pub variable: Option<String>,
+    /// Bbox and time range (inclusive).
+    pub selection: Selection,
+}
+
+impl Drop for Jobs {
+    /// The gateway drops this on its async runtime, where a blocking runtime shutdown would panic.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Runs jobs: the worker runtime, the DataFusion settings and the decoded-tile cache.
+pub struct Jobs {
+    catalog: Arc<Catalog>,
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+    workers: usize,
+    cache: Arc<TileCache>,
+}
+
+impl Jobs {
+    /// `workers` threads for tile work; a decoded-tile cache of `cache_bytes`.
+    ///
+    /// # Errors
+    /// When the runtime's threads cannot be started.
+    pub fn new(catalog: Arc<Catalog>, workers: usize, cache_bytes: usize) -> std::io::Result<Self> {
+        let workers = workers.max(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("tile-worker")
+            .enable_all()
+            .build()?;
+        Ok(Self { catalog, runtime: Some(runtime), workers, cache: Arc::new(TileCache::new(cache_bytes)) })
+    }
+
+    /// The decoded-tile cache's counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Runs a job to completion and returns its rows as a JSON array, sorted by key. Progress
+    /// (tiles mapped / tiles selected) goes to `ctx`; cancelling `ctx` stops it promptly. Blocks
+    /// the calling thread (call it from a blocking thread, not an async task).
+    ///
+    /// # Errors
+    /// Unknown dataset or variable, a bad selection, a tile that cannot be read, a failing
+    /// function, cancellation.
+    pub fn run(
+        &self,
+        spec: &JobSpec,
+        functions: Arc<dyn TileFunctions>,
+        ctx: &RunContext,
+    ) -> Result<Vec<u8>, JobError> {
+        let dataset = self.catalog.get(&spec.dataset).map_err(|e| JobError::new("JobError", e.to_string()))?;
+        let variable = match &spec.variable {
+            Some(v) => v.clone(),
+            None => dataset.variable_names().next().unwrap_or_default().to_owned(),
+        };
+        let tiles = dataset.select(&variable, &spec.selection).map_err(|e| JobError::new("JobError", e.to_string()))?;
+        let job = plan::Job {
+            dataset,
+            variable,
+            selection: spec.selection,
+            tiles,
+            functions,
+            ctx: ctx.clone(),
+            cache: self.cache.clone(),
+            workers: self.workers,
+        };
+        let Some(runtime) = &self.runtime else {
+            return Err(JobError::new("JobError", "the gateway is shutting down"));
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let _ = tx.send(job.run().await);
+        });
+        rx.recv().unwrap_or_else(|_| Err(JobError::new("JobError", "the job's worker stopped unexpectedly")))
+    }
+}

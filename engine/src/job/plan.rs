@@ -1,0 +1,380 @@
+//! The job's DataFusion plan: tile table → map UDF → unnest → reduce UDAF by key; then the rows.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, ListArray, StructArray};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
+};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, ident};
+
+use super::scan::{self, ScanContext, TileSource, external};
+use super::{JobError, TileCache, TileFunctions};
+use crate::RunContext;
+use crate::dataset::{Dataset, Selection, Tile};
+
+/// Tells UDFs of different jobs apart (they compare by job, not by their functions).
+static NEXT_JOB: AtomicU64 = AtomicU64::new(0);
+
+pub(super) struct Job {
+    pub(super) dataset: Arc<Dataset>,
+    pub(super) variable: String,
+    pub(super) selection: Selection,
+    pub(super) tiles: Vec<Tile>,
+    pub(super) functions: Arc<dyn TileFunctions>,
+    pub(super) ctx: RunContext,
+    pub(super) cache: Arc<TileCache>,
+    pub(super) workers: usize,
+}
+
+impl Job {
+    pub(super) async fn run(self) -> Result<Vec<u8>, JobError> {
+        let id = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
+        let total = self.tiles.len();
+        if total == 0 {
+            self.ctx.set_progress(1.0);
+            return Ok(b"[]".to_vec());
+        }
+        let config = SessionConfig::new().with_target_partitions(self.workers);
+        let session = SessionContext::new_with_config(config);
+        let scan = Arc::new(ScanContext {
+            dataset: self.dataset.clone(),
+            variable: self.variable.clone(),
+            selection: self.selection,
+            cache: self.cache.clone(),
+            ctx: self.ctx.clone(),
+        });
+        let table = Arc::new(TileTable { scan, tiles: self.tiles });
+        let map = ScalarUDF::from(MapUdf {
+            id,
+            signature: Signature::exact(vec![DataType::Binary], Volatility::Volatile),
+            functions: self.functions.clone(),
+            ctx: self.ctx.clone(),
+            dataset: self.dataset.name().to_owned(),
+            done: Arc::new(AtomicUsize::new(0)),
+            total,
+        });
+        let reduce = AggregateUDF::from(ReduceUdaf {
+            id,
+            signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable),
+            functions: self.functions.clone(),
+        });
+        let batches = async {
+            session
+                .read_table(table)?
+                .select(vec![map.call(vec![col("tile")]).alias("kv")])?
+                .unnest_columns(&["kv"])?
+                .unnest_columns(&["kv"])?
+                .aggregate(
+                    vec![ident("kv.key").alias("key")],
+                    vec![reduce.call(vec![ident("kv.value")]).alias("value")],
+                )?
+                .collect()
+                .await
+        }
+        .await
+        .map_err(job_error)?;
+
+        let mut rows = Vec::new();
+        for batch in &batches {
+            let (keys, values) = (batch.column(0).as_binary::<i32>(), batch.column(1).as_binary::<i32>());
+            for i in 0..batch.num_rows() {
+                let out = self.functions.row(keys.value(i), values.value(i))?;
+                let split = out.iter().position(|&b| b == b'\n').unwrap_or(out.len());
+                let key: serde_json::Value = serde_json::from_slice(&out[..split]).unwrap_or(serde_json::Value::Null);
+                rows.push((key, out[(split + 1).min(out.len())..].to_vec()));
+            }
+        }
+        rows.sort_by(|a, b| compare_json(&a.0, &b.0));
+        let mut json = Vec::with_capacity(rows.iter().map(|r| r.1.len() + 1).sum::<usize>() + 2);
+        json.push(b'[');
+        for (i, (_, row)) in rows.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(row);
+        }
+        json.push(b']');
+        self.ctx.set_progress(1.0);
+        Ok(json)
+    }
+}
+
+/// Keys sort as their JSON: numbers numerically, strings lexically, arrays element by element.
+fn compare_json(a: &serde_json::Value, b: &serde_json::Value) -> std::cmp::Ordering {
+    use serde_json::Value::{Array, Number, String};
+    match (a, b) {
+        (Number(x), Number(y)) => x.as_f64().unwrap_or(0.0).total_cmp(&y.as_f64().unwrap_or(0.0)),
+        (String(x), String(y)) => x.cmp(y),
+        (Array(x), Array(y)) => {
+            x.iter().zip(y).map(|(p, q)| compare_json(p, q)).find(|o| o.is_ne()).unwrap_or(x.len().cmp(&y.len()))
+        }
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+/// The job's error from DataFusion's: ours when a tile or function failed, else a plan error.
+fn job_error(e: DataFusionError) -> JobError {
+    match e.find_root() {
+        DataFusionError::External(inner) => match inner.downcast_ref::<JobError>() {
+            Some(job) => job.clone(),
+            None => JobError::new("JobError", inner.to_string()),
+        },
+        other => JobError::new("JobError", other.to_string()),
+    }
+}
+
+/// The selected tiles as a table: `scan` builds the stock file scan over them.
+#[derive(Debug)]
+struct TileTable {
+    scan: Arc<ScanContext>,
+    tiles: Vec<Tile>,
+}
+
+impl std::fmt::Debug for ScanContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tiles of {}/{}", self.dataset.name(), self.variable)
+    }
+}
+
+#[async_trait]
+impl TableProvider for TileTable {
+    fn schema(&self) -> SchemaRef {
+        scan::schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let source = Arc::new(TileSource::new(self.scan.clone()));
+        let files = self.tiles.iter().map(scan::file).collect();
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+            .with_file_groups(vec![FileGroup::new(files)])
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+fn pair_fields() -> Fields {
+    Fields::from(vec![Field::new("key", DataType::Binary, false), Field::new("value", DataType::Binary, false)])
+}
+
+fn pair_item() -> FieldRef {
+    Arc::new(Field::new("item", DataType::Struct(pair_fields()), true))
+}
+
+/// The map: one tile in, its `(key, value)` pairs out.
+struct MapUdf {
+    id: u64,
+    signature: Signature,
+    functions: Arc<dyn TileFunctions>,
+    ctx: RunContext,
+    dataset: String,
+    done: Arc<AtomicUsize>,
+    total: usize,
+}
+
+impl std::fmt::Debug for MapUdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tile_map(job {})", self.id)
+    }
+}
+
+impl PartialEq for MapUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for MapUdf {}
+
+impl Hash for MapUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for MapUdf {
+    fn name(&self) -> &str {
+        "tile_map"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::List(pair_item()))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let tiles = args.args[0].to_array(args.number_rows)?;
+        let tiles = tiles.as_binary::<i32>();
+        let mut keys = BinaryBuilder::new();
+        let mut values = BinaryBuilder::new();
+        let mut lengths = Vec::with_capacity(tiles.len());
+        for tile in tiles.iter() {
+            let tile = tile.unwrap_or_default();
+            if self.ctx.is_cancelled() {
+                return Err(external(JobError::new("Cancelled", "the job was cancelled")));
+            }
+            let pairs = self.functions.map(tile).map_err(|e| external(self.on_tile(e, tile)))?;
+            lengths.push(
+                decode_pairs(&pairs, &mut keys, &mut values)
+                    .map_err(|m| external(self.on_tile(JobError::new("AbiError", m), tile)))?,
+            );
+            let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+            self.ctx.set_progress(done as f64 / self.total as f64);
+        }
+        let pairs = StructArray::try_new(
+            pair_fields(),
+            vec![Arc::new(keys.finish()) as ArrayRef, Arc::new(values.finish()) as ArrayRef],
+            None,
+        )?;
+        let list = ListArray::try_new(pair_item(), OffsetBuffer::<i32>::from_lengths(lengths), Arc::new(pairs), None)?;
+        Ok(ColumnarValue::Array(Arc::new(list)))
+    }
+}
+
+impl MapUdf {
+    /// Names the dataset and tile a map failure happened on (the index is in the tile's header).
+    fn on_tile(&self, e: JobError, tile: &[u8]) -> JobError {
+        let word = |i: usize| tile.get(4 * i..4 * i + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let index = [word(5), word(6), word(7)];
+        JobError {
+            ename: e.ename,
+            message: format!("map failed on tile {index:?} of dataset '{}': {}", self.dataset, e.message),
+        }
+    }
+}
+
+/// Appends the pairs of one map output to the builders; returns how many there were.
+fn decode_pairs(bytes: &[u8], keys: &mut BinaryBuilder, values: &mut BinaryBuilder) -> Result<usize, String> {
+    let bad = || format!("map output of {} bytes is not a list of (key, value) pairs", bytes.len());
+    let u32_at = |at: usize| {
+        bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or_else(bad)
+    };
+    let n = u32_at(0)?;
+    let mut at = 4;
+    for _ in 0..n {
+        for builder in [&mut *keys, &mut *values] {
+            let len = u32_at(at)?;
+            builder.append_value(bytes.get(at + 4..at + 4 + len).ok_or_else(bad)?);
+            at += 4 + len;
+        }
+    }
+    Ok(n)
+}
+
+/// The reduce: merges a key's values pairwise.
+struct ReduceUdaf {
+    id: u64,
+    signature: Signature,
+    functions: Arc<dyn TileFunctions>,
+}
+
+impl std::fmt::Debug for ReduceUdaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tile_reduce(job {})", self.id)
+    }
+}
+
+impl PartialEq for ReduceUdaf {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for ReduceUdaf {}
+
+impl Hash for ReduceUdaf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl AggregateUDFImpl for ReduceUdaf {
+    fn name(&self) -> &str {
+        "tile_reduce"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Binary)
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Reducer { functions: self.functions.clone(), value: None }))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(format_state_name(args.name, "value"), DataType::Binary, true))])
+    }
+}
+
+struct Reducer {
+    functions: Arc<dyn TileFunctions>,
+    value: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Reducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reducer({:?} bytes)", self.value.as_ref().map(Vec::len))
+    }
+}
+
+impl Accumulator for Reducer {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        for v in values[0].as_binary::<i32>().iter().flatten() {
+            self.value = Some(match self.value.take() {
+                None => v.to_vec(),
+                Some(acc) => self.functions.reduce(&acc, v).map_err(external)?,
+            });
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.update_batch(states)
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::Binary(self.value.clone())])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Binary(self.value.clone()))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.value.as_ref().map_or(0, Vec::capacity)
+    }
+}

@@ -1,0 +1,194 @@
+//! The tile scan: a `FileSource` whose "files" are the selected tiles (one `PartitionedFile` each,
+//! the tile carried as an extension), producing one row per tile with its masked bytes.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BinaryArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileOpenFuture, FileOpener, FileScanConfig, FileSource};
+use datafusion::datasource::projection::{ProjectionOpener, SplitProjection};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::object_store::ObjectStore;
+use datafusion::physical_expr::LexOrdering;
+use datafusion::physical_expr::projection::ProjectionExprs;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::{PhysicalExpr, apply_expression_roots};
+use futures::{FutureExt, StreamExt};
+
+use super::{JobError, TileCache};
+use crate::RunContext;
+use crate::dataset::{Dataset, Selection, Tile};
+
+/// The scan's one column: the tile laid out for the guest (`prelude::encode_tile`).
+pub(crate) fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("tile", DataType::Binary, false)]))
+}
+
+/// What every opener of one job shares.
+pub(crate) struct ScanContext {
+    pub(crate) dataset: Arc<Dataset>,
+    pub(crate) variable: String,
+    pub(crate) selection: Selection,
+    pub(crate) cache: Arc<TileCache>,
+    pub(crate) ctx: RunContext,
+}
+
+/// A tile to read, attached to its `PartitionedFile`.
+#[derive(Debug, Clone)]
+pub(crate) struct TileRef(pub(crate) Tile);
+
+/// One `PartitionedFile` per tile. The size is nominal: tiles are never split into byte ranges.
+pub(crate) fn file(tile: &Tile) -> PartitionedFile {
+    let [t, y, x] = tile.index;
+    PartitionedFile::new(format!("tiles/{t}/{y}/{x}"), 1).with_extension(TileRef(*tile))
+}
+
+#[derive(Clone)]
+pub(crate) struct TileSource {
+    table_schema: TableSchema,
+    projection: SplitProjection,
+    metrics: ExecutionPlanMetricsSet,
+    scan: Arc<ScanContext>,
+}
+
+impl TileSource {
+    pub(crate) fn new(scan: Arc<ScanContext>) -> Self {
+        let table_schema = TableSchema::from(schema());
+        Self {
+            projection: SplitProjection::unprojected(&table_schema),
+            table_schema,
+            metrics: ExecutionPlanMetricsSet::new(),
+            scan,
+        }
+    }
+}
+
+impl FileSource for TileSource {
+    fn create_file_opener(
+        &self,
+        _store: Arc<dyn ObjectStore>,
+        _config: &FileScanConfig,
+        _partition: usize,
+    ) -> Result<Arc<dyn FileOpener>> {
+        let inner: Arc<dyn FileOpener> = Arc::new(TileOpener { scan: self.scan.clone() });
+        ProjectionOpener::try_new(self.projection.clone(), inner, self.table_schema.file_schema())
+    }
+
+    fn table_schema(&self) -> &TableSchema {
+        &self.table_schema
+    }
+
+    fn with_batch_size(&self, _batch_size: usize) -> Arc<dyn FileSource> {
+        // One row per tile: batch size does not apply.
+        Arc::new(self.clone())
+    }
+
+    fn try_pushdown_projection(&self, projection: &ProjectionExprs) -> Result<Option<Arc<dyn FileSource>>> {
+        let mut source = self.clone();
+        let merged = self.projection.source.try_merge(projection)?;
+        source.projection = SplitProjection::new(self.table_schema.file_schema(), &merged);
+        Ok(Some(Arc::new(source)))
+    }
+
+    fn projection(&self) -> Option<&ProjectionExprs> {
+        Some(&self.projection.source)
+    }
+
+    fn metrics(&self) -> &ExecutionPlanMetricsSet {
+        &self.metrics
+    }
+
+    fn file_type(&self) -> &str {
+        "zarr_tile"
+    }
+
+    /// Spreads whole tiles over the partitions; a tile is never cut into byte ranges.
+    fn repartitioned(
+        &self,
+        target_partitions: usize,
+        _repartition_file_min_size: usize,
+        output_ordering: Option<LexOrdering>,
+        config: &FileScanConfig,
+    ) -> Result<Option<FileScanConfig>> {
+        if output_ordering.is_some() {
+            return Ok(None);
+        }
+        let files: Vec<PartitionedFile> = config.file_groups.iter().flat_map(|g| g.iter().cloned()).collect();
+        let n = target_partitions.min(files.len()).max(1);
+        if n <= config.file_groups.len() {
+            return Ok(None);
+        }
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
+        for (i, f) in files.into_iter().enumerate() {
+            groups[i % n].push(f);
+        }
+        let mut config = config.clone();
+        config.file_groups = groups.into_iter().map(FileGroup::new).collect();
+        Ok(Some(config))
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        apply_expression_roots(self.projection.source.iter(), f)
+    }
+}
+
+struct TileOpener {
+    scan: Arc<ScanContext>,
+}
+
+impl FileOpener for TileOpener {
+    fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
+        let tile = file
+            .extension::<TileRef>()
+            .map(|t| t.0)
+            .ok_or_else(|| DataFusionError::Internal(format!("no tile on {}", file.path())))?;
+        let scan = self.scan.clone();
+        Ok(async move {
+            let bytes = read(&scan, &tile)?;
+            let column: ArrayRef = Arc::new(BinaryArray::from_iter_values([bytes]));
+            let batch = RecordBatch::try_new(schema(), vec![column])?;
+            Ok(futures::stream::iter([Ok(batch)]).boxed())
+        }
+        .boxed())
+    }
+}
+
+/// Decodes (or takes from the cache) one tile and lays it out with cells outside the selection as NaN.
+fn read(scan: &ScanContext, tile: &Tile) -> Result<Vec<u8>> {
+    if scan.ctx.is_cancelled() {
+        return Err(external(JobError::new("Cancelled", "the job was cancelled")));
+    }
+    let key = (scan.dataset.name(), scan.variable.as_str(), tile.index);
+    let data = scan
+        .cache
+        .get_or_load(key, || scan.dataset.read_tile(&scan.variable, tile))
+        .map_err(|e| external(JobError::new("JobError", e.to_string())))?;
+    let keep_time: Vec<bool> =
+        data.times.iter().map(|&t| scan.selection.time.is_none_or(|(a, b)| (a..=b).contains(&t))).collect();
+    let (keep_lat, keep_lon): (Vec<bool>, Vec<bool>) = match scan.selection.bbox {
+        Some([w, s, e, n]) => {
+            let ranges = scan.dataset.lon_ranges(w, e);
+            (
+                data.lats.iter().map(|&l| (s..=n).contains(&f64::from(l))).collect(),
+                data.lons.iter().map(|&l| ranges.iter().any(|&(a, b)| (a..=b).contains(&f64::from(l)))).collect(),
+            )
+        }
+        None => (vec![true; data.lats.len()], vec![true; data.lons.len()]),
+    };
+    let index = tile.index.map(|i| i as u32);
+    let mut out = Vec::new();
+    prelude::encode_tile(&mut out, index, &data.times, &data.lats, &data.lons, &data.values, |t, y, x| {
+        keep_time[t] && keep_lat[y] && keep_lon[x]
+    });
+    Ok(out)
+}
+
+pub(crate) fn external(e: JobError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}

@@ -1,0 +1,174 @@
+//! The module's side of the sandbox ABI (see `sandbox/ABI.md`): buffers, entry points, host imports.
+
+use std::cell::RefCell;
+
+use crate::job::{Rows, Trampoline};
+use crate::value::Value;
+
+#[cfg(target_arch = "wasm32")]
+mod host {
+    #[link(wasm_import_module = "sbx")]
+    unsafe extern "C" {
+        pub fn print(ptr: *const u8, len: usize);
+        pub fn panic(ptr: *const u8, len: usize);
+        pub fn run_job(ptr: *const u8, len: usize) -> u64;
+    }
+}
+
+thread_local! {
+    /// The current call's input (u64 words, so it is 8-aligned).
+    static INPUT: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// The last call's output; kept alive until the next call.
+    static OUTPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `sbx_prepare`: an 8-aligned input buffer of `len` bytes (the previous one is reused).
+pub fn prepare(len: usize) -> *mut u8 {
+    INPUT.with(|input| {
+        let mut input = input.borrow_mut();
+        input.clear();
+        input.resize(len.div_ceil(8), 0);
+        input.as_mut_ptr().cast()
+    })
+}
+
+/// `sbx_alloc`: `len` bytes the host fills and hands over (the results of `sbx.run_job`).
+pub fn alloc(len: usize) -> *mut u8 {
+    let mut bytes = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(len));
+    bytes.as_mut_ptr()
+}
+
+fn output(bytes: Vec<u8>) -> u64 {
+    OUTPUT.with(|out| {
+        let mut out = out.borrow_mut();
+        *out = bytes;
+        ((out.as_ptr() as u64) << 32) | out.len() as u64
+    })
+}
+
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|info| host_panic(&info.to_string()))));
+}
+
+/// `sbx_main`: runs the statement's main function and returns its JSON.
+pub fn main(_ptr: *const u8, _len: usize, run: impl FnOnce() -> Vec<u8>) -> u64 {
+    install_panic_hook();
+    output(run())
+}
+
+/// `sbx_invoke`: calls `func` through `tramp` on input `a` (at `ptr`) and `b` (at `ptr` + `a_len`
+/// rounded up to 8).
+///
+/// # Safety
+/// `ptr` must point at `round8(a_len) + b_len` readable bytes (the host's prepared buffer), and
+/// `tramp`/`func` must be the table indices a job spec carried.
+pub unsafe fn invoke(tramp: usize, func: usize, ptr: *const u8, a_len: usize, b_len: usize) -> u64 {
+    install_panic_hook();
+    // SAFETY: per the contract above.
+    let (a, b, tramp) = unsafe {
+        let a = std::slice::from_raw_parts(ptr, a_len);
+        let b = std::slice::from_raw_parts(ptr.add(a_len.div_ceil(8) * 8), b_len);
+        (a, b, std::mem::transmute::<usize, Trampoline>(tramp))
+    };
+    output(tramp(func, a, b))
+}
+
+pub(crate) fn host_print(bytes: &[u8]) {
+    #[cfg(target_arch = "wasm32")]
+    // SAFETY: a valid slice of our memory.
+    unsafe {
+        host::print(bytes.as_ptr(), bytes.len())
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::io::Write as _;
+        let _ = std::io::stdout().write_all(bytes);
+    }
+}
+
+fn host_panic(message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    // SAFETY: a valid slice of our memory.
+    unsafe {
+        host::panic(message.as_ptr(), message.len())
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("{message}");
+}
+
+/// Runs a job on the host; returns the result bytes it placed in our memory (via `sbx_alloc`).
+pub(crate) fn host_run_job(spec: &[u8]) -> Vec<u8> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: the host allocated `len` bytes at `ptr` with `sbx_alloc` and filled them.
+        unsafe {
+            let packed = host::run_job(spec.as_ptr(), spec.len());
+            let (ptr, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+            Vec::from_raw_parts(ptr as *mut u8, len, len)
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = spec;
+        panic!("jobs run only inside the tilegate gateway")
+    }
+}
+
+/// What a statement's main function may return.
+pub trait IntoOutput {
+    /// The statement's JSON result (empty for none).
+    fn into_output(self) -> Vec<u8>;
+}
+
+impl IntoOutput for Rows {
+    fn into_output(self) -> Vec<u8> {
+        self.json().as_bytes().to_vec()
+    }
+}
+
+impl IntoOutput for () {
+    fn into_output(self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+impl<T: Value> IntoOutput for T {
+    fn into_output(self) -> Vec<u8> {
+        let mut out = String::new();
+        self.to_json(&mut out);
+        out.into_bytes()
+    }
+}
+
+/// Exports the ABI from the module's root, with `main` as the statement's entry point.
+#[macro_export]
+macro_rules! export_main {
+    ($main:path) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn sbx_prepare(len: usize) -> *mut u8 {
+            $crate::abi::prepare(len)
+        }
+        #[unsafe(no_mangle)]
+        pub extern "C" fn sbx_alloc(len: usize) -> *mut u8 {
+            $crate::abi::alloc(len)
+        }
+        #[unsafe(no_mangle)]
+        pub extern "C" fn sbx_main(ptr: *const u8, len: usize) -> u64 {
+            $crate::abi::main(ptr, len, || $crate::abi::IntoOutput::into_output($main()))
+        }
+        /// # Safety
+        /// Called by the host only, with a buffer from `sbx_prepare`.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn sbx_invoke(
+            tramp: usize,
+            func: usize,
+            ptr: *const u8,
+            a_len: usize,
+            b_len: usize,
+        ) -> u64 {
+            // SAFETY: forwarded contract.
+            unsafe { $crate::abi::invoke(tramp, func, ptr, a_len, b_len) }
+        }
+    };
+}

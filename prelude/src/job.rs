@@ -1,0 +1,160 @@
+//! Describing a job (dataset, variable, bbox, time range, map, reduce) and running it on the host.
+//!
+//! `map` and `reduce` are plain `fn` pointers (non-capturing closures coerce to them). In wasm a
+//! function pointer is an index into the module's table, the same in every instance of the module,
+//! so the host can call them in parallel worker instances through `sbx_invoke`, with a trampoline
+//! (also a table index) that knows their key and value types.
+
+use std::marker::PhantomData;
+
+use crate::abi;
+use crate::tile::Tile;
+use crate::value::{Value, json_string, row_json};
+
+/// What `sbx_invoke` calls: `(user function, input a, input b) -> output bytes`.
+pub(crate) type Trampoline = fn(usize, &[u8], &[u8]) -> Vec<u8>;
+
+/// A job being described: which tiles to read.
+#[derive(Debug, Clone)]
+pub struct Job {
+    dataset: String,
+    variable: Option<String>,
+    bbox: Option<[f64; 4]>,
+    time: Option<(String, String)>,
+}
+
+/// Starts describing a job over a registered dataset.
+pub fn dataset(name: &str) -> Job {
+    Job { dataset: name.to_owned(), variable: None, bbox: None, time: None }
+}
+
+impl Job {
+    /// The variable to read (default: the dataset's first).
+    pub fn variable(mut self, name: &str) -> Self {
+        self.variable = Some(name.to_owned());
+        self
+    }
+
+    /// Keeps cells inside west, south, east, north (degrees, inclusive); others are NaN in tiles.
+    pub fn bbox(mut self, west: f64, south: f64, east: f64, north: f64) -> Self {
+        self.bbox = Some([west, south, east, north]);
+        self
+    }
+
+    /// Keeps time steps from `start` to `end` inclusive (`YYYY-MM-DD[THH:MM:SSZ]`).
+    pub fn time(mut self, start: &str, end: &str) -> Self {
+        self.time = Some((start.to_owned(), end.to_owned()));
+        self
+    }
+
+    /// The map: runs once per selected tile, in parallel, and emits `(key, value)` pairs.
+    pub fn map<K: Value, V: Value>(self, f: for<'a> fn(&Tile<'a>) -> Vec<(K, V)>) -> Mapped<K, V> {
+        Mapped { job: self, map: f as usize, _types: PhantomData }
+    }
+}
+
+/// A job with its map: reduce it to get rows.
+#[derive(Debug, Clone)]
+pub struct Mapped<K, V> {
+    job: Job,
+    map: usize,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Value, V: Value> Mapped<K, V> {
+    /// Merges the values of each key with `f` (must be associative; it runs in any grouping and
+    /// order) and runs the job. Returns one row per key, sorted by key.
+    ///
+    /// # Panics
+    /// When the host refuses or fails the job (unknown dataset, bad bbox, a failing map...): the
+    /// statement then fails with the host's message.
+    pub fn reduce_by_key(self, f: fn(V, V) -> V) -> Rows {
+        let map_tramp: Trampoline = map_trampoline::<K, V>;
+        let reduce_tramp: Trampoline = reduce_trampoline::<V>;
+        let row_tramp: Trampoline = row_trampoline::<K, V>;
+        let j = &self.job;
+        let mut spec = String::from("{\"dataset\":");
+        json_string(&mut spec, &j.dataset);
+        spec.push_str(",\"variable\":");
+        match &j.variable {
+            Some(v) => json_string(&mut spec, v),
+            None => spec.push_str("null"),
+        }
+        spec.push_str(",\"bbox\":");
+        match j.bbox {
+            Some([w, s, e, n]) => spec.push_str(&format!("[{w},{s},{e},{n}]")),
+            None => spec.push_str("null"),
+        }
+        spec.push_str(",\"time\":");
+        match &j.time {
+            Some((a, b)) => {
+                spec.push('[');
+                json_string(&mut spec, a);
+                spec.push(',');
+                json_string(&mut spec, b);
+                spec.push(']');
+            }
+            None => spec.push_str("null"),
+        }
+        spec.push_str(&format!(
+            ",\"map\":[{},{}],\"reduce\":[{},{}],\"row\":[{},0]}}",
+            map_tramp as usize, self.map, reduce_tramp as usize, f as usize, row_tramp as usize
+        ));
+        let json = String::from_utf8(abi::host_run_job(spec.as_bytes())).unwrap_or_default();
+        Rows { json }
+    }
+}
+
+/// The rows of a job: a JSON array, one object per key, sorted by key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rows {
+    json: String,
+}
+
+impl Rows {
+    /// The rows as JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+}
+
+fn map_trampoline<K: Value, V: Value>(f: usize, tile: &[u8], _: &[u8]) -> Vec<u8> {
+    // SAFETY: `f` came from `Job::map` as this exact fn type, paired with this trampoline.
+    let f: for<'a> fn(&Tile<'a>) -> Vec<(K, V)> = unsafe { core::mem::transmute(f) };
+    let pairs = f(&Tile::from_bytes(tile));
+    // u32 count, then per pair: u32 key length, key, u32 value length, value.
+    let mut out = Vec::with_capacity(4 + pairs.len() * 72);
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in &pairs {
+        with_length(&mut out, |o| k.encode(o));
+        with_length(&mut out, |o| v.encode(o));
+    }
+    out
+}
+
+/// Appends a u32 length, then what `write` appends.
+fn with_length(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write(out);
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+fn reduce_trampoline<V: Value>(f: usize, a: &[u8], b: &[u8]) -> Vec<u8> {
+    // SAFETY: `f` came from `Mapped::reduce_by_key` as this exact fn type.
+    let f: fn(V, V) -> V = unsafe { core::mem::transmute(f) };
+    let mut out = Vec::new();
+    f(V::decode(a), V::decode(b)).encode(&mut out);
+    out
+}
+
+/// The key's JSON, a newline, then the row's JSON (the host sorts by the first, returns the second).
+fn row_trampoline<K: Value, V: Value>(_: usize, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let (k, v) = (K::decode(key), V::decode(value));
+    let mut out = String::new();
+    k.to_json(&mut out);
+    out.push('\n');
+    out.push_str(&row_json(&k, &v));
+    out.into_bytes()
+}

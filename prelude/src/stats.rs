@@ -1,0 +1,112 @@
+//! Summary statistics with an exact merge (Chan et al.), NEXUS's numbers for a set of cells.
+
+use crate::value::{Value, push_f64};
+
+/// Statistics of valid cells: `mean` is cos(lat)-weighted, `min`/`max`/`cnt`/`std` unweighted,
+/// `std` with ddof = 0, as NEXUS reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Stats {
+    /// Valid cells.
+    pub count: u64,
+    /// Smallest value (0 when empty).
+    pub min: f64,
+    /// Largest value (0 when empty).
+    pub max: f64,
+    /// Sum of values.
+    pub sum: f64,
+    /// Sum of cos(lat) x value.
+    pub wsum: f64,
+    /// Sum of cos(lat).
+    pub weight: f64,
+    /// Sum of squared deviations from the mean.
+    pub m2: f64,
+}
+
+impl Stats {
+    /// Stats of `(value, cos(lat))` pairs; NaN values are skipped.
+    pub fn of(cells: impl Iterator<Item = (f32, f64)> + Clone) -> Self {
+        let mut s = Self { min: f64::INFINITY, max: f64::NEG_INFINITY, ..Self::default() };
+        for (v, w) in cells.clone() {
+            if v.is_nan() {
+                continue;
+            }
+            let v = f64::from(v);
+            s.count += 1;
+            s.min = s.min.min(v);
+            s.max = s.max.max(v);
+            s.sum += v;
+            s.wsum += w * v;
+            s.weight += w;
+        }
+        if s.count == 0 {
+            return Self::default();
+        }
+        let mean = s.sum / s.count as f64;
+        s.m2 = cells.filter(|(v, _)| !v.is_nan()).map(|(v, _)| (f64::from(v) - mean).powi(2)).sum();
+        s
+    }
+
+    /// The stats of both sets together; exact for every field.
+    pub fn merge(self, other: Self) -> Self {
+        if self.count == 0 {
+            return other;
+        }
+        if other.count == 0 {
+            return self;
+        }
+        let (na, nb) = (self.count as f64, other.count as f64);
+        let delta = other.sum / nb - self.sum / na;
+        Self {
+            count: self.count + other.count,
+            min: self.min.min(other.min),
+            max: self.max.max(other.max),
+            sum: self.sum + other.sum,
+            wsum: self.wsum + other.wsum,
+            weight: self.weight + other.weight,
+            m2: self.m2 + other.m2 + delta * delta * na * nb / (na + nb),
+        }
+    }
+
+    /// cos(lat)-weighted mean.
+    pub fn mean(&self) -> f64 {
+        if self.weight == 0.0 { f64::NAN } else { self.wsum / self.weight }
+    }
+
+    /// Unweighted mean.
+    pub fn plain_mean(&self) -> f64 {
+        if self.count == 0 { f64::NAN } else { self.sum / self.count as f64 }
+    }
+
+    /// Population standard deviation (ddof = 0).
+    pub fn std(&self) -> f64 {
+        if self.count == 0 { f64::NAN } else { (self.m2 / self.count as f64).sqrt() }
+    }
+}
+
+impl Value for Stats {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.count.to_le_bytes());
+        for v in [self.min, self.max, self.sum, self.wsum, self.weight, self.m2] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Self {
+        let f = |i: usize| f64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap_or_default());
+        let count = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
+        Self { count, min: f(1), max: f(2), sum: f(3), wsum: f(4), weight: f(5), m2: f(6) }
+    }
+
+    /// NEXUS's fields: `{"cnt", "min", "max", "mean", "std"}`.
+    fn to_json(&self, out: &mut String) {
+        out.push_str("{\"cnt\":");
+        out.push_str(&self.count.to_string());
+        for (name, v) in [("min", self.min), ("max", self.max), ("mean", self.mean()), ("std", self.std())] {
+            out.push_str(",\"");
+            out.push_str(name);
+            out.push_str("\":");
+            push_f64(out, v);
+        }
+        out.push('}');
+    }
+}

@@ -1,0 +1,149 @@
+//! A zero-copy view of one tile, as the host lays it out in the instance's memory.
+//!
+//! Layout (little-endian, 8-aligned): 8 x u32 header `magic "TILE", version 1, nt, nlat, nlon,
+//! t, y, x` (the last three: the tile's chunk index), then `i64 times[nt]`, `f32 lats[nlat]`,
+//! `f32 lons[nlon]`, `f32 values[nt * nlat * nlon]` (C order). The host sets cells outside the
+//! job's bbox and time range, and missing cells, to NaN.
+
+use crate::{Stats, Time};
+
+/// The header's magic number: "TILE" in little-endian ASCII.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"TILE");
+
+/// One tile: coordinates and values, borrowed from the host's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Tile<'a> {
+    /// Chunk index `[time, lat, lon]`.
+    pub index: [u32; 3],
+    /// Epoch seconds of each time step.
+    pub times: &'a [i64],
+    /// Cell-centre latitudes.
+    pub lats: &'a [f32],
+    /// Cell-centre longitudes.
+    pub lons: &'a [f32],
+    /// Values `[time][lat][lon]`; NaN = missing.
+    pub values: &'a [f32],
+}
+
+impl<'a> Tile<'a> {
+    /// Reads the layout above.
+    ///
+    /// # Panics
+    /// When the buffer is not a tile (bad magic, too short, misaligned): a host bug, reported as a panic.
+    pub fn from_bytes(bytes: &'a [u8]) -> Self {
+        let word = |i: usize| u32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap_or_default());
+        assert!(bytes.len() >= 32 && word(0) == MAGIC, "not a tile buffer");
+        let (nt, nlat, nlon) = (word(2) as usize, word(3) as usize, word(4) as usize);
+        let times_at = 32;
+        let lats_at = times_at + 8 * nt;
+        let lons_at = lats_at + 4 * nlat;
+        let values_at = lons_at + 4 * nlon;
+        let end = values_at + 4 * nt * nlat * nlon;
+        assert!(bytes.len() >= end, "tile buffer too short");
+        assert!((bytes.as_ptr() as usize).is_multiple_of(8), "tile buffer not 8-aligned");
+        // SAFETY: bounds checked above; the buffer is 8-aligned, so each section (at multiples of
+        // 8 for i64 and of 4 for f32) is aligned; every bit pattern is a valid i64/f32.
+        unsafe {
+            let at = |offset: usize| bytes.as_ptr().add(offset);
+            Self {
+                index: [word(5), word(6), word(7)],
+                times: core::slice::from_raw_parts(at(times_at).cast::<i64>(), nt),
+                lats: core::slice::from_raw_parts(at(lats_at).cast::<f32>(), nlat),
+                lons: core::slice::from_raw_parts(at(lons_at).cast::<f32>(), nlon),
+                values: core::slice::from_raw_parts(at(values_at).cast::<f32>(), nt * nlat * nlon),
+            }
+        }
+    }
+
+    /// Cells per time step.
+    pub fn plane(&self) -> usize {
+        self.lats.len() * self.lons.len()
+    }
+
+    /// The values of time step `t`, `[lat][lon]`.
+    pub fn at_time(&self, t: usize) -> &'a [f32] {
+        let n = self.plane();
+        &self.values[t * n..(t + 1) * n]
+    }
+
+    /// `(value, cos(lat))` of every cell of time step `t` (NaN included; [`Stats::of`] skips them).
+    pub fn weighted(&self, t: usize) -> impl Iterator<Item = (f32, f64)> + Clone + '_ {
+        let nlon = self.lons.len();
+        self.at_time(t).iter().enumerate().map(move |(i, &v)| (v, f64::from(self.lats[i / nlon]).to_radians().cos()))
+    }
+
+    /// Stats of all valid cells of the tile.
+    pub fn stats(&self) -> Stats {
+        (0..self.times.len()).map(|t| Stats::of(self.weighted(t))).fold(Stats::default(), Stats::merge)
+    }
+
+    /// Stats per time step, for the steps with at least one valid cell: NEXUS's time series map.
+    pub fn stats_by_time(&self) -> Vec<(Time, Stats)> {
+        (0..self.times.len())
+            .map(|t| (Time(self.times[t]), Stats::of(self.weighted(t))))
+            .filter(|(_, s)| s.count > 0)
+            .collect()
+    }
+
+    /// Every valid cell as `(time, lat, lon, value)`.
+    pub fn cells(&self) -> impl Iterator<Item = (i64, f32, f32, f32)> + '_ {
+        let (nlat, nlon) = (self.lats.len(), self.lons.len());
+        self.values.iter().enumerate().filter(|(_, v)| !v.is_nan()).map(move |(i, &v)| {
+            let (t, y, x) = (i / (nlat * nlon), i / nlon % nlat, i % nlon);
+            (self.times[t], self.lats[y], self.lons[x], v)
+        })
+    }
+}
+
+/// Lays out a tile: the host's side of [`Tile::from_bytes`], declared here once. `values` is
+/// `times.len() * lats.len() * lons.len()` long; `keep` decides per `(time, lat, lon)` index
+/// whether a cell is inside the job's selection (others are written as NaN).
+pub fn encode_tile(
+    out: &mut Vec<u8>,
+    index: [u32; 3],
+    times: &[i64],
+    lats: &[f32],
+    lons: &[f32],
+    values: &[f32],
+    keep: impl Fn(usize, usize, usize) -> bool,
+) {
+    out.clear();
+    out.reserve(32 + 8 * times.len() + 4 * (lats.len() + lons.len() + values.len()));
+    for w in [MAGIC, 1, times.len() as u32, lats.len() as u32, lons.len() as u32, index[0], index[1], index[2]] {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    times.iter().for_each(|t| out.extend_from_slice(&t.to_le_bytes()));
+    lats.iter().chain(lons).for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    let (nlat, nlon) = (lats.len(), lons.len());
+    for (i, v) in values.iter().enumerate() {
+        let v = if keep(i / (nlat * nlon), i / nlon % nlat, i % nlon) { *v } else { f32::NAN };
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_reads_the_layout_and_skips_nan() {
+        let mut bytes = Vec::new();
+        let values = [1.0, f32::NAN, 3.0, 5.0, 7.0, 9.0];
+        encode_tile(&mut bytes, [3, 1, 2], &[100, 200, 300], &[0.0, 60.0], &[10.0], &values, |t, _, _| t < 2);
+        // Copy into u64 words: the layout wants 8-aligned memory, as `sbx_prepare` gives.
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
+        let tile = Tile::from_bytes(unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), bytes.len()) });
+        assert_eq!(tile.index, [3, 1, 2]);
+        assert_eq!(tile.times, &[100, 200, 300]);
+        let by_time = tile.stats_by_time();
+        assert_eq!(by_time.len(), 2, "time step 3 is outside the selection: all NaN, omitted");
+        assert_eq!((by_time[0].0, by_time[0].1.count), (Time(100), 1));
+        let day2 = by_time[1].1;
+        assert_eq!((day2.count, day2.min, day2.max), (2, 3.0, 5.0));
+        // cos(0) = 1 and cos(60°) = 0.5: weighted mean (3 + 2.5) / 1.5.
+        assert!((day2.mean() - 11.0 / 3.0).abs() < 1e-9);
+        assert_eq!(tile.cells().count(), 3);
+        assert_eq!(tile.stats().count, 3);
+    }
+}
