@@ -1,0 +1,212 @@
+//! Map/reduce benchmark: the NEXUS time series as a wasm job through the real gateway (HTTP,
+//! in process) against a native Rust single pass over the same tiles, in one run.
+//!
+//! Run with: `cargo bench --workspace --bench jobs` (add `-- --quick` for 30 days instead of a year).
+//!
+//! Data: daily 0.25° SST in 1 x 180 x 180 tiles, written by `tests/tools/make_sst_zarr.py` (Zarr v3).
+//! Figures: global and seed-bbox time series as a wasm job vs native (same tiles, same stats, zarrs
+//! decode), global decode-only time, 1 worker vs 2, and a second identical query from the tile cache.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use tilegate_engine::dataset::{Catalog, Dataset, Selection, Stats, Tile};
+use tilegate_gateway::{AppState, Config, serve};
+use tilegate_sdk::{Client, CreateSession, Language};
+
+fn guest(name: &str) -> String {
+    let path = Path::new(env!("OUT_DIR")).join("guests").join(format!("{name}.wasm"));
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).expect("guest module"))
+}
+
+fn python() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench path");
+    let venv = exe.ancestors().nth(3).expect("target").join("tilegate-pyenv/bin/python");
+    if venv.exists() { venv } else { PathBuf::from("python3") }
+}
+
+/// Per-day stats of every selected tile, natively: decode with zarrs, same maths, `threads` threads.
+fn native(dataset: &Dataset, tiles: &[Tile], selection: &Selection, threads: usize, stats: bool) -> usize {
+    let next = AtomicUsize::new(0);
+    let days: Mutex<BTreeMap<i64, Stats>> = Mutex::default();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(tile) = tiles.get(i) else { break };
+                    let data = dataset.read_tile("sst", tile).expect("tile");
+                    if !stats {
+                        std::hint::black_box(&data);
+                        continue;
+                    }
+                    let (nlat, nlon) = (data.lats.len(), data.lons.len());
+                    let keep_lat: Vec<bool> = data
+                        .lats
+                        .iter()
+                        .map(|&l| selection.bbox.is_none_or(|[_, s, _, n]| (s..=n).contains(&f64::from(l))))
+                        .collect();
+                    let keep_lon: Vec<bool> = data
+                        .lons
+                        .iter()
+                        .map(|&l| selection.bbox.is_none_or(|[w, _, e, _]| (w..=e).contains(&f64::from(l))))
+                        .collect();
+                    let cos: Vec<f64> = data.lats.iter().map(|l| f64::from(*l).to_radians().cos()).collect();
+                    for (t, &time) in data.times.iter().enumerate() {
+                        let plane = &data.values[t * nlat * nlon..(t + 1) * nlat * nlon];
+                        let cells = plane.iter().enumerate().map(|(k, &v)| {
+                            let (y, x) = (k / nlon, k % nlon);
+                            (if keep_lat[y] && keep_lon[x] { v } else { f32::NAN }, cos[y])
+                        });
+                        let s = Stats::of(cells);
+                        if s.count > 0 {
+                            let mut days = days.lock().expect("lock");
+                            let merged = days.get(&time).copied().unwrap_or_default().merge(s);
+                            days.insert(time, merged);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    days.into_inner().expect("lock").len()
+}
+
+async fn gateway(data_dir: &Path, workers: usize, cache_mib: usize) -> (Client, tokio::sync::oneshot::Sender<()>) {
+    let config = Config {
+        data_dir: data_dir.into(),
+        demo_dataset: false,
+        workers,
+        tile_cache_mib: cache_mib,
+        statement_timeout_secs: 3600.0,
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let state = AppState::new(config).expect("gateway");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, state, async move {
+        let _ = rx.await;
+    }));
+    (Client::new(&url).expect("client"), tx)
+}
+
+async fn job(client: &Client, code: &str) -> (Duration, usize) {
+    let s = client.create_session(&CreateSession::default()).await.expect("session");
+    let clock = Instant::now();
+    let out = client.run(s.id, Language::Wasm, code).await.expect("job");
+    let rows = out.json().and_then(|j| j.as_array()).map_or(0, Vec::len);
+    (clock.elapsed(), rows)
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let days = if quick { "30" } else { "365" };
+    let dir = std::env::temp_dir().join(format!("tilegate-bench-jobs-{days}"));
+    let store = dir.join("datasets/sst.zarr");
+    if !store.join("zarr.json").exists() {
+        std::fs::create_dir_all(dir.join("datasets")).expect("dir");
+        let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/make_sst_zarr.py");
+        let status = Command::new(python())
+            .arg(tool)
+            .args([
+                "--out",
+                store.to_str().expect("path"),
+                "--days",
+                days,
+                "--res",
+                "0.25",
+                "--chunks",
+                "1,180,180",
+                "--zarr-format",
+                "3",
+            ])
+            .status()
+            .expect("generator");
+        assert!(status.success(), "make_sst_zarr.py failed (needs numpy, pandas, xarray, zarr)");
+    }
+    let _ = std::fs::remove_dir_all(dir.join("index"));
+    let clock = Instant::now();
+    let catalog = Catalog::open(&dir, false, 2).expect("catalog");
+    let index_build = clock.elapsed();
+    let dataset = catalog.get("sst").expect("sst");
+    let global = Selection::default();
+    let seed = Selection {
+        bbox: Some([-150.0, 45.0, -120.0, 60.0]),
+        time: Some((1_220_227_200, 1_220_227_200 + 15 * 86_400)),
+    };
+    let global_tiles = dataset.select("sst", &global).expect("select");
+    let seed_tiles = dataset.select("sst", &seed).expect("select");
+
+    let timed = |f: &dyn Fn() -> usize| {
+        let clock = Instant::now();
+        let n = f();
+        (clock.elapsed(), n)
+    };
+    let (decode_only, _) = timed(&|| native(&dataset, &global_tiles, &global, 2, false));
+    let (native_global, native_days) = timed(&|| native(&dataset, &global_tiles, &global, 2, true));
+    let (native_seed, _) = timed(&|| native(&dataset, &seed_tiles, &seed, 2, true));
+
+    let (global_code, seed_code) = (guest("global_timeseries"), guest("timeseries"));
+    let (two, stop2) = gateway(&dir, 2, 0).await;
+    job(&two, &seed_code).await; // warm: compile the module once
+    let (wasm_global, wasm_days) = job(&two, &global_code).await;
+    let (wasm_seed, _) = job(&two, &seed_code).await;
+    let _ = stop2.send(());
+    let (one, stop1) = gateway(&dir, 1, 0).await;
+    job(&one, &seed_code).await;
+    let (wasm_global_1, _) = job(&one, &global_code).await;
+    let _ = stop1.send(());
+    let (cached, stop3) = gateway(&dir, 2, 8192).await;
+    let (cache_cold, _) = job(&cached, &global_code).await;
+    let (cache_warm, _) = job(&cached, &global_code).await;
+    let _ = stop3.send(());
+    assert_eq!(wasm_days, native_days, "the wasm job and the native pass disagree on the days");
+
+    println!(
+        "tilegate job benchmark: {days} days of 0.25 deg SST in 1x180x180 tiles ({} tiles, {} with data)",
+        8 * 4 * days.parse::<usize>().unwrap_or(0) * 2,
+        global_tiles.len()
+    );
+    println!("tile index build at registration: {:.2} s", secs(index_build));
+    println!("{:<52} {:>9} {:>8}", "", "seconds", "ratio");
+    println!("{:<52} {:>9.3} {:>8}", "global decode only (2 threads)", secs(decode_only), "");
+    println!("{:<52} {:>9.3} {:>8.2}", "global native single pass (2 threads) = base", secs(native_global), 1.0);
+    println!(
+        "{:<52} {:>9.3} {:>8.2}",
+        "global wasm job, 2 workers  (goal <= 1.3 x native)",
+        secs(wasm_global),
+        secs(wasm_global) / secs(native_global)
+    );
+    println!(
+        "{:<52} {:>9.3} {:>8.2}",
+        "  vs decode only              (goal <= 1.2)",
+        secs(wasm_global),
+        secs(wasm_global) / secs(decode_only)
+    );
+    println!(
+        "{:<52} {:>9.3} {:>8.2}",
+        "global wasm job, 1 worker: 1-vs-2 speed-up (goal >= 1.8)",
+        secs(wasm_global_1),
+        secs(wasm_global_1) / secs(wasm_global)
+    );
+    println!("{:<52} {:>9.3} {:>8.2}", "seed bbox native (16 days)", secs(native_seed), 1.0);
+    println!("{:<52} {:>9.3} {:>8.2}", "seed bbox wasm job", secs(wasm_seed), secs(wasm_seed) / secs(native_seed));
+    println!("{:<52} {:>9.3} {:>8.2}", "global wasm job, tile cache cold", secs(cache_cold), 1.0);
+    println!(
+        "{:<52} {:>9.3} {:>8.2}",
+        "global wasm job, same query again from the cache",
+        secs(cache_warm),
+        secs(cache_warm) / secs(cache_cold)
+    );
+}
