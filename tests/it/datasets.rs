@@ -88,6 +88,9 @@ async fn selection_prunes_tiles_through_the_index() {
 
     // Across the prime meridian on a 0..360 grid: lon chunks 0 (1..89) and 3 (271..359); lat 0..30
     // on descending rows: chunks 0 (59..21) and 1 (19..-19). 6 days x 4 tiles, less the missing one.
+    let (status, body) = gw.raw(Method::GET, "/datasets/packed/tiles?bbox=0,70,10,80", None).await;
+    assert_eq!(status, 400, "the packed grid stops at 59 N: {body}");
+    assert!(body["msg"].as_str().unwrap().contains("outside the grid"), "{body}");
     let tiles = all_tiles(&gw, "packed", "&bbox=-30,0,30,30").await;
     assert_eq!(tiles.len(), 23);
     assert!(tiles.iter().all(|t| [0, 3].contains(&t["index"][2].as_u64().unwrap())));
@@ -205,6 +208,7 @@ async fn bad_stores_and_selections_get_clear_errors() {
     refused(400, "west")(get("/datasets/good/tiles?bbox=10,0,5,10").await);
     refused(400, "inverted")(get("/datasets/good/tiles?start=2008-09-05&end=2008-09-01").await);
     refused(400, "Invalid time")(get("/datasets/good/tiles?start=yesterday").await);
+    refused(400, "selects no time step")(get("/datasets/good/tiles?start=2020-01-01&end=2020-02-01").await);
     refused(400, "unknown field")(get("/datasets/good/tiles?bogus=1").await);
     // And the good dataset still works.
     assert_eq!(all_tiles(&gw, "good", "").await.len(), 64 - count_missing(&good));

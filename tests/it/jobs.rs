@@ -109,6 +109,27 @@ async fn nexus_time_series_over_xarray_stores_matches_numpy() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexus_time_series_over_a_sharded_store_matches_numpy() {
+    let config = test_config();
+    let datasets = config.data_dir.join("datasets");
+    std::fs::create_dir_all(&datasets).unwrap();
+    let plain = config.data_dir.join("plain.zarr");
+    let args =
+        ["--out", plain.to_str().unwrap(), "--days", "8", "--res", "2.0", "--chunks", "1,45,45", "--zarr-format", "3"];
+    run_tool("make_sst_zarr.py", &args);
+    let store = datasets.join("sst.zarr");
+    run_tool("reference.py", &["shard", plain.to_str().unwrap(), store.to_str().unwrap()]);
+    let gw = Gateway::start_with(config).await;
+    // A tile is a shard here: 2 days x 90 x 90, 4 x 1 x 2 of them.
+    let (_, info) = gw.raw(reqwest::Method::GET, "/datasets/sst", None).await;
+    assert_eq!(info["variables"][0]["tile_shape"], serde_json::json!([2, 90, 90]), "{info}");
+    let global = run_json(&gw, &guest!("global_timeseries")).await;
+    assert_rows_match(&global, &reference("timeseries", &store, &WHOLE), &STATS);
+    let seed = run_json(&gw, &guest!("timeseries")).await;
+    assert_rows_match(&seed, &reference("timeseries", &store, &SEED_BOX), &STATS);
+}
+
 async fn job_error(gw: &Gateway, code: &str) -> (String, String) {
     let s = gw.client.create_session(&CreateSession::default()).await.unwrap();
     let err = gw.client.run(s.id, Language::Wasm, code).await.unwrap_err();

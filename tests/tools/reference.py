@@ -10,6 +10,8 @@
       "all" for every day. JSON list sorted by time (epoch seconds).
   reference.py warm STORE VAR W S E N START END THRESHOLD
       Per day, the number of valid cells inside the bbox above THRESHOLD.
+  reference.py shard STORE OUT
+      Rewrites a store as Zarr v3 with sharding (shards of 2 x 90 x 90, inner chunks 1 x 45 x 45).
   reference.py odd-store OUT
       Writes a Zarr v2 store as xarray does, with int16 values, scale_factor/add_offset,
       _FillValue, descending latitude, longitude 0..360 and some never-written chunks.
@@ -99,6 +101,14 @@ def warm(store, var, *args):
     json.dump(out, sys.stdout)
 
 
+def shard(store, out):
+    ds = xr.open_zarr(store, consolidated=None).load()
+    for v in ds.variables.values():
+        v.encoding = {}
+    ds.to_zarr(out, zarr_format=3, mode="w",
+               encoding={"sst": {"chunks": (1, 45, 45), "shards": (2, 90, 90)}})
+
+
 def odd_store(out):
     rng = np.random.default_rng(3)
     lat = np.arange(59.0, -60.0, -2.0)           # descending, 60 rows
@@ -124,6 +134,8 @@ if __name__ == "__main__":
         timeseries(*sys.argv[2:10])
     elif cmd == "warm":
         warm(*sys.argv[2:11])
+    elif cmd == "shard":
+        shard(sys.argv[2], sys.argv[3])
     elif cmd == "odd-store":
         odd_store(sys.argv[2])
     else:

@@ -223,10 +223,34 @@ impl Dataset {
                         "bbox west {w} is east of east {e}; give W,S,E,N with W <= E (e.g. 170,-10,190,10 across the dateline)"
                     )));
                 }
-                Some(self.lon_ranges(w, e))
+                let ranges = self.lon_ranges(w, e);
+                let span =
+                    |v: &[f64]| v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+                let ((lat_lo, lat_hi), (lon_lo, lon_hi)) = (span(&self.lats), span(&self.lons));
+                let lon_hit = ranges.iter().any(|&(a, b)| b >= lon_lo && a <= lon_hi);
+                if n < lat_lo || s > lat_hi || !lon_hit {
+                    return Err(Error::InvalidRequest(format!(
+                        "bbox {w},{s},{e},{n} lies outside the grid of dataset '{}' (lat {lat_lo}..{lat_hi}, lon {lon_lo}..{lon_hi})",
+                        self.name
+                    )));
+                }
+                Some(ranges)
             }
             None => None,
         };
+        if let Some((start, end)) = selection.time
+            && !self.times.iter().any(|t| (start..=end).contains(t))
+        {
+            let coverage = time_range(&self.times);
+            return Err(Error::InvalidRequest(format!(
+                "time range {} .. {} selects no time step of dataset '{}' (it covers {} .. {})",
+                cf::iso(start.max(-1 << 40)),
+                cf::iso(end.min(1 << 40)),
+                self.name,
+                coverage.iso_start,
+                coverage.iso_stop
+            )));
+        }
         let inside = |t: &Tile| {
             let time_ok = selection.time.is_none_or(|(start, end)| t.time.1 >= start && t.time.0 <= end);
             let space_ok = match (&lon_ranges, selection.bbox) {
