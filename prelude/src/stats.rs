@@ -110,3 +110,22 @@ impl Value for Stats {
         out.push('}');
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_equals_stats_of_the_union() {
+        let a: Vec<(f32, f64)> = (0..100).map(|i| ((i as f32 * 0.37).sin() * 10.0, 0.5)).collect();
+        let b: Vec<(f32, f64)> = (0..37).map(|i| (i as f32 * 0.1 + 3.0, 0.9)).chain([(f32::NAN, 1.0)]).collect();
+        let whole = Stats::of(a.iter().chain(b.iter()).copied());
+        let merged = Stats::of(a.iter().copied()).merge(Stats::of(b.iter().copied()));
+        assert_eq!(merged.count, 137);
+        assert_eq!((merged.min, merged.max), (whole.min, whole.max));
+        assert!((merged.m2 - whole.m2).abs() < 1e-9 * whole.m2);
+        assert!((merged.mean() - whole.mean()).abs() < 1e-12);
+        assert_eq!(Stats::default().merge(merged), merged);
+        assert_eq!(Stats::of([(f32::NAN, 1.0)].into_iter()), Stats::default());
+    }
+}

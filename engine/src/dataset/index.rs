@@ -21,7 +21,18 @@ struct IndexFile {
     version: u32,
     fingerprint: String,
     /// Per variable: `[t, y, x]` chunk index and its stats, for chunks with valid data.
-    variables: BTreeMap<String, Vec<([u64; 3], Stats)>>,
+    variables: BTreeMap<String, Vec<([u64; 3], SavedStats)>>,
+}
+
+/// [`Stats`] on disk: `(count, min, max, sum, wsum, weight, m2)`.
+type SavedStats = (u64, f64, f64, f64, f64, f64, f64);
+
+fn save(s: Stats) -> SavedStats {
+    (s.count, s.min, s.max, s.sum, s.wsum, s.weight, s.m2)
+}
+
+fn load((count, min, max, sum, wsum, weight, m2): SavedStats) -> Stats {
+    Stats { count, min, max, sum, wsum, weight, m2 }
 }
 
 /// Element ranges `[time, lat, lon]` of a chunk, clipped to the array (edge chunks are smaller).
@@ -61,7 +72,7 @@ pub(crate) fn load_or_build(dataset: &mut Dataset, index_dir: &Path, workers: us
         }
     };
     for (name, entries) in index.variables {
-        let tiles: Vec<Tile> = entries.iter().map(|&(i, stats)| tile(dataset, name.as_str(), i, stats)).collect();
+        let tiles: Vec<Tile> = entries.iter().map(|&(i, stats)| tile(dataset, name.as_str(), i, load(stats))).collect();
         if let Some(v) = dataset.variables.get_mut(&name) {
             v.tiles = tiles;
         }
@@ -90,7 +101,7 @@ fn build(
     z: &ZArray,
     decoder: super::cf::Decoder,
     workers: usize,
-) -> Result<Vec<([u64; 3], Stats)>, Error> {
+) -> Result<Vec<([u64; 3], SavedStats)>, Error> {
     let grid: Vec<u64> = z.shape.iter().zip(&z.chunks).map(|(s, c)| s.div_ceil(*c)).collect();
     let total = (grid[0] * grid[1] * grid[2]) as usize;
     let cos_lat: Vec<f64> = dataset.lats.iter().map(|l| l.to_radians().cos()).collect();
@@ -107,7 +118,7 @@ fn build(
                     }
                     let index = [i as u64 / (grid[1] * grid[2]), i as u64 / grid[2] % grid[1], i as u64 % grid[2]];
                     match chunk_stats(z, index, decoder, &cos_lat) {
-                        Ok(Some(stats)) => found.lock().unwrap_or_else(|p| p.into_inner()).push((index, stats)),
+                        Ok(Some(stats)) => found.lock().unwrap_or_else(|p| p.into_inner()).push((index, save(stats))),
                         Ok(None) => {}
                         Err(e) => {
                             *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);

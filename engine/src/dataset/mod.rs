@@ -4,14 +4,13 @@
 //! - [`Catalog`]: the registered datasets (every `<data-dir>/datasets/<name>.zarr`, plus run-time registrations).
 //! - [`Dataset`]: one store, its coordinates and variables; [`Dataset::select`] prunes tiles through the
 //!   index, [`Dataset::read_tile`] decodes one.
-//! - `cf`: CF time units, fill values, scale/offset; `stats`: [`Stats`] with exact merge;
-//!   `zarr`: metadata and chunk decoding; `index`: building and persisting the tile index;
+//! - `cf`: CF time units, fill values, scale/offset;
+//!   [`Stats`] is the prelude's (exact merge); `zarr`: metadata and chunk decoding; `index`: building and persisting the tile index;
 //!   `demo`: the embedded demo dataset.
 
 pub mod cf;
 mod demo;
 mod index;
-pub mod stats;
 mod zarr;
 
 use std::collections::BTreeMap;
@@ -21,7 +20,8 @@ use std::sync::{Arc, RwLock};
 use tilegate_api::{Bbox, DatasetInfo, TileInfo, TimeRange, VariableInfo};
 use zarrs::filesystem::FilesystemStore;
 
-pub use stats::Stats;
+/// Tile statistics: the guest prelude's type, so host and guest merge them identically.
+pub use prelude::Stats;
 use zarr::ZArray;
 
 /// Why a dataset could not be opened, found or read.
@@ -366,7 +366,7 @@ pub fn tile_info(variable: &str, tile: &Tile) -> TileInfo {
         count: s.count,
         min: s.min,
         max: s.max,
-        mean: s.weighted_mean(),
+        mean: s.mean(),
         std: s.std(),
         sum: s.sum,
         wsum: s.wsum,
