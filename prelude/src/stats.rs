@@ -46,6 +46,38 @@ impl Stats {
         s
     }
 
+    /// Stats of a `[row][column]` plane whose rows have weights `row_weights` (cos(lat)); NaN
+    /// values are skipped. The fast path: no per-cell weight lookups, two tight passes.
+    pub fn of_rows(values: &[f32], columns: usize, row_weights: &[f64]) -> Self {
+        // One pass: sums of (v - k) and (v - k)^2 around a shift k taken from the data, which
+        // keeps M2 well conditioned (no cancellation of large squares).
+        let Some(k) = values.iter().find(|v| !v.is_nan()).map(|&v| f64::from(v)) else { return Self::default() };
+        let mut s = Self { min: f64::INFINITY, max: f64::NEG_INFINITY, ..Self::default() };
+        let (mut shifted, mut squares) = (0.0f64, 0.0f64);
+        for (row, &w) in values.chunks(columns.max(1)).zip(row_weights) {
+            let (mut n, mut sum) = (0u64, 0.0f64);
+            for &v in row {
+                if v.is_nan() {
+                    continue;
+                }
+                let v = f64::from(v);
+                let d = v - k;
+                n += 1;
+                sum += v;
+                shifted += d;
+                squares += d * d;
+                s.min = s.min.min(v);
+                s.max = s.max.max(v);
+            }
+            s.count += n;
+            s.sum += sum;
+            s.wsum += w * sum;
+            s.weight += w * n as f64;
+        }
+        s.m2 = (squares - shifted * shifted / s.count as f64).max(0.0);
+        s
+    }
+
     /// The stats of both sets together; exact for every field.
     pub fn merge(self, other: Self) -> Self {
         if self.count == 0 {
@@ -127,5 +159,22 @@ mod tests {
         assert!((merged.mean() - whole.mean()).abs() < 1e-12);
         assert_eq!(Stats::default().merge(merged), merged);
         assert_eq!(Stats::of([(f32::NAN, 1.0)].into_iter()), Stats::default());
+    }
+
+    #[test]
+    fn rows_equal_cells() {
+        let values: Vec<f32> = (0..12).map(|i| if i % 5 == 0 { f32::NAN } else { i as f32 * 1.5 }).collect();
+        let weights = [1.0, 0.5, 0.25];
+        let by_rows = Stats::of_rows(&values, 4, &weights);
+        let by_cells = Stats::of(values.iter().enumerate().map(|(i, &v)| (v, weights[i / 4])));
+        assert_eq!((by_rows.count, by_rows.min, by_rows.max), (by_cells.count, by_cells.min, by_cells.max));
+        for (a, b) in [
+            (by_rows.sum, by_cells.sum),
+            (by_rows.wsum, by_cells.wsum),
+            (by_rows.weight, by_cells.weight),
+            (by_rows.m2, by_cells.m2),
+        ] {
+            assert!((a - b).abs() < 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+        }
     }
 }

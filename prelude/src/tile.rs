@@ -72,15 +72,27 @@ impl<'a> Tile<'a> {
         self.at_time(t).iter().enumerate().map(move |(i, &v)| (v, f64::from(self.lats[i / nlon]).to_radians().cos()))
     }
 
+    /// cos(lat) of each row: the weight NEXUS gives a cell in `mean`.
+    pub fn row_weights(&self) -> Vec<f64> {
+        self.lats.iter().map(|l| f64::from(*l).to_radians().cos()).collect()
+    }
+
+    /// Stats of the valid cells of time step `t`, given [`Tile::row_weights`].
+    pub fn stats_at(&self, t: usize, row_weights: &[f64]) -> Stats {
+        Stats::of_rows(self.at_time(t), self.lons.len(), row_weights)
+    }
+
     /// Stats of all valid cells of the tile.
     pub fn stats(&self) -> Stats {
-        (0..self.times.len()).map(|t| Stats::of(self.weighted(t))).fold(Stats::default(), Stats::merge)
+        let weights = self.row_weights();
+        (0..self.times.len()).map(|t| self.stats_at(t, &weights)).fold(Stats::default(), Stats::merge)
     }
 
     /// Stats per time step, for the steps with at least one valid cell: NEXUS's time series map.
     pub fn stats_by_time(&self) -> Vec<(Time, Stats)> {
+        let weights = self.row_weights();
         (0..self.times.len())
-            .map(|t| (Time(self.times[t]), Stats::of(self.weighted(t))))
+            .map(|t| (Time(self.times[t]), self.stats_at(t, &weights)))
             .filter(|(_, s)| s.count > 0)
             .collect()
     }
@@ -115,9 +127,15 @@ pub fn encode_tile(
     times.iter().for_each(|t| out.extend_from_slice(&t.to_le_bytes()));
     lats.iter().chain(lons).for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     let (nlat, nlon) = (lats.len(), lons.len());
-    for (i, v) in values.iter().enumerate() {
-        let v = if keep(i / (nlat * nlon), i / nlon % nlat, i % nlon) { *v } else { f32::NAN };
-        out.extend_from_slice(&v.to_le_bytes());
+    // Row by row: no index arithmetic per cell (this runs for every cell the gateway reads).
+    for t in 0..times.len() {
+        for y in 0..nlat {
+            let row = &values[(t * nlat + y) * nlon..(t * nlat + y + 1) * nlon];
+            for (x, v) in row.iter().enumerate() {
+                let v = if keep(t, y, x) { *v } else { f32::NAN };
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
     }
 }
 

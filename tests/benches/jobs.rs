@@ -175,7 +175,7 @@ async fn main() {
 
     println!(
         "tilegate job benchmark: {days} days of 0.25 deg SST in 1x180x180 tiles ({} tiles, {} with data)",
-        8 * 4 * days.parse::<usize>().unwrap_or(0) * 2,
+        8 * 4 * days.parse::<usize>().unwrap_or(0),
         global_tiles.len()
     );
     println!("tile index build at registration: {:.2} s", secs(index_build));
