@@ -108,8 +108,8 @@ impl<'a> Tile<'a> {
 }
 
 /// Lays out a tile: the host's side of [`Tile::from_bytes`], declared here once. `values` is
-/// `times.len() * lats.len() * lons.len()` long; `keep` decides per `(time, lat, lon)` index
-/// whether a cell is inside the job's selection (others are written as NaN).
+/// `times.len() * lats.len() * lons.len()` long. `keep`, when given, says per axis which time
+/// steps, rows and columns are inside the job's selection; other cells are written as NaN.
 pub fn encode_tile(
     out: &mut Vec<u8>,
     index: [u32; 3],
@@ -117,7 +117,7 @@ pub fn encode_tile(
     lats: &[f32],
     lons: &[f32],
     values: &[f32],
-    keep: impl Fn(usize, usize, usize) -> bool,
+    keep: Option<[&[bool]; 3]>,
 ) {
     out.clear();
     out.reserve(32 + 8 * times.len() + 4 * (lats.len() + lons.len() + values.len()));
@@ -126,14 +126,21 @@ pub fn encode_tile(
     }
     times.iter().for_each(|t| out.extend_from_slice(&t.to_le_bytes()));
     lats.iter().chain(lons).for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    let Some([keep_t, keep_y, keep_x]) = keep else {
+        // Everything selected: a straight copy (this runs for every cell the gateway reads).
+        values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        return;
+    };
     let (nlat, nlon) = (lats.len(), lons.len());
-    // Row by row: no index arithmetic per cell (this runs for every cell the gateway reads).
-    for t in 0..times.len() {
-        for y in 0..nlat {
-            let row = &values[(t * nlat + y) * nlon..(t * nlat + y + 1) * nlon];
-            for (x, v) in row.iter().enumerate() {
-                let v = if keep(t, y, x) { *v } else { f32::NAN };
-                out.extend_from_slice(&v.to_le_bytes());
+    let nan = f32::NAN.to_le_bytes();
+    for (t, plane) in values.chunks(nlat * nlon).enumerate() {
+        for (y, row) in plane.chunks(nlon).enumerate() {
+            if !(keep_t[t] && keep_y[y]) {
+                (0..row.len()).for_each(|_| out.extend_from_slice(&nan));
+                continue;
+            }
+            for (v, &k) in row.iter().zip(keep_x) {
+                out.extend_from_slice(&if k { v.to_le_bytes() } else { nan });
             }
         }
     }
@@ -147,7 +154,8 @@ mod tests {
     fn view_reads_the_layout_and_skips_nan() {
         let mut bytes = Vec::new();
         let values = [1.0, f32::NAN, 3.0, 5.0, 7.0, 9.0];
-        encode_tile(&mut bytes, [3, 1, 2], &[100, 200, 300], &[0.0, 60.0], &[10.0], &values, |t, _, _| t < 2);
+        let keep: [&[bool]; 3] = [&[true, true, false], &[true, true], &[true]];
+        encode_tile(&mut bytes, [3, 1, 2], &[100, 200, 300], &[0.0, 60.0], &[10.0], &values, Some(keep));
         // Copy into u64 words: the layout wants 8-aligned memory, as `sbx_prepare` gives.
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };

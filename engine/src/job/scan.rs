@@ -181,11 +181,18 @@ fn read(scan: &ScanContext, tile: &Tile) -> Result<Vec<u8>> {
         }
         None => (vec![true; data.lats.len()], vec![true; data.lons.len()]),
     };
-    let index = tile.index.map(|i| i as u32);
+    let all = keep_time.iter().chain(&keep_lat).chain(&keep_lon).all(|&k| k);
+    let keep: Option<[&[bool]; 3]> = (!all).then_some([&keep_time, &keep_lat, &keep_lon]);
     let mut out = Vec::new();
-    prelude::encode_tile(&mut out, index, &data.times, &data.lats, &data.lons, &data.values, |t, y, x| {
-        keep_time[t] && keep_lat[y] && keep_lon[x]
-    });
+    prelude::encode_tile(
+        &mut out,
+        tile.index.map(|i| i as u32),
+        &data.times,
+        &data.lats,
+        &data.lons,
+        &data.values,
+        keep,
+    );
     Ok(out)
 }
 
