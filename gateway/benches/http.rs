@@ -1,6 +1,6 @@
 //! Gateway benchmark over real HTTP against the real `tilegate` binary.
 //!
-//! Run with: `cargo bench -p tilegate-gateway --bench http` (add `-- --quick` for a short run).
+//! Run with: `cargo bench --workspace --bench http` (add `-- --quick` for a short run).
 //!
 //! Measures, in one run, against the baseline of a `GET /version` round trip:
 //! session create → `idle` latency, a trivial cached `wasm` statement round trip (submit + poll until

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde::Deserialize;
 use tilegate_api::{DatasetInfo, DatasetList, RegisterDataset, TileList};
@@ -42,11 +42,7 @@ async fn register_dataset(
     let dataset = tokio::task::spawn_blocking(move || catalog.register(&req.name, &PathBuf::from(req.path)))
         .await
         .map_err(|_| ApiError::Internal)??;
-    let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(&format!("/datasets/{name}")) {
-        headers.insert(header::LOCATION, location);
-    }
-    Ok((StatusCode::CREATED, headers, ApiJson(dataset.info())))
+    Ok((StatusCode::CREATED, crate::routes::location(&format!("/datasets/{name}")), ApiJson(dataset.info())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,10 +66,7 @@ async fn list_tiles(
     ApiQuery(q): ApiQuery<TileQuery>,
 ) -> Result<ApiJson<TileList>, ApiError> {
     let dataset = app.catalog.get(&name)?;
-    let variable = match q.variable {
-        Some(v) => v,
-        None => dataset.variable_names().next().unwrap_or_default().to_owned(),
-    };
+    let variable = dataset.variable_or_first(q.variable.as_deref());
     let selection = Selection {
         bbox: q.bbox.as_deref().map(parse_bbox).transpose()?,
         time: match (q.start.as_deref(), q.end.as_deref()) {

@@ -139,7 +139,8 @@ async fn cancel_statement(
     Ok(ApiJson(Msg::new("canceled")))
 }
 
-fn location(url: &str) -> HeaderMap {
+/// A `Location` header for a created resource.
+pub(crate) fn location(url: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     // Ids and names reach here already validated: no control characters, so this cannot fail.
     if let Ok(value) = HeaderValue::from_str(url) {

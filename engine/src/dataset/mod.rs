@@ -188,6 +188,11 @@ impl Dataset {
         self.variables.keys().map(String::as_str)
     }
 
+    /// The variable a request names, or the dataset's first when it names none.
+    pub fn variable_or_first(&self, name: Option<&str>) -> String {
+        name.map_or_else(|| self.variable_names().next().unwrap_or_default().to_owned(), str::to_owned)
+    }
+
     fn variable(&self, name: &str) -> Result<&Variable, Error> {
         self.variables.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.variable_names().collect();
@@ -452,8 +457,13 @@ impl Catalog {
         let dataset = Arc::new(Dataset::open(name, path, &self.data_dir.join("index"), self.workers)?);
         tracing::info!(dataset = name, "registered {} in {:.1?}", path.display(), clock.elapsed());
         let mut datasets = self.datasets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        datasets.entry(name.to_owned()).or_insert_with(|| dataset.clone());
-        Ok(dataset)
+        match datasets.entry(name.to_owned()) {
+            // Registered concurrently while this one was opening: the first one stays.
+            std::collections::btree_map::Entry::Occupied(_) => {
+                Err(Error::InvalidRequest(format!("a dataset named '{name}' is already registered")))
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => Ok(slot.insert(dataset).clone()),
+        }
     }
 
     /// A dataset by name.

@@ -121,10 +121,7 @@ impl Jobs {
         ctx: &RunContext,
     ) -> Result<Vec<u8>, JobError> {
         let dataset = self.catalog.get(&spec.dataset).map_err(|e| JobError::new("JobError", e.to_string()))?;
-        let variable = match &spec.variable {
-            Some(v) => v.clone(),
-            None => dataset.variable_names().next().unwrap_or_default().to_owned(),
-        };
+        let variable = dataset.variable_or_first(spec.variable.as_deref());
         let tiles = dataset.select(&variable, &spec.selection).map_err(|e| JobError::new("JobError", e.to_string()))?;
         let job = plan::Job {
             dataset,

@@ -146,12 +146,6 @@ struct TileTable {
     tiles: Vec<Tile>,
 }
 
-impl std::fmt::Debug for ScanContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "tiles of {}/{}", self.dataset.name(), self.variable)
-    }
-}
-
 #[async_trait]
 impl TableProvider for TileTable {
     fn schema(&self) -> SchemaRef {

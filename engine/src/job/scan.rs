@@ -36,6 +36,12 @@ pub(crate) struct ScanContext {
     pub(crate) ctx: RunContext,
 }
 
+impl std::fmt::Debug for ScanContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tiles of {}/{}", self.dataset.name(), self.variable)
+    }
+}
+
 /// A tile to read, attached to its `PartitionedFile`.
 #[derive(Debug, Clone)]
 pub(crate) struct TileRef(pub(crate) Tile);
