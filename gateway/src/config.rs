@@ -56,6 +56,17 @@ pub struct Config {
     pub workers: usize,
     /// Memory for decoded tiles shared by all jobs, in MiB.
     pub tile_cache_mib: usize,
+    /// The rustc that compiles `rust` statements (a path or a name on `PATH`; it needs the
+    /// `wasm32-unknown-unknown` target).
+    pub rustc: String,
+    /// Compiled snippets and the prelude rlib; default `<data_dir>/cache/rust`.
+    pub compile_cache_dir: Option<PathBuf>,
+    /// Wall-clock limit of one snippet compile, in seconds.
+    pub compile_timeout_secs: f64,
+    /// Address space one rustc may use, in MiB.
+    pub compile_memory_mib: u64,
+    /// Compiles running at once; more wait their turn.
+    pub max_compiles: usize,
 }
 
 impl Default for Config {
@@ -74,6 +85,11 @@ impl Default for Config {
             demo_dataset: true,
             workers: 0,
             tile_cache_mib: 512,
+            rustc: "rustc".into(),
+            compile_cache_dir: None,
+            compile_timeout_secs: 30.0,
+            compile_memory_mib: 4096,
+            max_compiles: 2,
         }
     }
 }
@@ -135,6 +151,14 @@ impl Config {
         if self.memory_limit_mib == 0 || self.memory_limit_mib > 4096 {
             return Err(ConfigError::Invalid("memory_limit_mib must be between 1 and 4096".into()));
         }
+        if !(self.compile_timeout_secs.is_finite() && self.compile_timeout_secs > 0.0) {
+            return Err(ConfigError::Invalid("compile_timeout_secs must be a positive number".into()));
+        }
+        if self.compile_memory_mib < 256 || self.max_compiles == 0 {
+            return Err(ConfigError::Invalid(
+                "compile_memory_mib must be at least 256 and max_compiles at least 1".into(),
+            ));
+        }
         if self.max_wasm_stack_bytes < 4096 {
             return Err(ConfigError::Invalid("max_wasm_stack_bytes must be at least 4096".into()));
         }
@@ -147,6 +171,18 @@ impl Config {
             return self.workers;
         }
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    }
+
+    /// How `rust` statements are compiled.
+    pub fn compiler(&self) -> tilegate_compiler::CompilerConfig {
+        tilegate_compiler::CompilerConfig {
+            rustc: self.rustc.clone(),
+            cache_dir: self.compile_cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache").join("rust")),
+            deadline: Duration::from_secs_f64(self.compile_timeout_secs),
+            memory_bytes: self.compile_memory_mib << 20,
+            max_concurrent: self.max_compiles,
+            cache_entries: self.module_cache_entries,
+        }
     }
 
     /// The statement deadline.

@@ -1,33 +1,69 @@
-//! The kernel the gateway wires into the engine: `wasm` statements run in the sandbox; `rust` and
-//! `sql` answer with a clear error until their issues land.
+//! The kernel the gateway wires into the engine: `rust` statements are compiled to wasm, and they
+//! and `wasm` statements run in the sandbox; `sql` answers with a clear error until its issue lands.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tilegate_api::Language;
+use tilegate_compiler::{Cell, Compiler};
 use tilegate_engine::dataset::{Selection, cf};
 use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions};
 use tilegate_engine::{Data, Failure, Job, Kernel, RunContext};
 use tilegate_sandbox::{JobFailure, JobHandler, Limits, Program, Sandbox, Worker, decode_source};
 
-/// Runs statements in the wasm sandbox; jobs they start run on `jobs`.
+/// Earlier successful `rust` cells with items of one session, oldest first: `(label, cell)`.
+type History = Vec<(String, Arc<Cell>)>;
+
+/// Runs statements in the wasm sandbox; jobs they start run on `jobs`; `rust` cells are compiled
+/// by `compiler`.
 pub struct SandboxKernel {
     sandbox: Arc<Sandbox>,
     limits: Limits,
     jobs: Arc<Jobs>,
+    compiler: Arc<Compiler>,
+    cells: Mutex<HashMap<u64, History>>,
 }
 
 impl SandboxKernel {
     /// A kernel running every statement under `limits`.
-    pub fn new(sandbox: Arc<Sandbox>, limits: Limits, jobs: Arc<Jobs>) -> Self {
-        Self { sandbox, limits, jobs }
+    pub fn new(sandbox: Arc<Sandbox>, limits: Limits, jobs: Arc<Jobs>, compiler: Arc<Compiler>) -> Self {
+        Self { sandbox, limits, jobs, compiler, cells: Mutex::default() }
+    }
+
+    /// Compiles the cell against the session's earlier items, runs it, and remembers its items
+    /// when it succeeded.
+    fn run_rust(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
+        let cell = Arc::new(Cell::parse(&job.code));
+        let earlier = self.lock_cells().get(&job.session_id).cloned().unwrap_or_default();
+        let compiled = self.compiler.compile(&earlier, &cell).map_err(|e| Failure {
+            ename: e.name().to_owned(),
+            evalue: e.to_string(),
+            traceback: e.traceback().to_vec(),
+        })?;
+        let data = self.run_module(&compiled.wasm, job, ctx).map_err(sandbox_failure)?;
+        if cell.has_items() {
+            self.lock_cells()
+                .entry(job.session_id)
+                .or_default()
+                .push((format!("statement-{}", job.statement_id), cell));
+        }
+        Ok(data)
+    }
+
+    fn lock_cells(&self) -> std::sync::MutexGuard<'_, HashMap<u64, History>> {
+        self.cells.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn run_wasm(&self, job: &Job, ctx: &RunContext) -> Result<Data, tilegate_sandbox::Error> {
         let bytes = decode_source(&job.code)?;
-        let program = self.sandbox.compile(&bytes)?;
+        self.run_module(&bytes, job, ctx)
+    }
+
+    fn run_module(&self, bytes: &[u8], job: &Job, ctx: &RunContext) -> Result<Data, tilegate_sandbox::Error> {
+        let program = self.sandbox.compile(bytes)?;
         // What `sbx_main` receives: where it runs. Documented in sandbox/ABI.md.
         let input = json!({ "session": job.session_id, "statement": job.statement_id }).to_string();
         let handler = self.job_handler(&program, ctx);
@@ -139,22 +175,23 @@ impl TileFunctions for WasmFunctions {
 impl Kernel for SandboxKernel {
     fn execute(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
         match job.language {
-            Language::Wasm => self.run_wasm(job, ctx).map_err(|e| Failure {
-                ename: e.name().to_owned(),
-                evalue: e.to_string(),
-                traceback: e.backtrace().to_vec(),
-            }),
-            Language::Rust | Language::Sql => Err(Failure::new(
+            Language::Wasm => self.run_wasm(job, ctx).map_err(sandbox_failure),
+            Language::Rust => self.run_rust(job, ctx),
+            Language::Sql => Err(Failure::new(
                 "UnsupportedKind",
                 format!(
-                    "`{}` statements are not available in this tilegate build yet; `wasm` statements are. \
-                     Choose the language with the statement's `kind`, a first line `%wasm`, or the session conf \
-                     `tilegate.kind`.",
+                    "`{}` statements are not available in this tilegate build yet; `rust` and `wasm` statements are. \
+                     Choose the language with the statement's `kind`, a first line `%rust` or `%wasm`, or the \
+                     session conf `tilegate.kind`.",
                     job.language
                 ),
             )),
         }
     }
+}
+
+fn sandbox_failure(e: tilegate_sandbox::Error) -> Failure {
+    Failure { ename: e.name().to_owned(), evalue: e.to_string(), traceback: e.backtrace().to_vec() }
 }
 
 /// Livy output data: `text/plain` is what was printed followed by the result's text;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
+use tilegate_compiler::Compiler;
 use tilegate_engine::dataset::Catalog;
 use tilegate_engine::job::Jobs;
 use tilegate_engine::{Engine, EngineConfig};
@@ -77,7 +78,15 @@ impl AppState {
         };
         let jobs = Jobs::new(catalog.clone(), config.worker_count(), config.tile_cache_mib << 20)
             .map_err(|e| StartError::Workers(e.to_string()))?;
-        let kernel = SandboxKernel::new(Arc::new(sandbox), limits, Arc::new(jobs));
+        let compiler = Arc::new(Compiler::new(config.compiler()));
+        // Build the guest prelude now, so the first `rust` statement compiles at full speed.
+        let preparing = compiler.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = preparing.prepare() {
+                tracing::warn!("rust statements are unavailable: {e}");
+            }
+        });
+        let kernel = SandboxKernel::new(Arc::new(sandbox), limits, Arc::new(jobs), compiler);
         let engine =
             Engine::new(EngineConfig { max_sessions: config.max_sessions, ..Default::default() }, Arc::new(kernel));
         Ok(Self { engine, catalog, config: Arc::new(config) })

@@ -56,8 +56,14 @@ fn install_panic_hook() {
 }
 
 /// `sbx_main`: runs the statement's main function and returns its JSON.
-pub fn main(_ptr: *const u8, _len: usize, run: impl FnOnce() -> Vec<u8>) -> u64 {
+///
+/// # Safety
+/// `ptr` must point at `len` readable bytes (the host's prepared buffer).
+pub unsafe fn main(ptr: *const u8, len: usize, run: impl FnOnce() -> Vec<u8>) -> u64 {
     install_panic_hook();
+    // SAFETY: per the contract above.
+    let input = if ptr.is_null() || len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(ptr, len) } };
+    crate::session::enter(input);
     output(run())
 }
 
@@ -119,7 +125,12 @@ pub(crate) fn host_run_job(spec: &[u8]) -> Vec<u8> {
     }
 }
 
-/// What a statement's main function may return.
+/// What a statement's main function (or a `rust` statement's final expression) may return.
+#[diagnostic::on_unimplemented(
+    message = "a statement's result must become JSON, and `{Self}` cannot",
+    label = "this is the statement's result",
+    note = "numbers, strings, bools, `Vec`s, tuples, `Option`s, `Stats`, `Rows` and types declared with `record!` can; end the statement with `;` to return nothing"
+)]
 pub trait IntoOutput {
     /// The statement's JSON result (empty for none).
     fn into_output(self) -> Vec<u8>;
@@ -134,6 +145,34 @@ impl IntoOutput for Rows {
 impl IntoOutput for () {
     fn into_output(self) -> Vec<u8> {
         Vec::new()
+    }
+}
+
+/// The never type (`panic!()`, `loop {}` as a cell's last expression), named on stable Rust
+/// through a function pointer's output.
+pub trait Returns {
+    /// What the function returns.
+    type Output;
+}
+
+impl<T> Returns for fn() -> T {
+    type Output = T;
+}
+
+/// `!`.
+pub type Never = <fn() -> ! as Returns>::Output;
+
+impl IntoOutput for Never {
+    fn into_output(self) -> Vec<u8> {
+        self
+    }
+}
+
+impl IntoOutput for &str {
+    fn into_output(self) -> Vec<u8> {
+        let mut out = String::new();
+        crate::value::json_string(&mut out, self);
+        out.into_bytes()
     }
 }
 
@@ -157,9 +196,12 @@ macro_rules! export_main {
         pub extern "C" fn sbx_alloc(len: usize) -> *mut u8 {
             $crate::abi::alloc(len)
         }
+        /// # Safety
+        /// Called by the host only, with a buffer from `sbx_prepare`.
         #[unsafe(no_mangle)]
-        pub extern "C" fn sbx_main(ptr: *const u8, len: usize) -> u64 {
-            $crate::abi::main(ptr, len, || $crate::abi::IntoOutput::into_output($main()))
+        pub unsafe extern "C" fn sbx_main(ptr: *const u8, len: usize) -> u64 {
+            // SAFETY: forwarded contract.
+            unsafe { $crate::abi::main(ptr, len, || $crate::abi::IntoOutput::into_output($main())) }
         }
         /// # Safety
         /// Called by the host only, with a buffer from `sbx_prepare`.

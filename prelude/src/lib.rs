@@ -28,14 +28,16 @@
 
 pub mod abi;
 mod job;
+mod session;
 mod stats;
 mod tile;
 mod value;
 
 pub use job::{Job, Mapped, Rows, dataset};
+pub use session::{Session, session, spark, sqlContext};
 pub use stats::Stats;
 pub use tile::{Tile, encode_tile};
-pub use value::{Time, Value, json_string};
+pub use value::{Time, Value, json_string, value_field_decode, value_field_encode};
 
 /// Prints text to the statement's output (`text/plain`).
 pub fn print(text: &str) {

@@ -48,7 +48,120 @@ macro_rules! number {
         }
     )*};
 }
-number!(i32, i64, u32, u64);
+number!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+impl Value for usize {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (*self as u64).encode(out);
+    }
+    fn decode(bytes: &[u8]) -> Self {
+        u64::decode(bytes) as usize
+    }
+    fn to_json(&self, out: &mut String) {
+        out.push_str(&self.to_string());
+    }
+}
+
+impl Value for isize {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (*self as i64).encode(out);
+    }
+    fn decode(bytes: &[u8]) -> Self {
+        i64::decode(bytes) as isize
+    }
+    fn to_json(&self, out: &mut String) {
+        out.push_str(&self.to_string());
+    }
+}
+
+impl Value for bool {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(*self));
+    }
+    fn decode(bytes: &[u8]) -> Self {
+        bytes.first().is_some_and(|b| *b != 0)
+    }
+    fn to_json(&self, out: &mut String) {
+        out.push_str(if *self { "true" } else { "false" });
+    }
+}
+
+impl<T: Value> Value for Option<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        if let Some(v) = self {
+            out.push(1);
+            v.encode(out);
+        } else {
+            out.push(0);
+        }
+    }
+    fn decode(bytes: &[u8]) -> Self {
+        (bytes.first() == Some(&1)).then(|| T::decode(&bytes[1..]))
+    }
+    fn to_json(&self, out: &mut String) {
+        match self {
+            Some(v) => v.to_json(out),
+            None => out.push_str("null"),
+        }
+    }
+}
+
+/// Declares a struct whose fields are all [`Value`]s, and implements [`Value`] for it: a
+/// custom key or value of a map, or a statement's result. It becomes a JSON object.
+///
+/// ```ignore
+/// record! {
+///     #[derive(Debug, Clone, Copy)]
+///     pub struct Warm { pub days: u64, pub hottest: f64 }
+/// }
+/// ```
+#[macro_export]
+macro_rules! record {
+    ($(#[$attr:meta])* $vis:vis struct $name:ident { $($fvis:vis $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$attr])* $vis struct $name { $($fvis $field: $ty),* }
+        impl $crate::Value for $name {
+            fn encode(&self, out: &mut ::std::vec::Vec<u8>) {
+                $( $crate::value_field_encode(&self.$field, out); )*
+            }
+            fn decode(bytes: &[u8]) -> Self {
+                let mut at = 0usize;
+                $( let $field = $crate::value_field_decode::<$ty>(bytes, &mut at); )*
+                Self { $($field),* }
+            }
+            fn to_json(&self, out: &mut ::std::string::String) {
+                let mut first = true;
+                out.push('{');
+                $(
+                    if !::core::mem::take(&mut first) { out.push(','); }
+                    $crate::json_string(out, ::core::stringify!($field));
+                    out.push(':');
+                    $crate::Value::to_json(&self.$field, out);
+                )*
+                let _ = first;
+                out.push('}');
+            }
+        }
+    };
+}
+
+/// A field of a [`record!`]: u32 length, then its encoding.
+#[doc(hidden)]
+pub fn value_field_encode<T: Value>(value: &T, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    value.encode(out);
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Reads a field written by [`value_field_encode`] at `*at` and moves past it.
+#[doc(hidden)]
+pub fn value_field_decode<T: Value>(bytes: &[u8], at: &mut usize) -> T {
+    let len = u32::decode(&bytes[*at..]) as usize;
+    let value = T::decode(&bytes[*at + 4..*at + 4 + len]);
+    *at += 4 + len;
+    value
+}
 
 impl Value for f64 {
     fn encode(&self, out: &mut Vec<u8>) {
@@ -144,9 +257,10 @@ impl<T: Value> Value for Vec<T> {
 }
 
 /// JSON has no NaN or infinity: they are written as `null`.
+/// Finite numbers keep a fraction or exponent (`300.0`, `1e-7`), so they read back as floats.
 pub(crate) fn push_f64(out: &mut String, v: f64) {
     if v.is_finite() {
-        out.push_str(&v.to_string());
+        out.push_str(&format!("{v:?}"));
     } else {
         out.push_str("null");
     }
@@ -215,12 +329,30 @@ mod tests {
         round_trip(("band".to_string(), 3i32));
         round_trip(vec![(1u32, 2.0f32), (3, 4.0)]);
         round_trip(Stats { count: 3, min: 1.0, max: 2.0, sum: 4.0, wsum: 3.0, weight: 2.0, m2: 0.5 });
+        round_trip((true, Some(3u8)));
+        round_trip(None::<i16>);
+        round_trip(7usize);
+    }
+
+    crate::record! {
+        #[derive(Debug, Clone, PartialEq)]
+        struct Warm { days: u64, name: String, hottest: Option<f64> }
+    }
+
+    #[test]
+    fn records_round_trip_and_are_objects() {
+        let warm = Warm { days: 3, name: "a".into(), hottest: Some(30.5) };
+        round_trip(warm.clone());
+        let mut json = String::new();
+        warm.to_json(&mut json);
+        assert_eq!(json, r#"{"days":3,"name":"a","hottest":30.5}"#);
+        assert_eq!(row_json(&Time(1), &warm), r#"{"time":1,"days":3,"name":"a","hottest":30.5}"#);
     }
 
     #[test]
     fn rows_name_their_key() {
         let s = Stats::of([(1.0f32, 1.0), (3.0, 1.0)].into_iter());
-        assert_eq!(row_json(&Time(10), &s), r#"{"time":10,"cnt":2,"min":1,"max":3,"mean":2,"std":1}"#);
+        assert_eq!(row_json(&Time(10), &s), r#"{"time":10,"cnt":2,"min":1.0,"max":3.0,"mean":2.0,"std":1.0}"#);
         assert_eq!(row_json(&"a\"b".to_string(), &1.5f64), r#"{"key":"a\"b","value":1.5}"#);
     }
 }

@@ -23,11 +23,11 @@ macro_rules! guest {
     };
 }
 
-const SEED_BOX: [&str; 6] = ["-150", "45", "-120", "60", "2008-09-01", "2008-09-16"];
+pub(crate) const SEED_BOX: [&str; 6] = ["-150", "45", "-120", "60", "2008-09-01", "2008-09-16"];
 const WHOLE: [&str; 6] = ["all", "all", "all", "all", "all", "all"];
 
 /// A gateway whose only dataset, `sst`, is the demo (no store given) or a generated store.
-async fn gateway_with_sst(format: Option<&str>, config: Config) -> Gateway {
+pub(crate) async fn gateway_with_sst(format: Option<&str>, config: Config) -> Gateway {
     let datasets = config.data_dir.join("datasets");
     std::fs::create_dir_all(&datasets).unwrap();
     let demo = match format {
@@ -60,7 +60,7 @@ async fn run_json(gw: &Gateway, code: &str) -> Value {
 }
 
 /// Rows equal numpy's: same days, `cnt` exact, the rest within 1e-5 relative.
-fn assert_rows_match(ours: &Value, reference: &str, fields: &[&str]) {
+pub(crate) fn assert_rows_match(ours: &Value, reference: &str, fields: &[&str]) {
     let want: Vec<Value> = serde_json::from_str(reference).unwrap();
     let got = ours.as_array().unwrap_or_else(|| panic!("rows are not an array: {ours}"));
     assert!(!want.is_empty(), "the reference selected nothing");
@@ -74,13 +74,13 @@ fn assert_rows_match(ours: &Value, reference: &str, fields: &[&str]) {
     }
 }
 
-fn reference(command: &str, store: &Path, args: &[&str]) -> String {
+pub(crate) fn reference(command: &str, store: &Path, args: &[&str]) -> String {
     let mut all = vec![command, store.to_str().unwrap(), "sst"];
     all.extend_from_slice(args);
     run_tool("reference.py", &all)
 }
 
-const STATS: [&str; 5] = ["cnt", "min", "max", "mean", "std"];
+pub(crate) const STATS: [&str; 5] = ["cnt", "min", "max", "mean", "std"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nexus_time_series_over_the_demo_dataset_matches_numpy() {

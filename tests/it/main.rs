@@ -7,6 +7,7 @@ mod bad_input;
 mod datasets;
 mod jobs;
 mod livy;
+mod rust;
 mod wasm;
 
 use std::path::{Path, PathBuf};
@@ -95,9 +96,11 @@ impl Drop for Gateway {
     }
 }
 
-/// Default settings with a fresh, empty data directory and no demo dataset.
+/// Default settings with a fresh, empty data directory and no demo dataset. Compiled snippets
+/// and the prelude rlib are shared by all test gateways (keyed by content, so never stale).
 pub fn test_config() -> Config {
-    Config { data_dir: fresh_dir(), demo_dataset: false, ..Config::default() }
+    let compile_cache_dir = Some(std::env::temp_dir().join("tilegate-it-compile-cache"));
+    Config { data_dir: fresh_dir(), demo_dataset: false, compile_cache_dir, ..Config::default() }
 }
 
 /// A new empty directory under the system temp dir, removed when a gateway using it is dropped.

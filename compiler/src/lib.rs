@@ -1,0 +1,471 @@
+//! Compiles `rust` statements (notebook-cell Rust snippets) to WebAssembly on the server.
+//!
+//! # Layout
+//! - [`guard`]: refuses code that reaches outside the snippet (files, environment, linking).
+//! - [`snippet`]: splits a cell into crate-level items and statements, keeping user lines.
+//! - `rustc`: the toolchain, the compile sandbox (cleared env, empty dir, rlimits, deadline).
+//! - [`Compiler`]: the embedded prelude built once, the module cache, the compile slots.
+//!
+//! One compile: guard → generate the crate (`main.rs` including earlier cells' items, this
+//! cell's items and its body) → key = sha256(toolchain, prelude, flags, files) → memory or disk
+//! cache, else rustc in a fresh job directory → the `.wasm` bytes.
+
+pub mod guard;
+mod rustc;
+pub mod snippet;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+pub use rustc::Toolchain;
+pub use snippet::Cell;
+
+/// The guest prelude's sources, compiled into an rlib on first use with the snippets' flags.
+const PRELUDE: &[(&str, &str)] = &[
+    ("lib.rs", include_str!("../../prelude/src/lib.rs")),
+    ("abi.rs", include_str!("../../prelude/src/abi.rs")),
+    ("job.rs", include_str!("../../prelude/src/job.rs")),
+    ("session.rs", include_str!("../../prelude/src/session.rs")),
+    ("stats.rs", include_str!("../../prelude/src/stats.rs")),
+    ("tile.rs", include_str!("../../prelude/src/tile.rs")),
+    ("value.rs", include_str!("../../prelude/src/value.rs")),
+];
+
+/// The crate root around a cell: output macros that print to the statement's output, then the
+/// earlier cells' items, this cell's items and its entry function.
+const ROOT_HEAD: &str = r#"#![allow(unused, dead_code, non_snake_case, non_camel_case_types, non_upper_case_globals)]
+use prelude::*;
+macro_rules! print { ($($t:tt)*) => { ::prelude::print(&::std::format!($($t)*)) }; }
+macro_rules! println {
+    () => { ::prelude::print("\n") };
+    ($($t:tt)*) => { ::prelude::print(&{ let mut line = ::std::format!($($t)*); line.push('\n'); line }) };
+}
+macro_rules! eprint { ($($t:tt)*) => { print!($($t)*) }; }
+macro_rules! eprintln { ($($t:tt)*) => { println!($($t)*) }; }
+macro_rules! dbg {
+    ($e:expr $(,)?) => {
+        match $e { v => { println!("[{}:{}] {} = {:#?}", ::std::file!(), ::std::line!(), ::std::stringify!($e), &v); v } }
+    };
+}
+"#;
+
+/// Why a snippet did not become a module.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The guard refused the snippet before compiling.
+    #[error("line {line}: {message}")]
+    Refused {
+        /// Line in the snippet.
+        line: usize,
+        /// What is not allowed.
+        message: String,
+    },
+    /// rustc reported errors.
+    #[error("{message}")]
+    Rejected {
+        /// The first error's message.
+        message: String,
+        /// rustc's rendered diagnostics, one line per entry.
+        rendered: Vec<String>,
+    },
+    /// rustc ran past the compile deadline and was killed.
+    #[error("compilation took longer than {0:?} and was stopped")]
+    Timeout(Duration),
+    /// rustc hit a memory, CPU or file-size limit.
+    #[error("{0}")]
+    ResourceLimit(String),
+    /// No usable toolchain (rustc or the wasm32 target missing).
+    #[error("rust statements are unavailable: {0}")]
+    Unavailable(String),
+    /// Something on the server failed (I/O in the cache directory, ...).
+    #[error("internal compiler failure: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The Livy `ename`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Refused { .. } | Self::Rejected { .. } => "CompileError",
+            Self::Timeout(_) => "CompileTimeout",
+            Self::ResourceLimit(_) => "CompileLimit",
+            Self::Unavailable(_) => "RustUnavailable",
+            Self::Internal(_) => "InternalError",
+        }
+    }
+
+    /// The Livy `traceback`: rustc's rendered diagnostics, one line per entry (each ending in `\n`).
+    pub fn traceback(&self) -> &[String] {
+        match self {
+            Self::Rejected { rendered, .. } => rendered,
+            _ => &[],
+        }
+    }
+}
+
+/// Settings of the compiler.
+#[derive(Debug, Clone)]
+pub struct CompilerConfig {
+    /// The rustc to use: a path or a name on `PATH` (the rustup proxy is resolved to the real one).
+    pub rustc: String,
+    /// Where the prelude rlib, compiled modules and job directories live.
+    pub cache_dir: PathBuf,
+    /// A compile is killed after this.
+    pub deadline: Duration,
+    /// Address-space limit of one rustc.
+    pub memory_bytes: u64,
+    /// Compiles running at once; more wait.
+    pub max_concurrent: usize,
+    /// Modules kept in memory (all are kept on disk).
+    pub cache_entries: usize,
+}
+
+impl Default for CompilerConfig {
+    fn default() -> Self {
+        Self {
+            rustc: "rustc".into(),
+            cache_dir: std::env::temp_dir().join("tilegate-compiler"),
+            deadline: Duration::from_secs(30),
+            memory_bytes: 4 << 30,
+            max_concurrent: 2,
+            cache_entries: 256,
+        }
+    }
+}
+
+/// A compiled cell.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The module.
+    pub wasm: Arc<[u8]>,
+    /// Its cache key (hex sha256).
+    pub key: String,
+    /// Whether it came from the cache (no rustc ran).
+    pub cached: bool,
+}
+
+/// The toolchain and the built prelude.
+#[derive(Debug)]
+struct Ready {
+    toolchain: Toolchain,
+    prelude: PathBuf,
+    prelude_hash: String,
+}
+
+/// Compiles cells; shared by all sessions.
+#[derive(Debug)]
+pub struct Compiler {
+    config: CompilerConfig,
+    ready: OnceLock<Result<Ready, Error>>,
+    cache: Mutex<Lru>,
+    slots: Slots,
+    rustc_runs: AtomicU64,
+}
+
+/// Numbers job directories uniquely within the process (compilers may share a cache directory).
+static NEXT_JOB: AtomicU64 = AtomicU64::new(0);
+
+impl Compiler {
+    /// A compiler with `config`; nothing runs until [`Compiler::prepare`] or the first compile.
+    pub fn new(config: CompilerConfig) -> Self {
+        let slots = Slots::new(config.max_concurrent.max(1));
+        Self {
+            cache: Mutex::new(Lru::new(config.cache_entries)),
+            config,
+            ready: OnceLock::new(),
+            slots,
+            rustc_runs: AtomicU64::new(0),
+        }
+    }
+
+    /// Finds the toolchain and builds the prelude rlib (once; later calls return at once).
+    ///
+    /// # Errors
+    /// When no usable toolchain exists or the prelude does not build.
+    pub fn prepare(&self) -> Result<(), Error> {
+        self.ready().map(|_| ())
+    }
+
+    /// How many times rustc ran (prelude builds included); cache hits do not count.
+    pub fn rustc_runs(&self) -> u64 {
+        self.rustc_runs.load(Ordering::Relaxed)
+    }
+
+    /// Compiles `cell` in a crate that also holds the items of the `earlier` cells of its
+    /// session (label, cell), oldest first; a later definition of a name replaces earlier ones.
+    ///
+    /// # Errors
+    /// Refused code, rustc errors, the deadline or a resource limit, or no toolchain.
+    pub fn compile(&self, earlier: &[(String, Arc<Cell>)], cell: &Cell) -> Result<Compiled, Error> {
+        guard::check(cell.source()).map_err(|r| Error::Refused { line: r.line, message: r.message })?;
+        let ready = self.ready()?;
+        let files = crate_files(earlier, cell);
+        let key = cache_key(ready, &files);
+        if let Some(wasm) = self.cached(&key) {
+            return Ok(Compiled { wasm, key, cached: true });
+        }
+        let _slot = self.slots.acquire();
+        // Another request may have compiled the same crate while this one waited.
+        if let Some(wasm) = self.cached(&key) {
+            return Ok(Compiled { wasm, key, cached: true });
+        }
+        let wasm: Arc<[u8]> = self.run_snippet(ready, &key, &files)?.into();
+        let modules = self.config.cache_dir.join("modules");
+        if std::fs::create_dir_all(&modules).is_ok() {
+            // Write then rename, so a reader never sees half a module.
+            let part = modules.join(format!("{key}.{}.part", NEXT_JOB.fetch_add(1, Ordering::Relaxed)));
+            if std::fs::write(&part, &wasm).is_ok() {
+                let _ = std::fs::rename(&part, modules.join(format!("{key}.wasm")));
+            }
+        }
+        self.lock_cache().insert(key.clone(), wasm.clone());
+        Ok(Compiled { wasm, key, cached: false })
+    }
+
+    fn cached(&self, key: &str) -> Option<Arc<[u8]>> {
+        if let Some(wasm) = self.lock_cache().get(key) {
+            return Some(wasm);
+        }
+        let wasm: Arc<[u8]> =
+            std::fs::read(self.config.cache_dir.join("modules").join(format!("{key}.wasm"))).ok()?.into();
+        self.lock_cache().insert(key.to_owned(), wasm.clone());
+        Some(wasm)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Lru> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ready(&self) -> Result<&Ready, Error> {
+        self.ready.get_or_init(|| self.build_prelude()).as_ref().map_err(Clone::clone)
+    }
+
+    fn bounds(&self) -> rustc::Bounds {
+        rustc::Bounds { deadline: self.config.deadline, memory_bytes: self.config.memory_bytes, file_bytes: 256 << 20 }
+    }
+
+    /// Writes the embedded prelude and compiles it to `<cache>/prelude-<hash>/libprelude.rlib`
+    /// unless an earlier run already did.
+    fn build_prelude(&self) -> Result<Ready, Error> {
+        let toolchain = Toolchain::find(&self.config.rustc)?;
+        let mut hash = Sha256::new();
+        hash.update(&toolchain.version);
+        hash.update(rustc::COMMON_FLAGS.join(" "));
+        for (name, text) in PRELUDE {
+            hash.update(name);
+            hash.update(text);
+        }
+        let prelude_hash = hex(&hash.finalize());
+        let dir = self.config.cache_dir.join(format!("prelude-{}", &prelude_hash[..16]));
+        if !dir.join("libprelude.rlib").is_file() {
+            let io =
+                |e: std::io::Error| Error::Internal(format!("prelude in {}: {e}", self.config.cache_dir.display()));
+            let building =
+                self.config.cache_dir.join(format!("prelude-{}.{}", &prelude_hash[..16], std::process::id()));
+            let src = building.join("src");
+            std::fs::create_dir_all(&src).map_err(io)?;
+            for (name, text) in PRELUDE {
+                std::fs::write(src.join(name), text).map_err(io)?;
+            }
+            let mut args: Vec<String> = rustc::COMMON_FLAGS.iter().map(|s| s.to_string()).collect();
+            args.extend(["--crate-type", "rlib", "--crate-name", "prelude"].map(String::from));
+            args.push(format!("--remap-path-prefix={}=prelude", src.display()));
+            args.push("--out-dir".into());
+            args.push(building.display().to_string());
+            args.push(src.join("lib.rs").display().to_string());
+            self.rustc_runs.fetch_add(1, Ordering::Relaxed);
+            let bounds =
+                rustc::Bounds { deadline: self.config.deadline.max(Duration::from_secs(120)), ..self.bounds() };
+            let done = rustc::run(&toolchain, &building, &args, bounds)?;
+            if !done.success {
+                let _ = std::fs::remove_dir_all(&building);
+                return Err(Error::Internal(format!("the prelude did not build:\n{}", done.stderr)));
+            }
+            if std::fs::rename(&building, &dir).is_err() {
+                // Built concurrently by another gateway on the same cache directory: use theirs.
+                let _ = std::fs::remove_dir_all(&building);
+            }
+            tracing::info!(dir = %dir.display(), "built the guest prelude");
+        }
+        Ok(Ready { toolchain, prelude: dir, prelude_hash })
+    }
+
+    fn run_snippet(&self, ready: &Ready, key: &str, files: &[(String, String)]) -> Result<Vec<u8>, Error> {
+        let n = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
+        let job = self.config.cache_dir.join("jobs").join(format!("{}-{}-{n}", &key[..16], std::process::id()));
+        let io = |e: std::io::Error| Error::Internal(format!("job directory: {e}"));
+        std::fs::create_dir_all(&job).map_err(io)?;
+        let result = (|| {
+            for (name, text) in files {
+                std::fs::write(job.join(name), text).map_err(io)?;
+            }
+            let args = snippet_args(ready, &job, files);
+            self.rustc_runs.fetch_add(1, Ordering::Relaxed);
+            let done = rustc::run(&ready.toolchain, &job, &args, self.bounds())?;
+            if done.success {
+                return std::fs::read(job.join("snippet.wasm")).map_err(io);
+            }
+            Err(rejected(
+                &done.stderr,
+                &[(&job, "snippet"), (&ready.prelude, "prelude"), (&ready.toolchain.sysroot, "rust")],
+            ))
+        })();
+        let _ = std::fs::remove_dir_all(&job);
+        result
+    }
+}
+
+/// The crate's files, name → text: `main.rs`, `s<i>.rs` per earlier cell with items (each
+/// remapped to its own label: rustc keeps one file per displayed name) and `cell.rs`, the cell as
+/// the entry function's body.
+fn crate_files(earlier: &[(String, Arc<Cell>)], cell: &Cell) -> Vec<(String, String)> {
+    let mut root = String::from(ROOT_HEAD);
+    let mut files = Vec::new();
+    // Names defined by the cells after each one: an earlier definition of them is dropped.
+    let mut later: HashSet<&str> = cell.names().collect();
+    let mut history = Vec::new();
+    for (i, (label, past)) in earlier.iter().enumerate().rev() {
+        if past.has_items() {
+            history.push((i, label, past.items_file(&later)));
+        }
+        later.extend(past.names());
+    }
+    for (i, _, text) in history.into_iter().rev() {
+        root.push_str(&format!("include!(\"s{i}.rs\");\n"));
+        files.push((format!("s{i}.rs"), text));
+    }
+    root.push_str("fn __tilegate_cell() -> impl ::prelude::abi::IntoOutput {\n    include!(\"cell.rs\")\n}\n");
+    root.push_str("::prelude::export_main!(__tilegate_cell);\n");
+    files.push(("cell.rs".into(), cell.body_file()));
+    files.push(("main.rs".into(), root));
+    files
+}
+
+/// rustc's arguments for a snippet crate in `job`; every path that could show is remapped (the
+/// last matching remap wins, so the general ones come first).
+fn snippet_args(ready: &Ready, job: &Path, files: &[(String, String)]) -> Vec<String> {
+    let mut args: Vec<String> = rustc::COMMON_FLAGS.iter().chain(rustc::SNIPPET_FLAGS).map(|s| s.to_string()).collect();
+    let remap = |from: &Path, to: &str| format!("--remap-path-prefix={}={to}", from.display());
+    args.push(remap(&ready.toolchain.sysroot, "rust"));
+    args.push(remap(&ready.prelude, "prelude"));
+    args.push(remap(job, "snippet"));
+    for (name, _) in files {
+        let label = match name.as_str() {
+            "cell.rs" => "cell",
+            "main.rs" => "tilegate",
+            history => history.trim_end_matches(".rs"),
+        };
+        args.push(remap(&job.join(name), label));
+    }
+    args.push("--extern".into());
+    args.push(format!("prelude={}", ready.prelude.join("libprelude.rlib").display()));
+    args.push("-L".into());
+    args.push(format!("dependency={}", ready.prelude.display()));
+    args.push(job.join("main.rs").display().to_string());
+    args.push("-o".into());
+    args.push(job.join("snippet.wasm").display().to_string());
+    args
+}
+
+fn cache_key(ready: &Ready, files: &[(String, String)]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(&ready.toolchain.version);
+    hash.update(&ready.prelude_hash);
+    hash.update(rustc::SNIPPET_FLAGS.join(" "));
+    for (name, text) in files {
+        hash.update((name.len() as u64).to_le_bytes());
+        hash.update(name);
+        hash.update((text.len() as u64).to_le_bytes());
+        hash.update(text);
+    }
+    hex(&hash.finalize())
+}
+
+/// The errors of a failed compile, with any server path that survived the remaps replaced.
+fn rejected(stderr: &str, paths: &[(&Path, &str)]) -> Error {
+    let scrub = |text: &str| {
+        paths.iter().fold(text.to_owned(), |text, (path, label)| text.replace(&path.display().to_string(), label))
+    };
+    let errors: Vec<rustc::Diagnostic> = rustc::diagnostics(stderr)
+        .into_iter()
+        .filter(|d| d.level.starts_with("error") && !d.message.starts_with("aborting due to"))
+        .collect();
+    let message = errors.first().map_or_else(|| "rustc failed without a message".to_owned(), |d| scrub(&d.message));
+    let rendered =
+        errors.iter().flat_map(|d| scrub(&d.rendered).lines().map(|l| format!("{l}\n")).collect::<Vec<_>>()).collect();
+    Error::Rejected { message, rendered }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A bounded number of compiles at once.
+#[derive(Debug)]
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        Self { free: Mutex::new(n), freed: Condvar::new() }
+    }
+
+    fn acquire(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// Compiled modules by key, least recently used dropped first.
+#[derive(Debug)]
+struct Lru {
+    cap: usize,
+    map: HashMap<String, Arc<[u8]>>,
+    order: VecDeque<String>,
+}
+
+impl Lru {
+    fn new(cap: usize) -> Self {
+        Self { cap: cap.max(1), map: HashMap::new(), order: VecDeque::new() }
+    }
+
+    fn get(&mut self, key: &str) -> Option<Arc<[u8]>> {
+        let wasm = self.map.get(key)?.clone();
+        self.order.retain(|k| k != key);
+        self.order.push_back(key.to_owned());
+        Some(wasm)
+    }
+
+    fn insert(&mut self, key: String, wasm: Arc<[u8]>) {
+        if self.map.insert(key.clone(), wasm).is_none() {
+            self.order.push_back(key);
+        }
+        while self.map.len() > self.cap {
+            let Some(old) = self.order.pop_front() else { break };
+            self.map.remove(&old);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+//! Running the toolchain's own `rustc` in the compile sandbox: a cleared environment, an empty
+//! working directory, rlimits (CPU, address space, file size), a wall-clock deadline that kills
+//! the whole process group, and paths remapped so nothing of the server shows.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+
+/// The wasm target snippets and the prelude are built for.
+pub const TARGET: &str = "wasm32-unknown-unknown";
+
+/// Flags shared by the prelude and snippets (they must match for the rlib to link).
+pub const COMMON_FLAGS: &[&str] =
+    &["--edition", "2024", "--target", TARGET, "-C", "opt-level=3", "-C", "target-feature=+simd128"];
+
+/// Flags for a snippet crate.
+pub const SNIPPET_FLAGS: &[&str] = &[
+    "--crate-type",
+    "cdylib",
+    "--crate-name",
+    "snippet",
+    "-C",
+    "strip=debuginfo",
+    "-C",
+    "panic=abort",
+    "-F",
+    "long_running_const_eval",
+    "--error-format=json",
+];
+
+/// The rustc binary snippets are compiled with, found once through the sysroot.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    /// `<sysroot>/bin/rustc`: the real compiler, not the rustup proxy (which reads `HOME`,
+    /// `RUSTUP_*` and toolchain files).
+    pub rustc: PathBuf,
+    /// The sysroot, remapped in diagnostics.
+    pub sysroot: PathBuf,
+    /// `rustc -vV`, part of every cache key.
+    pub version: String,
+}
+
+impl Toolchain {
+    /// Finds the toolchain behind `rustc` (a path or a name on `PATH`, possibly the rustup proxy)
+    /// and checks that it can build for wasm32.
+    pub fn find(rustc: &str) -> Result<Self, Error> {
+        let unavailable = |why: String| Error::Unavailable(format!("{why} (rustc: `{rustc}`)"));
+        let output = Command::new(rustc)
+            .args(["--print", "sysroot"])
+            .output()
+            .map_err(|e| unavailable(format!("cannot run rustc: {e}")))?;
+        if !output.status.success() {
+            return Err(unavailable(String::from_utf8_lossy(&output.stderr).trim().to_owned()));
+        }
+        let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        let real = sysroot.join("bin").join("rustc");
+        if !sysroot.join("lib/rustlib").join(TARGET).is_dir() {
+            return Err(unavailable(format!(
+                "the {TARGET} target is not installed in {}; run `rustup target add {TARGET}`",
+                sysroot.display()
+            )));
+        }
+        let version = Command::new(&real)
+            .arg("-vV")
+            .env_clear()
+            .output()
+            .map_err(|e| unavailable(format!("cannot run {}: {e}", real.display())))?;
+        Ok(Self { rustc: real, sysroot, version: String::from_utf8_lossy(&version.stdout).into_owned() })
+    }
+}
+
+/// Limits of one rustc run.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Wall clock; the process group is killed after it.
+    pub deadline: Duration,
+    /// Address space of rustc and the linker.
+    pub memory_bytes: u64,
+    /// Largest file rustc may write.
+    pub file_bytes: u64,
+}
+
+/// What a finished rustc run left.
+#[derive(Debug)]
+pub struct Finished {
+    /// Whether rustc exited with success.
+    pub success: bool,
+    /// Its stderr (JSON diagnostics for snippets).
+    pub stderr: String,
+}
+
+/// Runs `toolchain.rustc args` in `dir` with nothing of the server's environment.
+pub fn run(toolchain: &Toolchain, dir: &Path, args: &[String], bounds: Bounds) -> Result<Finished, Error> {
+    let mut command = Command::new(&toolchain.rustc);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("TMPDIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    limits::apply(&mut command, bounds);
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| Error::Internal(format!("cannot start rustc: {e}")))?;
+    // Read stderr on a thread so a chatty rustc cannot block on a full pipe.
+    let mut stderr = child.stderr.take().ok_or_else(|| Error::Internal("rustc stderr".into()))?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| Error::Internal(e.to_string()))? {
+            break status;
+        }
+        if started.elapsed() > bounds.deadline {
+            limits::kill_group(&child);
+            let _ = child.wait();
+            let _ = reader.join();
+            return Err(Error::Timeout(bounds.deadline));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stderr = reader.join().unwrap_or_default();
+    if !status.success() && limits::killed_by_limit(&status) {
+        return Err(Error::ResourceLimit(format!("rustc was stopped by a resource limit ({status})")));
+    }
+    Ok(Finished { success: status.success(), stderr })
+}
+
+/// rlimits and process-group kill: the only unsafe code of the crate (libc calls).
+#[allow(unsafe_code)]
+mod limits {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::{Child, Command, ExitStatus};
+
+    use super::Bounds;
+
+    pub fn apply(command: &mut Command, bounds: Bounds) {
+        let cpu = bounds.deadline.as_secs() + 1;
+        let (memory, file) = (bounds.memory_bytes, bounds.file_bytes);
+        command.process_group(0);
+        // SAFETY: the closure runs between fork and exec and only calls setrlimit, which is
+        // async-signal-safe; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                set(libc::RLIMIT_CPU, cpu)?;
+                set(libc::RLIMIT_AS, memory)?;
+                set(libc::RLIMIT_FSIZE, file)?;
+                set(libc::RLIMIT_CORE, 0)?;
+                Ok(())
+            });
+        }
+    }
+
+    fn set(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()> {
+        let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
+        // SAFETY: a valid pointer to a local rlimit.
+        if unsafe { libc::setrlimit(resource, &limit) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    }
+
+    /// Kills rustc and the linker it started.
+    pub fn kill_group(child: &Child) {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: plain syscall on the group we created (process_group(0) makes pgid = pid).
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// SIGXCPU (CPU limit), SIGXFSZ (file size), SIGKILL/SIGSEGV/SIGABRT after a failed allocation.
+    pub fn killed_by_limit(status: &ExitStatus) -> bool {
+        matches!(status.signal(), Some(libc::SIGXCPU | libc::SIGXFSZ | libc::SIGKILL | libc::SIGSEGV | libc::SIGABRT))
+    }
+}
+
+/// A rustc diagnostic as the user sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// `error`, `warning`, ...
+    pub level: String,
+    /// The one-line message.
+    pub message: String,
+    /// rustc's rendering (with source lines and carets).
+    pub rendered: String,
+}
+
+/// The diagnostics in rustc's `--error-format=json` stderr; lines that are not JSON (e.g. an
+/// internal compiler error's text) become error diagnostics of their own.
+pub fn diagnostics(stderr: &str) -> Vec<Diagnostic> {
+    stderr
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => Diagnostic {
+                level: v["level"].as_str().unwrap_or("error").to_owned(),
+                message: v["message"].as_str().unwrap_or_default().to_owned(),
+                rendered: v["rendered"].as_str().unwrap_or_default().to_owned(),
+            },
+            Err(_) => Diagnostic { level: "error".into(), message: line.to_owned(), rendered: format!("{line}\n") },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_plain_lines_become_diagnostics() {
+        let stderr = r#"{"$message_type":"diagnostic","message":"cannot find value `y`","level":"error","rendered":"error[E0425]: cannot find value `y`\n --> cell:1:1\n"}
+thread 'rustc' panicked"#;
+        let d = diagnostics(stderr);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].message, "cannot find value `y`");
+        assert!(d[0].rendered.contains("cell:1:1"));
+        assert_eq!(d[1].level, "error");
+    }
+}

@@ -1,0 +1,225 @@
+//! `rust` statements: snippets compiled on the server by the real rustc, run in the sandbox;
+//! notebook-cell behaviour, the NEXUS time series against numpy, errors with the user's lines,
+//! and the hostile corpus (refused at compile time or contained at run time).
+
+use serde_json::{Value, json};
+use tilegate_gateway::Config;
+use tilegate_sdk::{CreateSession, Error, Language, Output, SessionState};
+
+use crate::jobs::{SEED_BOX, STATS, assert_rows_match, gateway_with_sst, reference};
+use crate::{Gateway, test_config};
+
+/// The issue's time series, as a user types it.
+const TIME_SERIES: &str = r#"dataset("sst").bbox(-150.0, 45.0, -120.0, 60.0).time("2008-09-01", "2008-09-16")
+    .map(|tile| tile.stats_by_time())
+    .reduce_by_key(Stats::merge)"#;
+
+async fn rust(gw: &Gateway, session: u64, code: &str) -> Result<Output, Error> {
+    gw.client.run(session, Language::Rust, code).await
+}
+
+async fn ok(gw: &Gateway, session: u64, code: &str) -> Output {
+    rust(gw, session, code).await.unwrap_or_else(|e| panic!("{code}\nfailed: {e}"))
+}
+
+/// The error output of a statement that must fail; the session stays usable.
+async fn failure(gw: &Gateway, session: u64, code: &str) -> (String, String, Vec<String>) {
+    let err = rust(gw, session, code).await.expect_err(code);
+    assert_eq!(gw.client.session(session).await.unwrap().state, SessionState::Idle);
+    match err {
+        Error::Statement { ename, evalue, traceback } => (ename, evalue, traceback),
+        other => panic!("{code}: expected an error output, got {other}"),
+    }
+}
+
+async fn session(gw: &Gateway) -> u64 {
+    gw.client.create_session(&CreateSession::default()).await.unwrap().id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_is_a_notebook_cell() {
+    let gw = Gateway::start().await;
+    let s = session(&gw).await;
+    let out = ok(&gw, s, "6 * 7").await;
+    assert_eq!((out.text(), out.json()), (Some("42"), Some(&json!(42))));
+    let out = ok(&gw, s, "fn main() { println!(\"{}\", 6 * 7); }").await;
+    assert_eq!(out.text(), Some("42\n"));
+    assert_eq!(out.json(), None);
+    let out = ok(&gw, s, "let xs = vec![1.5, 2.5];\nprint!(\"n={} \", xs.len());\nxs").await;
+    assert_eq!((out.text(), out.json()), (Some("n=2 \n[1.5,2.5]"), Some(&json!([1.5, 2.5]))));
+    let out = ok(&gw, s, "\"hello\"").await;
+    assert_eq!((out.text(), out.json()), (Some("hello"), Some(&json!("hello"))));
+    let out = ok(&gw, s, "let unit = 1;").await;
+    assert_eq!(out.text(), Some(""));
+
+    // Items of successful statements stay; a later definition replaces an earlier one.
+    ok(&gw, s, "fn kelvin(c: f64) -> f64 { c + 273.15 }\nrecord! { struct Reading { site: String, kelvin: f64 } }")
+        .await;
+    let out = ok(&gw, s, "Reading { site: \"buoy\".into(), kelvin: kelvin(26.85) }").await;
+    assert_eq!(out.json(), Some(&json!({"site": "buoy", "kelvin": 300.0})));
+    ok(&gw, s, "fn kelvin(c: f64) -> f64 { (c + 273.15).round() }").await;
+    assert_eq!(ok(&gw, s, "kelvin(0.2)").await.json(), Some(&json!(273.0)));
+    // Items of a failed statement are forgotten.
+    let (ename, _, _) = failure(&gw, s, "fn lost() -> u8 { 1 }\nlet x: u8 = \"no\";").await;
+    assert_eq!(ename, "CompileError");
+    let (_, evalue, _) = failure(&gw, s, "lost()").await;
+    assert!(evalue.contains("lost"), "{evalue}");
+    // Another session does not see this one's items.
+    let other = session(&gw).await;
+    let (_, evalue, _) = failure(&gw, other, "kelvin(1.0)").await;
+    assert!(evalue.contains("kelvin"), "{evalue}");
+
+    // Plain REST, with the kind on the statement.
+    let body = json!({"code": "(1..=10).sum::<u64>()", "kind": "rust"}).to_string();
+    let (status, st) = gw.raw(reqwest::Method::POST, &format!("/sessions/{s}/statements"), Some(&body)).await;
+    assert_eq!(status, 201, "{st}");
+    let done = gw.client.wait(s, st["id"].as_u64().unwrap()).await.unwrap();
+    assert_eq!(done.output.unwrap().json(), Some(&json!(55)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nexus_time_series_in_a_few_lines_matches_numpy() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let store = gw.data_dir.join("datasets/sst.zarr");
+    let s = session(&gw).await;
+    let rows = ok(&gw, s, TIME_SERIES).await.json().cloned().unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 16);
+    assert_eq!(rows[0]["time"], 1_220_227_200);
+    assert_rows_match(&rows, &reference("timeseries", &store, &SEED_BOX), &STATS);
+
+    // A custom map with a user-defined value type.
+    let warm = r#"record! { struct Warm { value: u64, cells: u64 } }
+fn warm(tile: &Tile) -> Vec<(Time, Warm)> {
+    (0..tile.times.len())
+        .map(|t| {
+            let day = tile.at_time(t);
+            let value = day.iter().filter(|&&v| v > 28.0).count() as u64;
+            (Time(tile.times[t]), Warm { value, cells: day.iter().filter(|v| !v.is_nan()).count() as u64 })
+        })
+        .collect()
+}
+dataset("sst").bbox(-180.0, -10.0, -90.0, 10.0).time("2008-09-01", "2008-09-08")
+    .map(warm)
+    .reduce_by_key(|a, b| Warm { value: a.value + b.value, cells: a.cells + b.cells })"#;
+    let rows = ok(&gw, s, warm).await.json().cloned().unwrap();
+    let args = ["-180", "-10", "-90", "10", "2008-09-01", "2008-09-08", "28"];
+    assert_rows_match(&rows, &reference("warm", &store, &args), &["value"]);
+    assert!(rows.as_array().unwrap().iter().all(|r| r["cells"].as_u64().unwrap() >= r["value"].as_u64().unwrap()));
+
+    // The same series through the SDK from a second session: the compiled module is reused.
+    let again = session(&gw).await;
+    assert_eq!(ok(&gw, again, TIME_SERIES).await.json(), Some(&rows_of(&gw, s).await));
+}
+
+async fn rows_of(gw: &Gateway, s: u64) -> Value {
+    ok(gw, s, TIME_SERIES).await.json().cloned().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_point_at_the_users_lines() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let s = session(&gw).await;
+    let (ename, evalue, traceback) = failure(&gw, s, "let a = 1;\nlet b: i32 = \"two\";\na + b").await;
+    assert_eq!(ename, "CompileError");
+    assert!(evalue.contains("mismatched types"), "{evalue}");
+    let text = traceback.concat();
+    assert!(text.contains("--> cell:2:14"), "{text}");
+    let data_dir = gw.data_dir.display().to_string();
+    for server in [data_dir.as_str(), "/tmp", "/root", "/home", ".rustup"] {
+        assert!(!text.contains(server), "a server path ({server}) in:\n{text}");
+    }
+
+    // A panic in a map names the tile, the dataset and the snippet line.
+    let code = "dataset(\"sst\").time(\"2008-09-01\", \"2008-09-04\")\n    .map(|tile| {\n        \
+                if tile.index == [2, 0, 1] { panic!(\"cannot handle {:?}\", tile.index) }\n        \
+                tile.stats_by_time()\n    })\n    .reduce_by_key(Stats::merge)";
+    let (ename, evalue, _) = failure(&gw, s, code).await;
+    assert_eq!(ename, "Panic");
+    assert!(evalue.contains("tile [2, 0, 1]") && evalue.contains("'sst'"), "{evalue}");
+    assert!(evalue.contains("cell:3:") && evalue.contains("cannot handle [2, 0, 1]"), "{evalue}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparkmagic_bootstrap_statements_succeed() {
+    let gw = Gateway::start().await;
+    for kind in ["spark", "pyspark", "sparkr"] {
+        let create = CreateSession { kind: Some(kind.into()), ..Default::default() };
+        let s = gw.client.create_session(&create).await.unwrap();
+        for code in ["spark", "sqlContext"] {
+            let st = gw.client.submit(s.id, None, code).await.unwrap();
+            let out = gw.client.wait(s.id, st.id).await.unwrap().output.unwrap();
+            let text = out.text().unwrap_or_default().to_owned();
+            assert!(text.contains(&format!("tilegate session {}", s.id)), "{kind} {code}: {out:?}");
+        }
+    }
+}
+
+/// Snippets that try to reach outside the sandbox or exhaust it: each is refused or contained,
+/// no secret shows in any output, and the session keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hostile_corpus_is_refused_or_contained() {
+    let gw = Gateway::start_with(Config { statement_timeout_secs: 3.0, memory_limit_mib: 64, ..test_config() }).await;
+    let s = session(&gw).await;
+    let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_owned();
+    let home = std::env::var("HOME").unwrap_or_default();
+    let corpus: &[(&str, &[&str])] = &[
+        // Compile time: files, environment, modules, linking, crate attributes.
+        ("include_str!(\"/etc/hostname\")", &["CompileError"]),
+        ("include_bytes!(\"/etc/passwd\").len()", &["CompileError"]),
+        ("option_env!(\"HOME\").unwrap_or(\"\")", &["CompileError"]),
+        ("env!(\"PATH\")", &["CompileError"]),
+        ("use std::include_str as read;\nread!(\"/etc/hostname\")", &["CompileError"]),
+        ("macro_rules! sneak { () => { include!(\"/etc/hostname\") } }\nsneak!()", &["CompileError"]),
+        ("mod secrets;", &["CompileError"]),
+        ("#[path = \"/etc/passwd\"]\nmod m {}", &["CompileError"]),
+        ("extern crate std as s;\n1", &["CompileError"]),
+        ("#![recursion_limit = \"100000\"]\n1", &["CompileError"]),
+        ("unsafe extern \"C\" { fn open(path: *const u8) -> i32; }\n1", &["CompileError"]),
+        ("#[unsafe(no_mangle)]\npub extern \"C\" fn sbx_main() {}", &["CompileError"]),
+        // Compile time: loops, recursion and type bombs.
+        ("const X: u64 = { let mut i = 0u64; loop { i += 1; } };\nX", &["CompileError"]),
+        (
+            "#[allow(long_running_const_eval)]\nconst X: u64 = { let mut i = 0u64; loop { i += 1; } };\nX",
+            &["CompileError"],
+        ),
+        ("macro_rules! bomb { ($($t:tt)*) => { bomb!($($t)* $($t)*) } }\nbomb!(x)", &["CompileError", "CompileLimit"]),
+        (
+            "fn grow<T: std::fmt::Debug>(x: T, n: u32) -> u32 { if n == 0 { 0 } else { grow((x, 1u8), n - 1) } }\ngrow(0u8, 3)",
+            &["CompileError"],
+        ),
+        ("struct S<T>(T);\ntype A = S<S<S<S<S<S<S<S<u8>>>>>>>>;\nfn f(x: A) -> A { x }\n1", &[]),
+        // Run time: the host's files, environment and network are not there.
+        ("std::fs::read_to_string(\"/etc/hostname\").unwrap()", &["Panic"]),
+        ("std::env::var(\"HOME\").unwrap_or_default()", &[]),
+        ("std::net::TcpStream::connect(\"127.0.0.1:8998\").is_ok()", &[]),
+        // Run time: panics, endless loops, memory, stack, output.
+        ("panic!(\"boom\")", &["Panic"]),
+        ("let mut i = 0u64;\nloop { i = std::hint::black_box(i + 1); }", &["Timeout"]),
+        ("let mut v = Vec::new();\nloop { v.push(vec![1u8; 1 << 20]); }", &["MemoryLimit"]),
+        (
+            "fn deep(n: u64, pad: [u8; 4096]) -> u8 { if n == 0 { pad[0] } else { deep(n - 1, std::hint::black_box(pad)) ^ pad[(n % 4096) as usize] } }\ndeep(1 << 30, [1; 4096])",
+            &["StackOverflow", "Trap", "MemoryLimit"],
+        ),
+        ("loop { print!(\"{}\", \"x\".repeat(1 << 16)); }", &["OutputLimit"]),
+        ("\"x\".repeat(10 << 20)", &["OutputLimit"]),
+    ];
+    for (code, expected) in corpus {
+        let result = rust(&gw, s, code).await;
+        let shown = match &result {
+            Ok(out) => format!("{out:?}"),
+            Err(Error::Statement { ename, evalue, traceback }) => {
+                assert!(expected.contains(&ename.as_str()), "{code}\n→ {ename}: {evalue}");
+                format!("{evalue}{}", traceback.concat())
+            }
+            Err(other) => panic!("{code}: {other}"),
+        };
+        if result.is_ok() {
+            assert!(expected.is_empty(), "{code} should have failed with one of {expected:?}, got {shown}");
+        }
+        for secret in [&hostname, &home] {
+            assert!(secret.len() < 3 || !shown.contains(secret.as_str()), "{code} leaked {secret}: {shown}");
+        }
+        assert_eq!(gw.client.session(s).await.unwrap().state, SessionState::Idle, "{code}");
+    }
+    assert_eq!(ok(&gw, s, "6 * 7").await.json(), Some(&json!(42)), "the session still works");
+}
