@@ -30,6 +30,7 @@ const PRELUDE: &[(&str, &str)] = &[
     ("lib.rs", include_str!("../../prelude/src/lib.rs")),
     ("abi.rs", include_str!("../../prelude/src/abi.rs")),
     ("job.rs", include_str!("../../prelude/src/job.rs")),
+    ("json.rs", include_str!("../../prelude/src/json.rs")),
     ("session.rs", include_str!("../../prelude/src/session.rs")),
     ("stats.rs", include_str!("../../prelude/src/stats.rs")),
     ("tile.rs", include_str!("../../prelude/src/tile.rs")),

@@ -12,6 +12,10 @@ use tilegate_api::Language;
 pub trait Kernel: Send + Sync + 'static {
     /// Runs one statement to completion and returns its output data or its error.
     fn execute(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure>;
+
+    /// The session is gone and will run nothing more: drop what was kept for it (its earlier
+    /// cells, its named values). Called once, after its last statement finished.
+    fn session_closed(&self, _session_id: u64) {}
 }
 
 /// Livy output `data`: MIME type → value (`text/plain`, `application/json`, ...).

@@ -301,6 +301,7 @@ async fn run_statements(cell: Arc<SessionCell>, mut queue: mpsc::UnboundedReceiv
         data.push_log(line, cell.log_capacity);
         data.settle();
     }
+    kernel.session_closed(cell.id);
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -4,7 +4,7 @@
 //!
 //! Measures, in one run, against the baseline of a `GET /version` round trip:
 //! session create → `idle` latency, a trivial cached `wasm` statement round trip (submit + poll until
-//! `available`), statement throughput with concurrent sessions, and the gateway's RSS idle and with
+//! `available`), the same as a `rust` statement whose compiled module is cached, statement throughput with concurrent sessions, and the gateway's RSS idle and with
 //! 100 idle sessions.
 
 use std::io::{BufRead, BufReader};
@@ -126,6 +126,18 @@ async fn main() {
     }
     let statement = stats(samples);
 
+    // The same through a `rust` statement: the first compiles it, the rest are cache hits
+    // (parse, guard, key, lookup; no rustc) before the same sandbox run.
+    client.run(session.id, Language::Rust, "6 * 7").await.expect("compile once");
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let out = client.run(session.id, Language::Rust, "6 * 7").await.expect("run");
+        samples.push(t.elapsed());
+        assert_eq!(out.text(), Some("42"));
+    }
+    let rust = stats(samples);
+
     // Throughput: 16 sessions submitting concurrently.
     let sessions = 16;
     let per_session = n / 4;
@@ -158,6 +170,7 @@ async fn main() {
     row("baseline: GET /version", &base);
     row("session create -> idle (goal p50 < 5 ms)", &create);
     row("cached wasm statement round trip (goal < 2)", &statement);
+    row("cached rust statement round trip (goal < 5)", &rust);
     println!("throughput, {sessions} sessions x {per_session} statements: {throughput:.0} statements/s (goal >= 2000)");
     println!(
         "gateway RSS idle: {:.1} MiB; with 100 idle sessions: {:.1} MiB ({:.1} KiB per session)",

@@ -12,10 +12,18 @@ use tilegate_compiler::{Cell, Compiler};
 use tilegate_engine::dataset::{Selection, cf};
 use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions};
 use tilegate_engine::{Data, Failure, Job, Kernel, RunContext};
-use tilegate_sandbox::{JobFailure, JobHandler, Limits, Program, Sandbox, Worker, decode_source};
+use tilegate_sandbox::{Host, JobFailure, JobHandler, Limits, Program, Sandbox, SessionValues, Worker, decode_source};
 
-/// Earlier successful `rust` cells with items of one session, oldest first: `(label, cell)`.
-type History = Vec<(String, Arc<Cell>)>;
+use crate::values::Values;
+
+/// What the kernel keeps for a session between its statements.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Earlier successful `rust` cells with items, oldest first: `(label, cell)`.
+    cells: Vec<(String, Arc<Cell>)>,
+    /// Named JSON values.
+    values: Arc<Values>,
+}
 
 /// Runs statements in the wasm sandbox; jobs they start run on `jobs`; `rust` cells are compiled
 /// by `compiler`.
@@ -24,20 +32,20 @@ pub struct SandboxKernel {
     limits: Limits,
     jobs: Arc<Jobs>,
     compiler: Arc<Compiler>,
-    cells: Mutex<HashMap<u64, History>>,
+    kept: Mutex<HashMap<u64, Kept>>,
 }
 
 impl SandboxKernel {
     /// A kernel running every statement under `limits`.
     pub fn new(sandbox: Arc<Sandbox>, limits: Limits, jobs: Arc<Jobs>, compiler: Arc<Compiler>) -> Self {
-        Self { sandbox, limits, jobs, compiler, cells: Mutex::default() }
+        Self { sandbox, limits, jobs, compiler, kept: Mutex::default() }
     }
 
     /// Compiles the cell against the session's earlier items, runs it, and remembers its items
     /// when it succeeded.
     fn run_rust(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
         let cell = Arc::new(Cell::parse(&job.code));
-        let earlier = self.lock_cells().get(&job.session_id).cloned().unwrap_or_default();
+        let earlier = self.lock_kept().get(&job.session_id).map(|k| k.cells.clone()).unwrap_or_default();
         let compiled = self.compiler.compile(&earlier, &cell).map_err(|e| Failure {
             ename: e.name().to_owned(),
             evalue: e.to_string(),
@@ -45,16 +53,18 @@ impl SandboxKernel {
         })?;
         let data = self.run_module(&compiled.wasm, job, ctx).map_err(sandbox_failure)?;
         if cell.has_items() {
-            self.lock_cells()
-                .entry(job.session_id)
-                .or_default()
-                .push((format!("statement-{}", job.statement_id), cell));
+            let mut kept = self.lock_kept();
+            kept.entry(job.session_id).or_default().cells.push((format!("statement-{}", job.statement_id), cell));
         }
         Ok(data)
     }
 
-    fn lock_cells(&self) -> std::sync::MutexGuard<'_, HashMap<u64, History>> {
-        self.cells.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock_kept(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Kept>> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn values(&self, session_id: u64) -> Arc<dyn SessionValues> {
+        self.lock_kept().entry(session_id).or_default().values.clone()
     }
 
     fn run_wasm(&self, job: &Job, ctx: &RunContext) -> Result<Data, tilegate_sandbox::Error> {
@@ -66,17 +76,17 @@ impl SandboxKernel {
         let program = self.sandbox.compile(bytes)?;
         // What `sbx_main` receives: where it runs. Documented in sandbox/ABI.md.
         let input = json!({ "session": job.session_id, "statement": job.statement_id }).to_string();
-        let handler = self.job_handler(&program, ctx);
-        let out =
-            self.sandbox.run_with_jobs(&program, input.as_bytes(), &self.limits, ctx.cancel_flag(), Some(handler))?;
+        let values = self.values(job.session_id);
+        let host = Host { jobs: Some(self.job_handler(&program, ctx, &values)), session: Some(values) };
+        let out = self.sandbox.run_with_host(&program, input.as_bytes(), &self.limits, ctx.cancel_flag(), host)?;
         Ok(output_data(out.printed, out.result))
     }
 
     /// Answers `sbx.run_job` from a statement: the job's map and reduce run in worker instances
-    /// of the same module, under the statement's limits and deadline.
-    fn job_handler(&self, program: &Arc<Program>, ctx: &RunContext) -> JobHandler {
-        let (sandbox, program, limits, jobs, ctx) =
-            (self.sandbox.clone(), program.clone(), self.limits, self.jobs.clone(), ctx.clone());
+    /// of the same module, under the statement's limits and deadline, reading the session's values.
+    fn job_handler(&self, program: &Arc<Program>, ctx: &RunContext, values: &Arc<dyn SessionValues>) -> JobHandler {
+        let (sandbox, program, limits, jobs, ctx, values) =
+            (self.sandbox.clone(), program.clone(), self.limits, self.jobs.clone(), ctx.clone(), values.clone());
         let deadline = Instant::now() + self.limits.deadline;
         Arc::new(move |spec: &[u8]| {
             let request: JobRequest = serde_json::from_slice(spec)
@@ -88,6 +98,7 @@ impl SandboxKernel {
                 limits,
                 ctx: ctx.clone(),
                 deadline,
+                values: values.clone(),
                 ids: [request.map, request.reduce, request.row],
                 idle: Mutex::new(Vec::new()),
             };
@@ -135,6 +146,7 @@ struct WasmFunctions {
     limits: Limits,
     ctx: RunContext,
     deadline: Instant,
+    values: Arc<dyn SessionValues>,
     /// `[trampoline, function]` of map, reduce and row.
     ids: [[u32; 2]; 3],
     idle: Mutex<Vec<Worker>>,
@@ -148,7 +160,7 @@ impl WasmFunctions {
             Some(w) => w,
             None => self
                 .sandbox
-                .worker(&self.program, &self.limits, self.ctx.cancel_flag(), self.deadline)
+                .worker(&self.program, &self.limits, self.ctx.cancel_flag(), self.deadline, Some(self.values.clone()))
                 .map_err(failed)?,
         };
         let [tramp, func] = self.ids[which];
@@ -173,6 +185,10 @@ impl TileFunctions for WasmFunctions {
 }
 
 impl Kernel for SandboxKernel {
+    fn session_closed(&self, session_id: u64) {
+        self.lock_kept().remove(&session_id);
+    }
+
     fn execute(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
         match job.language {
             Language::Wasm => self.run_wasm(job, ctx).map_err(sandbox_failure),

@@ -12,6 +12,7 @@ pub mod config;
 mod error;
 mod kernel;
 mod routes;
+mod values;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,7 +84,7 @@ impl AppState {
         let preparing = compiler.clone();
         std::thread::spawn(move || {
             if let Err(e) = preparing.prepare() {
-                tracing::warn!("rust statements are unavailable: {e}");
+                tracing::warn!("{e}");
             }
         });
         let kernel = SandboxKernel::new(Arc::new(sandbox), limits, Arc::new(jobs), compiler);

@@ -12,6 +12,8 @@ mod host {
         pub fn print(ptr: *const u8, len: usize);
         pub fn panic(ptr: *const u8, len: usize);
         pub fn run_job(ptr: *const u8, len: usize) -> u64;
+        pub fn session_get(ptr: *const u8, len: usize) -> u64;
+        pub fn session_set(ptr: *const u8, len: usize, json_ptr: *const u8, json_len: usize);
     }
 }
 
@@ -122,6 +124,42 @@ pub(crate) fn host_run_job(spec: &[u8]) -> Vec<u8> {
     {
         let _ = spec;
         panic!("jobs run only inside the tilegate gateway")
+    }
+}
+
+/// The session's JSON under `name`, if any.
+pub(crate) fn host_session_get(name: &str) -> Option<Vec<u8>> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: a valid slice of our memory; a found value was placed by the host in memory
+        // from `sbx_alloc` of exactly `len` bytes.
+        unsafe {
+            let packed = host::session_get(name.as_ptr(), name.len());
+            if packed == u64::MAX {
+                return None;
+            }
+            let (ptr, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+            Some(Vec::from_raw_parts(ptr as *mut u8, len, len))
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = name;
+        None
+    }
+}
+
+/// Keeps `json` under `name` in the session (the host traps the statement if it refuses).
+pub(crate) fn host_session_set(name: &str, json: &[u8]) {
+    #[cfg(target_arch = "wasm32")]
+    // SAFETY: valid slices of our memory.
+    unsafe {
+        host::session_set(name.as_ptr(), name.len(), json.as_ptr(), json.len())
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (name, json);
+        panic!("session values exist only inside the tilegate gateway")
     }
 }
 

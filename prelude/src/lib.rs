@@ -20,7 +20,11 @@
 //! - [`Stats`]: count, min, max, sum, cos(lat)-weighted sum and weight, M2; exact merge.
 //! - [`Value`]: binary encoding and JSON of keys and values; [`Time`] keys a row by time.
 //! - [`dataset`] → [`Job`] → [`Mapped`] → [`Rows`]: describing and running a job.
-//! - [`abi`]: the exports ([`export_main!`]) and the host imports (`sbx.print`, `sbx.panic`, `sbx.run_job`).
+//! - [`session`]: the statement's session, its named JSON values ([`Session::set`], [`Session::get`]
+//!   as [`Json`]); `spark` and `sqlContext` for sparkmagic's bootstrap.
+//! - [`record!`]: declares a struct that is a [`Value`] (a custom key, value or result).
+//! - [`abi`]: the exports ([`export_main!`]) and the host imports (`sbx.print`, `sbx.panic`,
+//!   `sbx.run_job`, `sbx.session_get`, `sbx.session_set`).
 //!
 //! The ABI is documented in `sandbox/ABI.md`.
 
@@ -28,12 +32,14 @@
 
 pub mod abi;
 mod job;
+mod json;
 mod session;
 mod stats;
 mod tile;
 mod value;
 
 pub use job::{Job, Mapped, Rows, dataset};
+pub use json::Json;
 pub use session::{Session, session, spark, sqlContext};
 pub use stats::Stats;
 pub use tile::{Tile, encode_tile};

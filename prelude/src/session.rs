@@ -1,10 +1,16 @@
-//! The session a statement runs in. `spark` and `sqlContext` name it too, so the bootstrap
-//! statements Livy clients such as sparkmagic send (`spark`, then `sqlContext`) succeed and
-//! print what the session is.
+//! The session a statement runs in: its named JSON values, kept across statements, and its
+//! description. `spark` and `sqlContext` name it too, so the bootstrap statements Livy clients
+//! such as sparkmagic send (`spark`, then `sqlContext`) succeed and print what the session is.
+//!
+//! ```ignore
+//! session().set("threshold", 28.5);                 // statement 1
+//! let t = session().get("threshold").and_then(|j| j.as_f64()).unwrap_or(28.0);   // statement 2
+//! ```
 
 use std::cell::RefCell;
 
-use crate::abi::IntoOutput;
+use crate::abi::{self, IntoOutput};
+use crate::json::Json;
 use crate::value::json_string;
 
 thread_local! {
@@ -44,6 +50,25 @@ impl Session {
     /// The running statement's id within the session.
     pub fn statement(&self) -> Option<u64> {
         number_field("statement")
+    }
+
+    /// Keeps `value` (anything a statement can return: numbers, strings, `Rows`, `Stats`,
+    /// records, ...) as JSON under `name`, for this session's later statements and their maps.
+    ///
+    /// # Panics
+    /// Inside a map or reduce (only the statement may change its session), or when the value is
+    /// over the output limit: the statement fails with `SessionError`.
+    pub fn set(&self, name: &str, value: impl IntoOutput) {
+        let json = value.into_output();
+        abi::host_session_set(name, if json.is_empty() { b"null" } else { &json });
+    }
+
+    /// The value kept under `name` by an earlier statement, or `None`. Maps and reduces may call
+    /// this too; to parse a large value once per worker rather than once per tile, keep it in a
+    /// `thread_local!` or `std::sync::OnceLock`.
+    pub fn get(&self, name: &str) -> Option<Json> {
+        let bytes = abi::host_session_get(name)?;
+        Json::parse(&String::from_utf8_lossy(&bytes)).ok()
     }
 }
 

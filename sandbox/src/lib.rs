@@ -39,7 +39,7 @@ use wasmtime::{
 
 pub use error::Error;
 use host::{ALLOWED_IMPORTS, HostState, Stop};
-pub use host::{JobFailure, JobHandler};
+pub use host::{Host, JobFailure, JobHandler, SessionValues};
 
 /// Process-wide settings, fixed when the sandbox is created.
 #[derive(Debug, Clone)]
@@ -177,7 +177,7 @@ impl Sandbox {
         }
         let module = Module::new(&self.engine, bytes).map_err(|e| Error::InvalidModule(format!("{e:#}")))?;
         for import in module.imports() {
-            let allowed = import.module() == "sbx" && matches!(import.name(), "print" | "panic" | "run_job");
+            let allowed = import.module() == "sbx" && host::IMPORT_NAMES.contains(&import.name());
             if !allowed {
                 return Err(Error::ForbiddenImport {
                     module: import.module().to_owned(),
@@ -209,23 +209,24 @@ impl Sandbox {
         limits: &Limits,
         interrupt: &Arc<AtomicBool>,
     ) -> Result<RunOutput, Error> {
-        self.run_with_jobs(program, input, limits, interrupt, None)
+        self.run_with_host(program, input, limits, interrupt, Host::default())
     }
 
-    /// Like [`Sandbox::run`], letting the module start jobs with `sbx.run_job`, answered by `jobs`.
+    /// Like [`Sandbox::run`], with the module's `sbx.run_job` and `sbx.session_*` calls answered
+    /// by `host`.
     ///
     /// # Errors
-    /// As [`Sandbox::run`], plus [`Error::Job`] when a job fails.
-    pub fn run_with_jobs(
+    /// As [`Sandbox::run`], plus [`Error::Job`] when a job fails or a session value is refused.
+    pub fn run_with_host(
         &self,
         program: &Program,
         input: &[u8],
         limits: &Limits,
         interrupt: &Arc<AtomicBool>,
-        jobs: Option<JobHandler>,
+        host: Host,
     ) -> Result<RunOutput, Error> {
         let deadline = Instant::now() + limits.deadline;
-        let mut store = self.store(limits, interrupt, deadline, jobs);
+        let mut store = self.store(limits, interrupt, deadline, host);
 
         let result = match program.entry {
             Entry::Main => call_main(&mut store, program),
@@ -247,7 +248,8 @@ impl Sandbox {
     }
 
     /// An instance of `program` for calling `sbx_invoke` many times (the map and reduce workers
-    /// of a job). Instances are never shared between jobs; `deadline` is the job's.
+    /// of a job). Instances are never shared between jobs; `deadline` is the job's. `session`
+    /// lets the functions read (never set) the session's values.
     ///
     /// # Errors
     /// [`Error::MissingEntry`] when the module lacks `sbx_prepare`/`sbx_invoke`/`memory`; a limit
@@ -258,8 +260,9 @@ impl Sandbox {
         limits: &Limits,
         interrupt: &Arc<AtomicBool>,
         deadline: Instant,
+        session: Option<Arc<dyn SessionValues>>,
     ) -> Result<Worker, Error> {
-        let mut store = self.store(limits, interrupt, deadline, None);
+        let mut store = self.store(limits, interrupt, deadline, Host { jobs: None, session });
         let failed = |e: wasmtime::Error, store: &Store<HostState>| {
             classify(e, store.data(), limits, self.config.max_wasm_stack)
         };
@@ -279,14 +282,8 @@ impl Sandbox {
     }
 
     /// A store with the memory cap and an epoch callback that stops at `deadline` or on `interrupt`.
-    fn store(
-        &self,
-        limits: &Limits,
-        interrupt: &Arc<AtomicBool>,
-        deadline: Instant,
-        jobs: Option<JobHandler>,
-    ) -> Store<HostState> {
-        let mut store = Store::new(&self.engine, HostState::new(limits.memory_bytes, limits.output_bytes, jobs));
+    fn store(&self, limits: &Limits, interrupt: &Arc<AtomicBool>, deadline: Instant, host: Host) -> Store<HostState> {
+        let mut store = Store::new(&self.engine, HostState::new(limits.memory_bytes, limits.output_bytes, host));
         store.limiter(|state| &mut state.memory);
         let interrupt = interrupt.clone();
         store.set_epoch_deadline(1);

@@ -223,3 +223,42 @@ async fn the_hostile_corpus_is_refused_or_contained() {
     }
     assert_eq!(ok(&gw, s, "6 * 7").await.json(), Some(&json!(42)), "the session still works");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_keep_named_values_for_later_statements_and_their_maps() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let s = session(&gw).await;
+    let out = ok(&gw, s, "session().set(\"threshold\", 28.0);\nsession().set(\"note\", \"warm pool\");").await;
+    assert_eq!(out.json(), None);
+    let out = ok(
+        &gw,
+        s,
+        "let t = session().get(\"threshold\").and_then(|j| j.as_f64());\n(t, session().get(\"nope\").is_none())",
+    )
+    .await;
+    assert_eq!(out.json(), Some(&json!([28.0, true])));
+    // A job's rows kept, then read back and indexed.
+    ok(&gw, s, &format!("session().set(\"series\", {TIME_SERIES})")).await;
+    let out = ok(&gw, s, "let rows = session().get(\"series\").unwrap();\n(rows[0][\"time\"].as_i64(), rows.as_array().map(|r| r.len()))").await;
+    assert_eq!(out.json(), Some(&json!([1_220_227_200, 16])));
+    // A map reads the session's value (parsed once per worker instance).
+    let code = r#"fn warm(tile: &Tile) -> Vec<(Time, u64)> {
+    thread_local! { static T: f32 = session().get("threshold").and_then(|j| j.as_f64()).unwrap_or(99.0) as f32; }
+    let t = T.with(|t| *t);
+    (0..tile.times.len()).map(|i| (Time(tile.times[i]), tile.at_time(i).iter().filter(|&&v| v > t).count() as u64)).collect()
+}
+dataset("sst").bbox(-180.0, -10.0, -90.0, 10.0).time("2008-09-01", "2008-09-08").map(warm).reduce_by_key(|a, b| a + b)"#;
+    let rows = ok(&gw, s, code).await.json().cloned().unwrap();
+    let store = gw.data_dir.join("datasets/sst.zarr");
+    let args = ["-180", "-10", "-90", "10", "2008-09-01", "2008-09-08", "28"];
+    assert_rows_match(&rows, &reference("warm", &store, &args), &["value"]);
+    // Only the statement may change its session, not a map.
+    let code = "dataset(\"sst\").time(\"2008-09-01\", \"2008-09-01\")\n    \
+                .map(|tile| { session().set(\"x\", 1); tile.stats_by_time() })\n    .reduce_by_key(Stats::merge)";
+    let (ename, evalue, _) = failure(&gw, s, code).await;
+    assert_eq!(ename, "SessionError", "{evalue}");
+    assert!(evalue.contains("not inside a map"), "{evalue}");
+    // Values belong to their session.
+    let other = session(&gw).await;
+    assert_eq!(ok(&gw, other, "session().get(\"threshold\").is_none()").await.json(), Some(&json!(true)));
+}

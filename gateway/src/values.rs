@@ -1,0 +1,57 @@
+//! A session's named JSON values (`session().set/get` in the prelude), kept in memory for the
+//! session's life.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tilegate_sandbox::SessionValues;
+
+/// All values of one session together may take this many bytes.
+const SESSION_BYTES: usize = 256 << 20;
+
+/// One session's values: name → JSON text (checked to be JSON when set).
+#[derive(Debug, Default)]
+pub struct Values {
+    map: Mutex<HashMap<String, Arc<[u8]>>>,
+}
+
+impl SessionValues for Values {
+    fn get(&self, name: &str) -> Option<Arc<[u8]>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner).get(name).cloned()
+    }
+
+    fn set(&self, name: &str, json: &[u8]) -> Result<(), String> {
+        if name.is_empty() {
+            return Err("a session value needs a name".into());
+        }
+        serde_json::from_slice::<serde::de::IgnoredAny>(json)
+            .map_err(|e| format!("the value of '{name}' is not JSON: {e}"))?;
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let others: usize = map.iter().filter(|(k, _)| k.as_str() != name).map(|(_, v)| v.len()).sum();
+        if others + json.len() > SESSION_BYTES {
+            return Err(format!(
+                "keeping '{name}' ({} bytes) would take the session's values over {} MiB",
+                json.len(),
+                SESSION_BYTES >> 20
+            ));
+        }
+        map.insert(name.to_owned(), json.into());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_json_and_replace_each_other() {
+        let values = Values::default();
+        assert!(values.get("a").is_none());
+        values.set("a", b"[1, 2]").unwrap();
+        values.set("a", b"{\"x\": 1}").unwrap();
+        assert_eq!(&*values.get("a").unwrap(), b"{\"x\": 1}");
+        assert!(values.set("b", b"{oops").unwrap_err().contains("not JSON"));
+        assert!(values.set("", b"1").is_err());
+    }
+}
