@@ -16,7 +16,7 @@ pub mod snippet;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -83,6 +83,9 @@ pub enum Error {
     /// No usable toolchain (rustc or the wasm32 target missing).
     #[error("rust statements are unavailable: {0}")]
     Unavailable(String),
+    /// The statement was cancelled while it compiled or waited for a compile slot.
+    #[error("cancelled while compiling")]
+    Cancelled,
     /// Something on the server failed (I/O in the cache directory, ...).
     #[error("internal compiler failure: {0}")]
     Internal(String),
@@ -96,6 +99,7 @@ impl Error {
             Self::Timeout(_) => "CompileTimeout",
             Self::ResourceLimit(_) => "CompileLimit",
             Self::Unavailable(_) => "RustUnavailable",
+            Self::Cancelled => "Cancelled",
             Self::Internal(_) => "InternalError",
         }
     }
@@ -203,6 +207,20 @@ impl Compiler {
     /// # Errors
     /// Refused code, rustc errors, the deadline or a resource limit, or no toolchain.
     pub fn compile(&self, earlier: &[(String, Arc<Cell>)], cell: &Cell) -> Result<Compiled, Error> {
+        self.compile_cancellable(earlier, cell, &AtomicBool::new(false))
+    }
+
+    /// [`Compiler::compile`], stopped (rustc killed, or the wait for a slot given up) when
+    /// `cancel` is set.
+    ///
+    /// # Errors
+    /// As [`Compiler::compile`], plus [`Error::Cancelled`].
+    pub fn compile_cancellable(
+        &self,
+        earlier: &[(String, Arc<Cell>)],
+        cell: &Cell,
+        cancel: &AtomicBool,
+    ) -> Result<Compiled, Error> {
         guard::check(cell.source()).map_err(|r| Error::Refused { line: r.line, message: r.message })?;
         let ready = self.ready()?;
         let files = crate_files(earlier, cell);
@@ -210,12 +228,12 @@ impl Compiler {
         if let Some(wasm) = self.cached(&key) {
             return Ok(Compiled { wasm, key, cached: true });
         }
-        let _slot = self.slots.acquire();
+        let _slot = self.slots.acquire(cancel)?;
         // Another request may have compiled the same crate while this one waited.
         if let Some(wasm) = self.cached(&key) {
             return Ok(Compiled { wasm, key, cached: true });
         }
-        let wasm: Arc<[u8]> = self.run_snippet(ready, &key, &files)?.into();
+        let wasm: Arc<[u8]> = self.run_snippet(ready, &key, &files, cancel)?.into();
         let modules = self.config.cache_dir.join("modules");
         if std::fs::create_dir_all(&modules).is_ok() {
             // Write then rename, so a reader never sees half a module.
@@ -282,7 +300,7 @@ impl Compiler {
             self.rustc_runs.fetch_add(1, Ordering::Relaxed);
             let bounds =
                 rustc::Bounds { deadline: self.config.deadline.max(Duration::from_secs(120)), ..self.bounds() };
-            let done = rustc::run(&toolchain, &building, &args, bounds)?;
+            let done = rustc::run(&toolchain, &building, &args, bounds, &AtomicBool::new(false))?;
             if !done.success {
                 let _ = std::fs::remove_dir_all(&building);
                 return Err(Error::Internal(format!("the prelude did not build:\n{}", done.stderr)));
@@ -296,7 +314,13 @@ impl Compiler {
         Ok(Ready { toolchain, prelude: dir, prelude_hash })
     }
 
-    fn run_snippet(&self, ready: &Ready, key: &str, files: &[(String, String)]) -> Result<Vec<u8>, Error> {
+    fn run_snippet(
+        &self,
+        ready: &Ready,
+        key: &str,
+        files: &[(String, String)],
+        cancel: &AtomicBool,
+    ) -> Result<Vec<u8>, Error> {
         let n = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
         let job = self.config.cache_dir.join("jobs").join(format!("{}-{}-{n}", &key[..16], std::process::id()));
         let io = |e: std::io::Error| Error::Internal(format!("job directory: {e}"));
@@ -307,7 +331,7 @@ impl Compiler {
             }
             let args = snippet_args(ready, &job, files);
             self.rustc_runs.fetch_add(1, Ordering::Relaxed);
-            let done = rustc::run(&ready.toolchain, &job, &args, self.bounds())?;
+            let done = rustc::run(&ready.toolchain, &job, &args, self.bounds(), cancel)?;
             if done.success {
                 return std::fs::read(job.join("snippet.wasm")).map_err(io);
             }
@@ -420,13 +444,16 @@ impl Slots {
         Self { free: Mutex::new(n), freed: Condvar::new() }
     }
 
-    fn acquire(&self) -> Slot<'_> {
+    fn acquire(&self, cancel: &AtomicBool) -> Result<Slot<'_>, Error> {
         let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
         while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(PoisonError::into_inner);
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            free = self.freed.wait_timeout(free, Duration::from_millis(20)).unwrap_or_else(PoisonError::into_inner).0;
         }
         *free -= 1;
-        Slot(self)
+        Ok(Slot(self))
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Error;
@@ -91,8 +92,15 @@ pub struct Finished {
     pub stderr: String,
 }
 
-/// Runs `toolchain.rustc args` in `dir` with nothing of the server's environment.
-pub fn run(toolchain: &Toolchain, dir: &Path, args: &[String], bounds: Bounds) -> Result<Finished, Error> {
+/// Runs `toolchain.rustc args` in `dir` with nothing of the server's environment; stops it when
+/// `cancel` is set.
+pub fn run(
+    toolchain: &Toolchain,
+    dir: &Path,
+    args: &[String],
+    bounds: Bounds,
+    cancel: &AtomicBool,
+) -> Result<Finished, Error> {
     let mut command = Command::new(&toolchain.rustc);
     command
         .args(args)
@@ -116,11 +124,12 @@ pub fn run(toolchain: &Toolchain, dir: &Path, args: &[String], bounds: Bounds) -
         if let Some(status) = child.try_wait().map_err(|e| Error::Internal(e.to_string()))? {
             break status;
         }
-        if started.elapsed() > bounds.deadline {
+        let cancelled = cancel.load(Ordering::Relaxed);
+        if cancelled || started.elapsed() > bounds.deadline {
             limits::kill_group(&child);
             let _ = child.wait();
             let _ = reader.join();
-            return Err(Error::Timeout(bounds.deadline));
+            return Err(if cancelled { Error::Cancelled } else { Error::Timeout(bounds.deadline) });
         }
         std::thread::sleep(Duration::from_millis(5));
     };

@@ -98,3 +98,27 @@ fn later_cells_see_earlier_items_and_may_redefine_them() {
     let err = c.compile(&earlier, &Cell::parse("thrice(1)")).unwrap_err();
     assert!(err.to_string().contains("thrice"), "{err}");
 }
+
+#[test]
+fn cancel_stops_a_compile_at_once() {
+    let c = compiler("cancel");
+    c.prepare().unwrap();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let setter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        flag.store(true, Ordering::Relaxed);
+    });
+    let cell = Cell::parse("const X: u64 = { let mut i = 0u64; while i < u64::MAX { i += 1; } i };\nX");
+    let err = c.compile_cancellable(&[], &cell, &cancel).unwrap_err();
+    setter.join().unwrap();
+    assert!(matches!(err, Error::Cancelled), "{err:?}");
+}
+
+#[test]
+fn without_a_toolchain_rust_statements_say_so() {
+    let c = Compiler::new(CompilerConfig { rustc: "/nonexistent/rustc".into(), ..compiler("none").config });
+    let err = compile(&c, "1").unwrap_err();
+    assert_eq!(err.name(), "RustUnavailable");
+    assert!(err.to_string().contains("cannot run rustc"), "{err}");
+}

@@ -46,7 +46,7 @@ impl SandboxKernel {
     fn run_rust(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
         let cell = Arc::new(Cell::parse(&job.code));
         let earlier = self.lock_kept().get(&job.session_id).map(|k| k.cells.clone()).unwrap_or_default();
-        let compiled = self.compiler.compile(&earlier, &cell).map_err(|e| Failure {
+        let compiled = self.compiler.compile_cancellable(&earlier, &cell, ctx.cancel_flag()).map_err(|e| Failure {
             ename: e.name().to_owned(),
             evalue: e.to_string(),
             traceback: e.traceback().to_vec(),
