@@ -97,6 +97,53 @@ impl<'a> Tile<'a> {
             .collect()
     }
 
+    /// Stats of each latitude row of time step `t` over its longitudes, as `(lat, stats)`, for the
+    /// rows with a valid cell: a latitude/time Hovmöller's map.
+    pub fn row_stats(&self, t: usize) -> Vec<(f32, Stats)> {
+        let nlon = self.lons.len();
+        let plane = self.at_time(t);
+        self.lats
+            .iter()
+            .enumerate()
+            .map(|(y, &lat)| {
+                let weight = f64::from(lat).to_radians().cos();
+                (lat, Stats::of_rows(&plane[y * nlon..(y + 1) * nlon], nlon, &[weight]))
+            })
+            .filter(|(_, s)| s.count > 0)
+            .collect()
+    }
+
+    /// Stats of each longitude column of time step `t` over its latitudes (`mean` cos(lat)-weighted),
+    /// as `(lon, stats)`, for the columns with a valid cell: a longitude/time Hovmöller's map.
+    pub fn column_stats(&self, t: usize) -> Vec<(f32, Stats)> {
+        let nlon = self.lons.len();
+        let plane = self.at_time(t);
+        let weights = self.row_weights();
+        self.lons
+            .iter()
+            .enumerate()
+            .map(|(x, &lon)| (lon, Stats::of(plane.iter().skip(x).step_by(nlon).copied().zip(weights.iter().copied()))))
+            .filter(|(_, s)| s.count > 0)
+            .collect()
+    }
+
+    /// Every valid cell of time step `t` as `((lat, lon), stats of its value)`: merged by key over
+    /// time steps and tiles, per-pixel statistics (time-average and climatology maps).
+    pub fn pixel_stats(&self, t: usize) -> Vec<((f32, f32), Stats)> {
+        let nlon = self.lons.len();
+        let weights = self.row_weights();
+        self.at_time(t)
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_nan())
+            .map(|(i, &v)| {
+                let (y, w, v) = (i / nlon, weights[i / nlon], f64::from(v));
+                let one = Stats { count: 1, min: v, max: v, sum: v, wsum: w * v, weight: w, m2: 0.0 };
+                ((self.lats[y], self.lons[i % nlon]), one)
+            })
+            .collect()
+    }
+
     /// Every valid cell as `(time, lat, lon, value)`.
     pub fn cells(&self) -> impl Iterator<Item = (i64, f32, f32, f32)> + '_ {
         let (nlat, nlon) = (self.lats.len(), self.lons.len());
@@ -171,5 +218,41 @@ mod tests {
         assert!((day2.mean() - 11.0 / 3.0).abs() < 1e-9);
         assert_eq!(tile.cells().count(), 3);
         assert_eq!(tile.stats().count, 3);
+    }
+
+    #[test]
+    fn rows_columns_and_pixels() {
+        let mut bytes = Vec::new();
+        // One day, rows at 0° and 60° (weights 1 and 0.5), three columns; one cell missing.
+        let values = [1.0, 2.0, f32::NAN, 4.0, 6.0, 8.0];
+        encode_tile(&mut bytes, [0, 0, 0], &[86_400], &[0.0, 60.0], &[10.0, 11.0, 12.0], &values, None);
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
+        let tile = Tile::from_bytes(unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), bytes.len()) });
+
+        let rows = tile.row_stats(0);
+        assert_eq!(rows.iter().map(|(lat, s)| (*lat, s.count)).collect::<Vec<_>>(), [(0.0, 2), (60.0, 3)]);
+        let (_, north) = rows[1];
+        assert_eq!((north.min, north.max), (4.0, 8.0));
+        assert!((north.mean() - 6.0).abs() < 1e-12);
+        assert!((north.std() - (8.0f64 / 3.0).sqrt()).abs() < 1e-12, "ddof = 0");
+
+        let columns = tile.column_stats(0);
+        assert_eq!(
+            columns.iter().map(|(lon, s)| (*lon, s.count)).collect::<Vec<_>>(),
+            [(10.0, 2), (11.0, 2), (12.0, 1)]
+        );
+        let (_, first) = columns[0];
+        // cos-weighted: (1 x 1 + 0.5 x 4) / 1.5; std unweighted over {1, 4}.
+        assert!((first.mean() - 2.0).abs() < 1e-9 && (first.std() - 1.5).abs() < 1e-12);
+        assert!((columns[2].1.mean() - 8.0).abs() < 1e-12);
+
+        let pixels = tile.pixel_stats(0);
+        assert_eq!(pixels.len(), 5);
+        assert_eq!(pixels[2].0, (60.0, 10.0));
+        let merged = pixels.iter().map(|(_, s)| *s).fold(Stats::default(), Stats::merge);
+        let whole = tile.stats();
+        assert_eq!((merged.count, merged.min, merged.max, merged.sum), (whole.count, whole.min, whole.max, whole.sum));
+        assert!((merged.mean() - whole.mean()).abs() < 1e-12 && (merged.m2 - whole.m2).abs() < 1e-9);
     }
 }

@@ -6,6 +6,7 @@
 mod bad_input;
 mod datasets;
 mod jobs;
+mod algorithms;
 mod livy;
 mod rust;
 mod wasm;

@@ -10,6 +10,17 @@
       "all" for every day. JSON list sorted by time (epoch seconds).
   reference.py warm STORE VAR W S E N START END THRESHOLD
       Per day, the number of valid cells inside the bbox above THRESHOLD.
+  reference.py timeavg STORE VAR W S E N START END
+      The NEXUS time-average map: per pixel with a valid value, {"key": [lat, lon], cnt, min, max,
+      mean, std} over the days (ddof=0), sorted by key.
+  reference.py climatology STORE VAR W S E N START END
+      The NEXUS climatology map: per calendar month (1..12, UTC) and pixel, {"key": [month, [lat, lon]],
+      cnt, min, max, mean, std} over that month's days, sorted by key.
+  reference.py hovmoller-lat STORE VAR W S E N START END
+      Per day and latitude row, {"key": [time, lat], cnt, min, max, mean, std} over the row's cells.
+  reference.py hovmoller-lon STORE VAR W S E N START END
+      Per day and longitude column, {"key": [time, lon], ...} over the column's cells; mean weighted
+      by cos(lat).
   reference.py shard STORE OUT
       Rewrites a store as Zarr v3 with sharding (shards of 2 x 90 x 90, inner chunks 1 x 45 x 45).
   reference.py odd-store OUT
@@ -56,12 +67,17 @@ def tiles(store, var):
     json.dump(out, sys.stdout)
 
 
-def select(store, var, w, s, e, n, start, end):
+def select(store, var, *box):
+    times, lat, _, sub = select_grid(store, var, *box)
+    return times, lat, sub
+
+
+def select_grid(store, var, w, s, e, n, start, end):
+    """Times (epoch seconds), latitudes, longitudes and values [t, lat, lon] inside the selection."""
     ds = xr.open_zarr(store, consolidated=None)
     da = ds[var]
     tdim, ydim, xdim = da.dims
     times = ds[tdim].values.astype("datetime64[s]").astype(np.int64)
-    values = da.values.astype(np.float64)
     lat = ds[ydim].values.astype(np.float64)
     lon = ds[xdim].values.astype(np.float64)
     keep_t = np.ones(times.size, bool)
@@ -75,8 +91,10 @@ def select(store, var, w, s, e, n, start, end):
         w, s, e, n = map(float, (w, s, e, n))
         keep_y = (lat >= s) & (lat <= n)
         keep_x = (lon >= w) & (lon <= e)
-    sub = values[keep_t][:, keep_y][:, :, keep_x]
-    return times[keep_t], lat[keep_y], sub
+    # Index before loading: only the chunks that hold the selection are read.
+    picks = {tdim: np.flatnonzero(keep_t), ydim: np.flatnonzero(keep_y), xdim: np.flatnonzero(keep_x)}
+    sub = da.isel(picks).values.astype(np.float64)
+    return times[keep_t], lat[keep_y], lon[keep_x], sub
 
 
 def timeseries(store, var, *box):
@@ -99,6 +117,53 @@ def warm(store, var, *args):
     out = [{"time": int(t), "value": int((day > threshold).sum())} for t, day in zip(times, sub)
            if (~np.isnan(day)).any()]
     json.dump(out, sys.stdout)
+
+
+def stats_row(key, values, weights):
+    """NEXUS's numbers for the valid cells among `values` (weights: cos(lat) of each), or None."""
+    ok = ~np.isnan(values)
+    if not ok.any():
+        return None
+    v, w = values[ok], np.broadcast_to(weights, values.shape)[ok]
+    return {"key": key, "cnt": int(ok.sum()), "min": float(v.min()), "max": float(v.max()),
+            "mean": float((v * w).sum() / w.sum()), "std": float(v.std(ddof=0))}
+
+
+def dump_rows(rows):
+    json.dump([r for r in rows if r is not None], sys.stdout)
+
+
+def timeavg(store, var, *box):
+    _, lat, lon, sub = select_grid(store, var, *box)
+    cos = np.cos(np.radians(lat))
+    dump_rows(stats_row([float(lat[y]), float(lon[x])], sub[:, y, x], cos[y])
+              for y in np.argsort(lat) for x in np.argsort(lon))
+
+
+def civil_month(times):
+    return pd.to_datetime(times, unit="s", utc=True).month.to_numpy()
+
+
+def climatology(store, var, *box):
+    times, lat, lon, sub = select_grid(store, var, *box)
+    cos = np.cos(np.radians(lat))
+    months = civil_month(times)
+    dump_rows(stats_row([int(m), [float(lat[y]), float(lon[x])]], sub[months == m, y, x], cos[y])
+              for m in np.unique(months) for y in np.argsort(lat) for x in np.argsort(lon))
+
+
+def hovmoller_lat(store, var, *box):
+    times, lat, _, sub = select_grid(store, var, *box)
+    cos = np.cos(np.radians(lat))
+    dump_rows(stats_row([int(times[t]), float(lat[y])], sub[t, y, :], cos[y])
+              for t in np.argsort(times) for y in np.argsort(lat))
+
+
+def hovmoller_lon(store, var, *box):
+    times, lat, lon, sub = select_grid(store, var, *box)
+    cos = np.cos(np.radians(lat))
+    dump_rows(stats_row([int(times[t]), float(lon[x])], sub[t, :, x], cos)
+              for t in np.argsort(times) for x in np.argsort(lon))
 
 
 def shard(store, out):
@@ -134,6 +199,9 @@ if __name__ == "__main__":
         timeseries(*sys.argv[2:10])
     elif cmd == "warm":
         warm(*sys.argv[2:11])
+    elif cmd in ("timeavg", "climatology", "hovmoller-lat", "hovmoller-lon"):
+        {"timeavg": timeavg, "climatology": climatology,
+         "hovmoller-lat": hovmoller_lat, "hovmoller-lon": hovmoller_lon}[cmd](*sys.argv[2:10])
     elif cmd == "shard":
         shard(sys.argv[2], sys.argv[3])
     elif cmd == "odd-store":

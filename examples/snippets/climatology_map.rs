@@ -1,0 +1,36 @@
+// NEXUS climatology map (`/climMapSpark`): per calendar month (1 = January) and pixel of the
+// bounding box, the statistics of its values in that month over all the years of the time range.
+//
+// The month comes from the time step's epoch seconds with Howard Hinnant's `civil_from_days`
+// (proleptic Gregorian, UTC), so the snippet needs no date library.
+//
+// Returns one row per (month, pixel) with a valid value, sorted by month, latitude, longitude:
+//   [{"key": [1, [40.5, -135.5]], "cnt": 31, "min": 12.51, "max": 13.05, "mean": 12.75, "std": 0.15}, ...]
+// NEXUS answers one month per request, as a 2-D list `[lat][lon]` of `{"avg", "cnt", "lat", "lon"}`;
+// here `mean` is that `avg`, and every month comes at once. The demo dataset holds one year
+// (2008-09-01 to 2009-08-31), so there each month's row covers that month's days once.
+/// The month (1..=12) of `seconds` since 1970-01-01T00:00:00Z.
+fn month_of(seconds: i64) -> u32 {
+    let z = seconds.div_euclid(86_400) + 719_468; // days since 0000-03-01
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097; // day of the 400-year era, 0..=146_096
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // year of the era, 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the year from March 1st, 0..=365
+    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
+    (if mp < 10 { mp + 3 } else { mp - 9 }) as u32
+}
+
+fn by_month(tile: &Tile) -> Vec<((u32, (f32, f32)), Stats)> {
+    let mut out = Vec::new();
+    for t in 0..tile.times.len() {
+        let month = month_of(tile.times[t]);
+        out.extend(tile.pixel_stats(t).into_iter().map(|(pixel, stats)| ((month, pixel), stats)));
+    }
+    out
+}
+
+dataset("sst")
+    .bbox(-136.0, 40.0, -131.0, 43.0)
+    .time("2008-09-01", "2009-08-31")
+    .map(by_month)
+    .reduce_by_key(Stats::merge)

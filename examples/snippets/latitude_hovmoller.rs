@@ -1,0 +1,26 @@
+// NEXUS latitude/time Hovmöller (`/latitudeTimeHofMoellerSpark`): per day and latitude row of the
+// bounding box, the statistics of the row's valid cells across the box's longitudes.
+//
+// Each tile emits `((Time, lat), Stats)` for every time step and row with a valid cell
+// (`row_stats`); a row that spans several tiles (here the box crosses 90°W) is merged exactly.
+//
+// Returns one row per (day, latitude), sorted by time, then latitude:
+//   [{"key": [1220227200, -9.5], "cnt": 32, "min": 25.54, "max": 26.49, "mean": 25.92, "std": 0.28}, ...]
+// A row's cells share one cos(lat), so `mean` is the plain mean, as in NEXUS; `std` has ddof = 0.
+// NEXUS nests the same numbers per day: `[{"time", "iso_time", "lats": [{"latitude", "cnt",
+// "mean", "std", "max", "min"}, ...]}, ...]`.
+fn rows(tile: &Tile) -> Vec<((Time, f32), Stats)> {
+    let mut out = Vec::new();
+    for t in 0..tile.times.len() {
+        for (lat, stats) in tile.row_stats(t) {
+            out.push(((Time(tile.times[t]), lat), stats));
+        }
+    }
+    out
+}
+
+dataset("sst")
+    .bbox(-110.0, -10.0, -70.0, 10.0)
+    .time("2008-09-01", "2008-09-10")
+    .map(rows)
+    .reduce_by_key(Stats::merge)

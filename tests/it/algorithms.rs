@@ -1,0 +1,125 @@
+//! The NEXUS algorithms as documented `rust` snippets (`examples/snippets`): each runs as a
+//! statement through the SDK over the demo dataset, and its rows match numpy's
+//! (`tests/tools/reference.py`) over the same selection, read from the snippet itself.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tilegate_sdk::{CreateSession, Language};
+
+use crate::jobs::{gateway_with_sst, reference};
+use crate::test_config;
+
+/// A snippet, the reference command that computes its rows, and the name of its rows' key.
+struct Algorithm {
+    name: &'static str,
+    code: &'static str,
+    reference: &'static str,
+    key: &'static str,
+}
+
+macro_rules! snippet {
+    ($name:literal, $reference:literal, $key:literal) => {
+        Algorithm {
+            name: $name,
+            code: include_str!(concat!("../../examples/snippets/", $name, ".rs")),
+            reference: $reference,
+            key: $key,
+        }
+    };
+}
+
+const ALGORITHMS: [Algorithm; 5] = [
+    snippet!("time_series", "timeseries", "time"),
+    snippet!("time_average_map", "timeavg", "key"),
+    snippet!("climatology_map", "climatology", "key"),
+    snippet!("latitude_hovmoller", "hovmoller-lat", "key"),
+    snippet!("longitude_hovmoller", "hovmoller-lon", "key"),
+];
+
+/// The float fields of a row; `cnt` is compared exactly.
+const FLOATS: [&str; 4] = ["min", "max", "mean", "std"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexus_algorithm_snippets_match_numpy() {
+    let clock = Instant::now();
+    let gw = gateway_with_sst(None, test_config()).await;
+    eprintln!("gateway with the demo dataset: {:.2?}", clock.elapsed());
+    let store = gw.data_dir.join("datasets/sst.zarr");
+    let (mut timings, mut results) = (Vec::new(), Vec::new());
+    for algorithm in &ALGORITHMS {
+        let name = algorithm.name;
+        // A session each: a cell's items (`fn rows`, ...) stay in its session for later cells.
+        let session = gw.client.create_session(&CreateSession::default()).await.unwrap().id;
+        let clock = Instant::now();
+        let out = gw
+            .client
+            .run(session, Language::Rust, algorithm.code)
+            .await
+            .unwrap_or_else(|e| panic!("{name}.rs failed: {e}"));
+        let took = clock.elapsed();
+        let rows = out.json().cloned().unwrap_or_else(|| panic!("{name}.rs returned no JSON: {out:?}"));
+        let clock = Instant::now();
+        let args = selection(algorithm.code);
+        let want = reference(algorithm.reference, &store, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        let want: Value = serde_json::from_str(&want).unwrap();
+        eprintln!("{name}: numpy in {:.2?}", clock.elapsed());
+        assert_same_rows(name, algorithm.key, &rows, &want);
+        eprintln!("{name}: first row {}", rows[0]);
+        timings.push((name, took, rows.as_array().map_or(0, Vec::len)));
+        results.push((name, rows));
+    }
+    for (name, took, rows) in &timings {
+        eprintln!("{name}: {rows} rows in {took:.2?} (compile + job)");
+    }
+    let total: Duration = timings.iter().map(|t| t.1).sum();
+    eprintln!("all snippets: {total:.2?}");
+
+    // What each map is about, beyond agreeing with numpy.
+    let rows = |name: &str| results.iter().find(|r| r.0 == name).unwrap().1.as_array().unwrap().clone();
+    assert_eq!(rows("time_series").len(), 16, "one row per day");
+    assert_eq!(rows("latitude_hovmoller").len(), 10 * 20, "10 days x 20 rows, each with ocean");
+    let months: std::collections::BTreeSet<u64> =
+        rows("climatology_map").iter().map(|r| r["key"][0].as_u64().unwrap()).collect();
+    assert_eq!(months, (1..=12).collect(), "a year of days covers every month");
+}
+
+/// `.bbox(w, s, e, n)` and `.time("start", "end")` of a snippet, as reference.py's arguments.
+fn selection(code: &str) -> Vec<String> {
+    let call = |name: &str| {
+        let at = code.find(&format!(".{name}(")).unwrap_or_else(|| panic!("no .{name}(..) in:\n{code}"));
+        let args = &code[at + name.len() + 2..];
+        args[..args.find(')').unwrap()].split(',').map(|a| a.trim().trim_matches('"').to_owned()).collect::<Vec<_>>()
+    };
+    let (bbox, time) = (call("bbox"), call("time"));
+    assert_eq!((bbox.len(), time.len()), (4, 2), "{bbox:?} {time:?}");
+    bbox.into_iter().chain(time).collect()
+}
+
+/// Same keys in the same order, `cnt` equal, the floats within 1e-5 relative (absolute below 1).
+fn assert_same_rows(name: &str, key: &str, ours: &Value, numpy: &Value) {
+    let (got, want) = (ours.as_array().unwrap(), numpy.as_array().unwrap());
+    assert!(!want.is_empty(), "{name}: the reference selected nothing");
+    assert_eq!(got.len(), want.len(), "{name}: rows, ours {} vs numpy {}", got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert!(same_key(&g[key], &w[key]), "{name}: key {} vs numpy {}", g[key], w[key]);
+        assert_eq!(g["cnt"].as_u64(), w["cnt"].as_u64(), "{name} {}: cnt", w[key]);
+        for f in FLOATS {
+            let (a, b) = (g[f].as_f64(), w[f].as_f64().unwrap());
+            let a = a.unwrap_or_else(|| panic!("{name} {}: {f} is {}", w[key], g[f]));
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{name} {}: {f} ours {a}, numpy {b}", w[key]);
+        }
+    }
+}
+
+/// Keys are numbers or arrays of them; coordinates are f32 in the tile and f64 in numpy.
+fn same_key(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_key(p, q)),
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-6 * y.abs().max(1.0)
+        }
+        _ => false,
+    }
+}
