@@ -3,10 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod algorithms;
 mod bad_input;
 mod datasets;
 mod jobs;
-mod algorithms;
 mod livy;
 mod rust;
 mod wasm;
