@@ -29,12 +29,13 @@ macro_rules! snippet {
     };
 }
 
-const ALGORITHMS: [Algorithm; 5] = [
+const ALGORITHMS: [Algorithm; 6] = [
     snippet!("time_series", "timeseries", "time"),
     snippet!("time_average_map", "timeavg", "key"),
     snippet!("climatology_map", "climatology", "key"),
     snippet!("latitude_hovmoller", "hovmoller-lat", "key"),
     snippet!("longitude_hovmoller", "hovmoller-lon", "key"),
+    snippet!("daily_difference_average", "ddas", "time"),
 ];
 
 /// The float fields of a row; `cnt` is compared exactly.
@@ -82,12 +83,17 @@ async fn nexus_algorithm_snippets_match_numpy() {
     let months: std::collections::BTreeSet<u64> =
         rows("climatology_map").iter().map(|r| r["key"][0].as_u64().unwrap()).collect();
     assert_eq!(months, (1..=12).collect(), "a year of days covers every month");
+    let ddas = rows("daily_difference_average");
+    assert_eq!(ddas.len(), 10, "one row per day");
+    let pixels = rows("time_average_map").len() as u64;
+    assert!(ddas.iter().all(|r| r["cnt"].as_u64() == Some(pixels)), "every ocean pixel of the box, every day");
 }
 
-/// `.bbox(w, s, e, n)` and `.time("start", "end")` of a snippet, as reference.py's arguments.
+/// `.bbox(w, s, e, n)` and `.time("start", "end")` of a snippet's last job (the one whose rows
+/// it returns), as reference.py's arguments.
 fn selection(code: &str) -> Vec<String> {
     let call = |name: &str| {
-        let at = code.find(&format!(".{name}(")).unwrap_or_else(|| panic!("no .{name}(..) in:\n{code}"));
+        let at = code.rfind(&format!(".{name}(")).unwrap_or_else(|| panic!("no .{name}(..) in:\n{code}"));
         let args = &code[at + name.len() + 2..];
         args[..args.find(')').unwrap()].split(',').map(|a| a.trim().trim_matches('"').to_owned()).collect::<Vec<_>>()
     };

@@ -21,6 +21,9 @@
   reference.py hovmoller-lon STORE VAR W S E N START END
       Per day and longitude column, {"key": [time, lon], ...} over the column's cells; mean weighted
       by cos(lat).
+  reference.py ddas STORE VAR W S E N START END
+      Daily difference average: per day, cnt/min/max/mean (unweighted)/std (ddof=0) of each cell
+      minus its pixel's mean over every day of the store.
   reference.py shard STORE OUT
       Rewrites a store as Zarr v3 with sharding (shards of 2 x 90 x 90, inner chunks 1 x 45 x 45).
   reference.py odd-store OUT
@@ -140,6 +143,16 @@ def timeavg(store, var, *box):
               for y in np.argsort(lat) for x in np.argsort(lon))
 
 
+def ddas(store, var, *box):
+    """Per day: stats (unweighted mean, ddof=0) of value minus the pixel's mean over all days."""
+    _, _, _, full = select_grid(store, var, *box[:4], "all", "all")
+    clim = np.nanmean(full, axis=0)
+    times, _, _, sub = select_grid(store, var, *box)
+    diff = sub - clim[None, :, :]
+    rows = [stats_row(int(times[t]), diff[t], np.ones(diff[t].shape)) for t in range(times.size)]
+    dump_rows({"time": r.pop("key"), **r} if r else None for r in rows)
+
+
 def civil_month(times):
     return pd.to_datetime(times, unit="s", utc=True).month.to_numpy()
 
@@ -199,9 +212,9 @@ if __name__ == "__main__":
         timeseries(*sys.argv[2:10])
     elif cmd == "warm":
         warm(*sys.argv[2:11])
-    elif cmd in ("timeavg", "climatology", "hovmoller-lat", "hovmoller-lon"):
+    elif cmd in ("timeavg", "climatology", "hovmoller-lat", "hovmoller-lon", "ddas"):
         {"timeavg": timeavg, "climatology": climatology,
-         "hovmoller-lat": hovmoller_lat, "hovmoller-lon": hovmoller_lon}[cmd](*sys.argv[2:10])
+         "hovmoller-lat": hovmoller_lat, "hovmoller-lon": hovmoller_lon, "ddas": ddas}[cmd](*sys.argv[2:10])
     elif cmd == "shard":
         shard(sys.argv[2], sys.argv[3])
     elif cmd == "odd-store":
