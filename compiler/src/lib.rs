@@ -31,6 +31,7 @@ const PRELUDE: &[(&str, &str)] = &[
     ("abi.rs", include_str!("../../prelude/src/abi.rs")),
     ("job.rs", include_str!("../../prelude/src/job.rs")),
     ("json.rs", include_str!("../../prelude/src/json.rs")),
+    ("nexus.rs", include_str!("../../prelude/src/nexus.rs")),
     ("session.rs", include_str!("../../prelude/src/session.rs")),
     ("stats.rs", include_str!("../../prelude/src/stats.rs")),
     ("tile.rs", include_str!("../../prelude/src/tile.rs")),

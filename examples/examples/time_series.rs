@@ -1,8 +1,9 @@
 //! Run with: `cargo run -p tilegate-examples --example time_series` (with a gateway running on
 //! its demo dataset; `TILEGATE_URL` overrides the default `http://127.0.0.1:8998`).
 //!
-//! Sends the NEXUS time series as a `rust` statement (the gateway compiles it to wasm and runs the
-//! map and reduce over the tiles in parallel), then prints the first days' rows.
+//! Sends the NEXUS time series (`examples/snippets/time_series.rs`) as a `rust` statement (the
+//! gateway compiles it to wasm and runs the map and reduce over the tiles in parallel), then prints
+//! the first days of its answer, which has NEXUS's shape.
 
 use tilegate_sdk::{Client, CreateSession, Language};
 
@@ -14,10 +15,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::new(&url)?;
     let session = client.create_session(&CreateSession::default()).await?;
     let output = client.run(session.id, Language::Rust, TIME_SERIES).await?;
-    let rows = output.json().and_then(|rows| rows.as_array()).ok_or("the statement returned no rows")?;
-    println!("{} days; the first three:", rows.len());
-    for row in rows.iter().take(3) {
-        println!("{row}");
+    let days = output.json().and_then(|answer| answer["data"].as_array()).ok_or("the answer has no `data` list")?;
+    println!("{} days; the first three:", days.len());
+    for day in days.iter().take(3) {
+        println!("{}", day[0]);
     }
     client.delete_session(session.id).await?;
     Ok(())

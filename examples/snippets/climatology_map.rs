@@ -4,11 +4,14 @@
 // The month comes from the time step's epoch seconds with Howard Hinnant's `civil_from_days`
 // (proleptic Gregorian, UTC), so the snippet needs no date library.
 //
-// Returns one row per (month, pixel) with a valid value, sorted by month, latitude, longitude:
-//   [{"key": [1, [40.5, -135.5]], "cnt": 31, "min": 12.51, "max": 13.05, "mean": 12.75, "std": 0.15}, ...]
-// NEXUS answers one month per request, as a 2-D list `[lat][lon]` of `{"avg", "cnt", "lat", "lon"}`;
-// here `mean` is that `avg`, and every month comes at once. The demo dataset holds one year
-// (2008-09-01 to 2009-08-31), so there each month's row covers that month's days once.
+// Returns NEXUS's `climMapSpark` shape for one month (`MONTH`, as NEXUS answers one month per
+// request) (`nexus::map(&rows, "avg")`): a 2-D list `[lat][lon]`, both ascending, of
+// `{"avg", "cnt", "lat", "lon"}`; a pixel without data has `"cnt": 0, "avg": 0.0`:
+//   {"meta": {...}, "data": [[{"avg": 12.75, "cnt": 31, "lat": 40.5, "lon": -135.5}, ...], ...], "stats": {}}
+// The demo dataset holds one year (2008-09-01 to 2009-08-31), so there a month's climatology
+// covers that month's days once. `rows` itself also has `min`, `max` and `std` (ddof = 0).
+const MONTH: u32 = 1;
+
 /// The month (1..=12) of `seconds` since 1970-01-01T00:00:00Z.
 fn month_of(seconds: i64) -> u32 {
     let z = seconds.div_euclid(86_400) + 719_468; // days since 0000-03-01
@@ -20,17 +23,13 @@ fn month_of(seconds: i64) -> u32 {
     (if mp < 10 { mp + 3 } else { mp - 9 }) as u32
 }
 
-fn by_month(tile: &Tile) -> Vec<((u32, (f32, f32)), Stats)> {
-    let mut out = Vec::new();
-    for t in 0..tile.times.len() {
-        let month = month_of(tile.times[t]);
-        out.extend(tile.pixel_stats(t).into_iter().map(|(pixel, stats)| ((month, pixel), stats)));
-    }
-    out
+fn in_month(tile: &Tile) -> Vec<((f32, f32), Stats)> {
+    (0..tile.times.len()).filter(|&t| month_of(tile.times[t]) == MONTH).flat_map(|t| tile.pixel_stats(t)).collect()
 }
 
-dataset("sst")
+let rows = dataset("sst")
     .bbox(-136.0, 40.0, -131.0, 43.0)
     .time("2008-09-01", "2009-08-31")
-    .map(by_month)
-    .reduce_by_key(Stats::merge)
+    .map(in_month)
+    .reduce_by_key(Stats::merge);
+nexus::map(&rows, "avg")

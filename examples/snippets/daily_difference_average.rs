@@ -7,11 +7,11 @@
 // statistics of `value - climatology(pixel)`; every worker reads the climatology from the
 // session once (`thread_local!`) and keeps it for all the tiles it maps.
 //
-// Returns one row per day with a valid difference, sorted by time (epoch seconds, UTC):
-//   [{"time": 1220227200, "cnt": 162, "min": -0.63, "max": 0.55, "mean": -0.05, "std": 0.21}, ...]
-// NEXUS returns `[[{"time", "mean", "std", "ds": 0}], ...]` from (sum, count, variance) merged per
-// day; here `mean` is unweighted, as NEXUS's is, and `std` uses ddof = 0 throughout (NEXUS mixes
-// ddof 0 per tile with a ddof 1 merge; Stats merges (n, mean, M2) exactly, so there is one ddof).
+// Returns NEXUS's `dailydifferenceaverage_spark` shape (`nexus::daily_difference`), per day:
+//   {"meta": {...}, "data": [[{"time": 1220227200, "mean": 2.89, "std": 0.24, "ds": 0}], ...], "stats": {}}
+// `mean` is unweighted, as NEXUS's is, and `std` uses ddof = 0 throughout (NEXUS mixes ddof 0 per
+// tile with a ddof 1 merge; Stats merges (n, mean, M2) exactly, so there is one ddof). `rows`
+// itself also has `cnt`, `min` and `max` per day.
 use std::collections::HashMap;
 
 /// Pixel → climatological mean, from the session (pixels are keyed in thousandths of a degree).
@@ -50,15 +50,16 @@ fn pixels(tile: &Tile) -> Vec<((f32, f32), Stats)> {
     (0..tile.times.len()).flat_map(|t| tile.pixel_stats(t)).collect()
 }
 
-let climatology = dataset("sst")
+let climatology_rows = dataset("sst")
     .bbox(-150.0, 40.0, -130.0, 50.0)
     .time("2008-09-01", "2009-08-31")
     .map(pixels)
     .reduce_by_key(Stats::merge);
-session().set("sst_climatology", climatology);
+session().set("sst_climatology", climatology_rows);
 
-dataset("sst")
+let rows = dataset("sst")
     .bbox(-150.0, 40.0, -130.0, 50.0)
     .time("2008-09-01", "2008-09-10")
     .map(anomalies)
-    .reduce_by_key(Stats::merge)
+    .reduce_by_key(Stats::merge);
+nexus::daily_difference(&rows)

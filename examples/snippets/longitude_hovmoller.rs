@@ -5,11 +5,12 @@
 // (`column_stats`); a column that spans several tiles (here the box crosses the equator) is
 // merged exactly.
 //
-// Returns one row per (day, longitude), sorted by time, then longitude:
-//   [{"key": [1220227200, -109.5], "cnt": 20, "min": 26.41, "max": 28.52, "mean": 27.71, "std": 0.66}, ...]
+// Returns NEXUS's `longitudeTimeHofMoellerSpark` shape (`nexus::longitude_hovmoller`), per day:
+//   {"meta": {...}, "data": [{"sequence": 0, "time": 1220227200, "iso_time": "2008-09-01T00:00:00Z",
+//     "lons": [{"longitude": -109.5, "cnt": 20, "mean": 27.71, "std": 0.66, "max": 28.52, "min": 26.41}, ...]}, ...],
+//    "stats": {}}
 // `mean` is cos(lat)-weighted, as NEXUS weights it for this map; `cnt`/`min`/`max`/`std` are
-// unweighted, `std` with ddof = 0. NEXUS nests the same numbers per day: `[{"time", "iso_time",
-// "lons": [{"longitude", "cnt", "mean", "std", "max", "min"}, ...]}, ...]`.
+// unweighted, `std` with ddof = 0.
 fn columns(tile: &Tile) -> Vec<((Time, f32), Stats)> {
     let mut out = Vec::new();
     for t in 0..tile.times.len() {
@@ -20,8 +21,9 @@ fn columns(tile: &Tile) -> Vec<((Time, f32), Stats)> {
     out
 }
 
-dataset("sst")
+let rows = dataset("sst")
     .bbox(-110.0, -10.0, -70.0, 10.0)
     .time("2008-09-01", "2008-09-10")
     .map(columns)
-    .reduce_by_key(Stats::merge)
+    .reduce_by_key(Stats::merge);
+nexus::longitude_hovmoller(&rows)

@@ -5,12 +5,17 @@
 // `Stats::merge` combines the tiles of a day exactly (Chan et al.), so the split into tiles does
 // not change the numbers.
 //
-// Returns one row per day, sorted by time (epoch seconds, UTC):
-//   [{"time": 1220227200, "cnt": 238, "min": 9.17, "max": 16.03, "mean": 12.52, "std": 1.99}, ...]
+// Returns NEXUS's `timeSeriesSpark` shape (`nexus::time_series`), one `data` entry per day, sorted:
+//   {"meta": [{"shortName": "sst", "bounds": {...}, "time": {...}}],
+//    "data": [[{"min": 9.17, "max": 16.03, "mean": 12.52, "cnt": 238, "std": 1.99,
+//               "time": 1220227200, "iso_time": "2008-09-01T00:00:00+0000", "ds": 0}], ...],
+//    "stats": {}}
 // `mean` is cos(lat)-weighted, `min`/`max`/`cnt`/`std` are unweighted, `std` is the population
-// standard deviation (ddof = 0): NEXUS's `cnt`, `min`, `max`, `mean`, `std` of its `data` list.
-dataset("sst")
+// standard deviation (ddof = 0), as NEXUS computes them. `rows` itself (without the last line)
+// is the flat list `[{"time", "cnt", "min", "max", "mean", "std"}, ...]`.
+let rows = dataset("sst")
     .bbox(-150.0, 45.0, -120.0, 60.0)
     .time("2008-09-01", "2008-09-16")
     .map(|tile| tile.stats_by_time())
-    .reduce_by_key(Stats::merge)
+    .reduce_by_key(Stats::merge);
+nexus::time_series(&rows)

@@ -17,10 +17,10 @@ pub(crate) type Trampoline = fn(usize, &[u8], &[u8]) -> Vec<u8>;
 /// A job being described: which tiles to read.
 #[derive(Debug, Clone)]
 pub struct Job {
-    dataset: String,
-    variable: Option<String>,
-    bbox: Option<[f64; 4]>,
-    time: Option<(String, String)>,
+    pub(crate) dataset: String,
+    pub(crate) variable: Option<String>,
+    pub(crate) bbox: Option<[f64; 4]>,
+    pub(crate) time: Option<(String, String)>,
 }
 
 /// Starts describing a job over a registered dataset.
@@ -101,17 +101,27 @@ impl<K: Value, V: Value> Mapped<K, V> {
             map_tramp as usize, self.map, reduce_tramp as usize, f as usize, row_tramp as usize
         ));
         let json = String::from_utf8(abi::host_run_job(spec.as_bytes())).unwrap_or_default();
-        Rows { json }
+        Rows::new(json, Some(self.job))
     }
 }
 
 /// The rows of a job: a JSON array, one object per key, sorted by key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Rows {
     json: String,
+    job: Option<Job>,
 }
 
 impl Rows {
+    pub(crate) fn new(json: String, job: Option<Job>) -> Self {
+        Self { json, job }
+    }
+
+    /// The job that made the rows (its dataset and selection).
+    pub(crate) fn job(&self) -> Option<&Job> {
+        self.job.as_ref()
+    }
+
     /// The rows as JSON text.
     pub fn json(&self) -> &str {
         &self.json

@@ -22,6 +22,7 @@
 //! - [`dataset`] → [`Job`] → [`Mapped`] → [`Rows`]: describing and running a job.
 //! - [`session`]: the statement's session, its named JSON values ([`Session::set`], [`Session::get`]
 //!   as [`Json`]); `spark` and `sqlContext` for sparkmagic's bootstrap.
+//! - [`nexus`]: NEXUS's response shapes for the shipped algorithms' rows.
 //! - [`record!`]: declares a struct that is a [`Value`] (a custom key, value or result).
 //! - [`abi`]: the exports ([`export_main!`]) and the host imports (`sbx.print`, `sbx.panic`,
 //!   `sbx.run_job`, `sbx.session_get`, `sbx.session_set`).
@@ -33,6 +34,7 @@
 pub mod abi;
 mod job;
 mod json;
+pub mod nexus;
 mod session;
 mod stats;
 mod tile;
