@@ -137,7 +137,7 @@ impl Default for CompilerConfig {
             rustc: "rustc".into(),
             cache_dir: std::env::temp_dir().join("tilegate-compiler"),
             deadline: Duration::from_secs(30),
-            memory_bytes: 4 << 30,
+            memory_bytes: 2 << 30,
             max_concurrent: 2,
             cache_entries: 256,
         }

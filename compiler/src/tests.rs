@@ -122,3 +122,12 @@ fn without_a_toolchain_rust_statements_say_so() {
     assert_eq!(err.name(), "RustUnavailable");
     assert!(err.to_string().contains("cannot run rustc"), "{err}");
 }
+
+#[test]
+fn a_huge_constant_is_stopped_by_a_limit() {
+    let c = compiler("huge");
+    let started = std::time::Instant::now();
+    let err = compile(&c, "static BIG: [u8; 1 << 30] = [7; 1 << 30];\nBIG[12345]").unwrap_err();
+    eprintln!("{err:?} after {:?}", started.elapsed());
+    assert!(matches!(err.name(), "CompileLimit" | "CompileError" | "CompileTimeout"), "{err:?}");
+}

@@ -88,7 +88,7 @@ impl Default for Config {
             rustc: "rustc".into(),
             compile_cache_dir: None,
             compile_timeout_secs: 30.0,
-            compile_memory_mib: 4096,
+            compile_memory_mib: 2048,
             max_compiles: 2,
         }
     }

@@ -187,6 +187,8 @@ async fn the_hostile_corpus_is_refused_or_contained() {
             "fn grow<T: std::fmt::Debug>(x: T, n: u32) -> u32 { if n == 0 { 0 } else { grow((x, 1u8), n - 1) } }\ngrow(0u8, 3)",
             &["CompileError"],
         ),
+        // Compile time: a gigabyte constant (rustc's memory limit or the output file size stop it).
+        ("static BIG: [u8; 1 << 30] = [7; 1 << 30];\nBIG[12345]", &["CompileError", "CompileLimit"]),
         ("struct S<T>(T);\ntype A = S<S<S<S<S<S<S<S<u8>>>>>>>>;\nfn f(x: A) -> A { x }\n1", &[]),
         // Run time: the host's files, environment and network are not there.
         ("std::fs::read_to_string(\"/etc/hostname\").unwrap()", &["Panic"]),
