@@ -16,6 +16,7 @@ pub mod job;
 pub mod kernel;
 pub mod language;
 mod session;
+pub mod sql;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

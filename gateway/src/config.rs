@@ -67,6 +67,8 @@ pub struct Config {
     pub compile_memory_mib: u64,
     /// Compiles running at once; more wait their turn.
     pub max_compiles: usize,
+    /// Rows a `sql` statement's output shows; more are marked as truncated.
+    pub sql_max_rows: usize,
 }
 
 impl Default for Config {
@@ -90,6 +92,7 @@ impl Default for Config {
             compile_timeout_secs: 30.0,
             compile_memory_mib: 2048,
             max_compiles: 2,
+            sql_max_rows: 1000,
         }
     }
 }

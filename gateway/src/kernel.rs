@@ -1,5 +1,5 @@
 //! The kernel the gateway wires into the engine: `rust` statements are compiled to wasm, and they
-//! and `wasm` statements run in the sandbox; `sql` answers with a clear error until its issue lands.
+//! and `wasm` statements run in the sandbox; `sql` statements run on DataFusion over the datasets.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,12 +33,20 @@ pub struct SandboxKernel {
     jobs: Arc<Jobs>,
     compiler: Arc<Compiler>,
     kept: Mutex<HashMap<u64, Kept>>,
+    sql_max_rows: usize,
 }
 
 impl SandboxKernel {
-    /// A kernel running every statement under `limits`.
-    pub fn new(sandbox: Arc<Sandbox>, limits: Limits, jobs: Arc<Jobs>, compiler: Arc<Compiler>) -> Self {
-        Self { sandbox, limits, jobs, compiler, kept: Mutex::default() }
+    /// A kernel running every statement under `limits`; `sql` results show at most
+    /// `sql_max_rows` rows.
+    pub fn new(
+        sandbox: Arc<Sandbox>,
+        limits: Limits,
+        jobs: Arc<Jobs>,
+        compiler: Arc<Compiler>,
+        sql_max_rows: usize,
+    ) -> Self {
+        Self { sandbox, limits, jobs, compiler, kept: Mutex::default(), sql_max_rows }
     }
 
     /// Compiles the cell against the session's earlier items, runs it, and remembers its items
@@ -193,15 +201,10 @@ impl Kernel for SandboxKernel {
         match job.language {
             Language::Wasm => self.run_wasm(job, ctx).map_err(sandbox_failure),
             Language::Rust => self.run_rust(job, ctx),
-            Language::Sql => Err(Failure::new(
-                "UnsupportedKind",
-                format!(
-                    "`{}` statements are not available in this tilegate build yet; `rust` and `wasm` statements are. \
-                     Choose the language with the statement's `kind`, a first line `%rust` or `%wasm`, or the \
-                     session conf `tilegate.kind`.",
-                    job.language
-                ),
-            )),
+            Language::Sql => {
+                let result = self.jobs.sql(&job.code, ctx).map_err(|e| Failure::new(e.ename, e.message))?;
+                Ok(tilegate_engine::sql::output::livy_data(&result, self.sql_max_rows))
+            }
         }
     }
 }

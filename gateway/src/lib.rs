@@ -87,7 +87,7 @@ impl AppState {
                 tracing::warn!("{e}");
             }
         });
-        let kernel = SandboxKernel::new(Arc::new(sandbox), limits, Arc::new(jobs), compiler);
+        let kernel = SandboxKernel::new(Arc::new(sandbox), limits, Arc::new(jobs), compiler, config.sql_max_rows);
         let engine =
             Engine::new(EngineConfig { max_sessions: config.max_sessions, ..Default::default() }, Arc::new(kernel));
         Ok(Self { engine, catalog, config: Arc::new(config) })

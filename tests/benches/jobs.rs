@@ -5,7 +5,9 @@
 //!
 //! Data: daily 0.25° SST in 1 x 180 x 180 tiles, written by `tests/tools/make_sst_zarr.py` (Zarr v3).
 //! Figures: global and seed-bbox time series as a wasm job vs native (same tiles, same stats, zarrs
-//! decode), global decode-only time, 1 worker vs 2, and a second identical query from the tile cache.
+//! decode), global decode-only time, 1 worker vs 2, a second identical query from the tile cache;
+//! the same time series as one `sql` query, and a whole-dataset count/min/max read from every cell
+//! vs from the tile index table.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -104,6 +106,23 @@ async fn job(client: &Client, code: &str) -> (Duration, usize) {
     (clock.elapsed(), rows)
 }
 
+/// Runs a `sql` statement; returns its time and rows.
+async fn sql(client: &Client, query: &str) -> (Duration, Vec<serde_json::Value>) {
+    let s = client.create_session(&CreateSession::default()).await.expect("session");
+    let clock = Instant::now();
+    let out = client.run(s.id, Language::Sql, query).await.expect("query");
+    let rows = out.json().and_then(|j| j["data"].as_array()).cloned().unwrap_or_default();
+    (clock.elapsed(), rows)
+}
+
+/// The NEXUS time series as one query, over `filter`.
+fn time_series_sql(filter: &str) -> String {
+    format!(
+        "SELECT time, COUNT(sst) AS cnt, MIN(sst), MAX(sst), SUM(sst * cos(radians(lat))) / SUM(cos(radians(lat))) AS mean, \
+         STDDEV_POP(sst) FROM sst {filter} GROUP BY time ORDER BY time"
+    )
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -162,7 +181,15 @@ async fn main() {
     job(&two, &seed_code).await; // warm: compile the module once
     let (wasm_global, wasm_days) = job(&two, &global_code).await;
     let (wasm_seed, _) = job(&two, &seed_code).await;
+    let (sql_global, sql_days) = sql(&two, &time_series_sql("")).await;
+    let seed_filter =
+        "WHERE lat BETWEEN 45 AND 60 AND lon BETWEEN -150 AND -120 AND time BETWEEN '2008-09-01' AND '2008-09-16'";
+    let (sql_seed, _) = sql(&two, &time_series_sql(seed_filter)).await;
+    let (from_index, index_row) = sql(&two, "SELECT SUM(cnt), MIN(min), MAX(max) FROM sst_tiles").await;
+    let (from_cells, cells_row) = sql(&two, "SELECT COUNT(sst), MIN(sst), MAX(sst) FROM sst").await;
     let _ = stop2.send(());
+    assert_eq!(sql_days.len(), native_days, "the query and the native pass disagree on the days");
+    assert_eq!(index_row[0][0], cells_row[0][0], "the index and the cells disagree on the count");
     let (one, stop1) = gateway(&dir, 1, 0).await;
     job(&one, &seed_code).await;
     let (wasm_global_1, _) = job(&one, &global_code).await;
@@ -202,6 +229,26 @@ async fn main() {
     );
     println!("{:<52} {:>9.3} {:>8.2}", "seed bbox native (16 days)", secs(native_seed), 1.0);
     println!("{:<52} {:>9.3} {:>8.2}", "seed bbox wasm job", secs(wasm_seed), secs(wasm_seed) / secs(native_seed));
+    println!(
+        "{:<52} {:>9.3} {:>8.2}",
+        "global time series as one SQL query (vs native)",
+        secs(sql_global),
+        secs(sql_global) / secs(native_global)
+    );
+    println!("{:<52} {:>9} {:>8.2}", "  vs the wasm map/reduce job", "", secs(sql_global) / secs(wasm_global));
+    println!(
+        "{:<52} {:>9.3} {:>8.2}",
+        "seed bbox SQL query (vs seed native)",
+        secs(sql_seed),
+        secs(sql_seed) / secs(native_seed)
+    );
+    println!("{:<52} {:>9.3} {:>8.2}", "global count/min/max reading every cell", secs(from_cells), 1.0);
+    println!(
+        "{:<52} {:>9.3} {:>8.3}",
+        "  the same from the tile index (sst_tiles)",
+        secs(from_index),
+        secs(from_index) / secs(from_cells)
+    );
     println!("{:<52} {:>9.3} {:>8.2}", "global wasm job, tile cache cold", secs(cache_cold), 1.0);
     println!(
         "{:<52} {:>9.3} {:>8.2}",

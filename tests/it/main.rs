@@ -9,6 +9,7 @@ mod datasets;
 mod jobs;
 mod livy;
 mod rust;
+mod sql;
 mod wasm;
 
 use std::path::{Path, PathBuf};

@@ -84,12 +84,12 @@ async fn language_comes_from_kind_directive_conf_or_session() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    // An sql session defaults to sql, not available yet either.
+    // An sql session defaults to sql.
     let sql =
         gw.client.create_session(&CreateSession { kind: Some("sql".into()), ..Default::default() }).await.unwrap();
-    let st = gw.client.submit(sql.id, None, "SELECT 1").await.unwrap();
+    let st = gw.client.submit(sql.id, None, "SELECT 1 AS one").await.unwrap();
     let out = gw.client.wait(sql.id, st.id).await.unwrap().output.unwrap();
-    assert!(matches!(out, Output::Error { ref evalue, .. } if evalue.contains("`sql`")), "{out:?}");
+    assert_eq!(out.json().map(|j| &j["data"]), Some(&json!([[1]])), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,8 @@
 //! engine's own runtime with `target_partitions` = workers, never on the HTTP runtime.
 
 mod cache;
-mod plan;
-mod scan;
+pub(crate) mod plan;
+pub(crate) mod scan;
 
 use std::sync::Arc;
 
@@ -133,13 +133,33 @@ impl Jobs {
             cache: self.cache.clone(),
             workers: self.workers,
         };
+        self.block_on(job.run())
+    }
+
+    /// Runs `work` on the worker runtime and waits for it (from a blocking thread).
+    pub(crate) fn block_on<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, JobError>> + Send + 'static,
+    ) -> Result<T, JobError> {
         let Some(runtime) = &self.runtime else {
             return Err(JobError::new("JobError", "the gateway is shutting down"));
         };
         let (tx, rx) = std::sync::mpsc::channel();
         runtime.spawn(async move {
-            let _ = tx.send(job.run().await);
+            let _ = tx.send(work.await);
         });
         rx.recv().unwrap_or_else(|_| Err(JobError::new("JobError", "the job's worker stopped unexpectedly")))
+    }
+
+    pub(crate) fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub(crate) fn cache(&self) -> &Arc<TileCache> {
+        &self.cache
+    }
+
+    pub(crate) fn workers(&self) -> usize {
+        self.workers
     }
 }

@@ -23,7 +23,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, ident};
 
-use super::scan::{self, ScanContext, TileSource, external};
+use super::scan::{self, Layout, ScanContext, TileSource, external};
 use super::{JobError, TileCache, TileFunctions};
 use crate::RunContext;
 use crate::dataset::{Dataset, Selection, Tile};
@@ -54,10 +54,11 @@ impl Job {
         let session = SessionContext::new_with_config(config);
         let scan = Arc::new(ScanContext {
             dataset: self.dataset.clone(),
-            variable: self.variable.clone(),
+            variables: vec![self.variable.clone()],
             selection: self.selection,
             cache: self.cache.clone(),
             ctx: self.ctx.clone(),
+            layout: Layout::Encoded,
         });
         let table = Arc::new(TileTable { scan, tiles: self.tiles });
         let map = ScalarUDF::from(MapUdf {
@@ -129,7 +130,7 @@ fn compare_json(a: &serde_json::Value, b: &serde_json::Value) -> std::cmp::Order
 }
 
 /// The job's error from DataFusion's: ours when a tile or function failed, else a plan error.
-fn job_error(e: DataFusionError) -> JobError {
+pub(crate) fn job_error(e: DataFusionError) -> JobError {
     match e.find_root() {
         DataFusionError::External(inner) => match inner.downcast_ref::<JobError>() {
             Some(job) => job.clone(),

@@ -1,10 +1,13 @@
 //! The tile scan: a `FileSource` whose "files" are the selected tiles (one `PartitionedFile` each,
-//! the tile carried as an extension), producing one row per tile with its masked bytes.
+//! the tile carried as an extension). For a job it produces one row per tile with its masked bytes
+//! ([`Layout::Encoded`]); for SQL, one row per valid cell inside the selection ([`Layout::Cells`]).
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BinaryArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::{
+    ArrayRef, BinaryArray, Float32Builder, Float64Builder, RecordBatch, TimestampSecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::listing::PartitionedFile;
@@ -20,25 +23,57 @@ use futures::{FutureExt, StreamExt};
 
 use super::{JobError, TileCache};
 use crate::RunContext;
-use crate::dataset::{Dataset, Selection, Tile};
+use crate::dataset::{Dataset, Selection, Tile, TileData};
 
-/// The scan's one column: the tile laid out for the guest (`prelude::encode_tile`).
+/// The encoded scan's one column: the tile laid out for the guest (`prelude::encode_tile`).
 pub(crate) fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("tile", DataType::Binary, false)]))
 }
 
-/// What every opener of one job shares.
+/// The cells scan's columns: `time` (UTC), `lat`, `lon`, then one per variable (null where that
+/// variable is missing in a cell another variable has).
+pub(crate) fn cells_schema(variables: &[String]) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("time", DataType::Timestamp(TimeUnit::Second, None), false),
+        Field::new("lat", DataType::Float64, false),
+        Field::new("lon", DataType::Float64, false),
+    ];
+    fields.extend(variables.iter().map(|v| Field::new(v, DataType::Float32, true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// What a tile becomes in the scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// One row per tile, the bytes a guest maps (`schema()`); one variable.
+    Encoded,
+    /// One row per cell inside the selection where some variable is valid (`cells_schema`).
+    Cells,
+}
+
+/// What every opener of one scan shares.
 pub(crate) struct ScanContext {
     pub(crate) dataset: Arc<Dataset>,
-    pub(crate) variable: String,
+    /// The variables read; `Encoded` reads the first.
+    pub(crate) variables: Vec<String>,
     pub(crate) selection: Selection,
     pub(crate) cache: Arc<TileCache>,
     pub(crate) ctx: RunContext,
+    pub(crate) layout: Layout,
+}
+
+impl ScanContext {
+    fn schema(&self) -> SchemaRef {
+        match self.layout {
+            Layout::Encoded => schema(),
+            Layout::Cells => cells_schema(&self.variables),
+        }
+    }
 }
 
 impl std::fmt::Debug for ScanContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "tiles of {}/{}", self.dataset.name(), self.variable)
+        write!(f, "tiles of {}/{}", self.dataset.name(), self.variables.join(","))
     }
 }
 
@@ -62,7 +97,7 @@ pub(crate) struct TileSource {
 
 impl TileSource {
     pub(crate) fn new(scan: Arc<ScanContext>) -> Self {
-        let table_schema = TableSchema::from(schema());
+        let table_schema = TableSchema::from(scan.schema());
         Self {
             projection: SplitProjection::unprojected(&table_schema),
             table_schema,
@@ -79,7 +114,9 @@ impl FileSource for TileSource {
         _config: &FileScanConfig,
         _partition: usize,
     ) -> Result<Arc<dyn FileOpener>> {
-        let inner: Arc<dyn FileOpener> = Arc::new(TileOpener { scan: self.scan.clone() });
+        // The opener returns the file columns the projection reads; `ProjectionOpener` does the rest.
+        let columns = self.projection.file_indices.clone();
+        let inner: Arc<dyn FileOpener> = Arc::new(TileOpener { scan: self.scan.clone(), columns });
         ProjectionOpener::try_new(self.projection.clone(), inner, self.table_schema.file_schema())
     }
 
@@ -88,7 +125,7 @@ impl FileSource for TileSource {
     }
 
     fn with_batch_size(&self, _batch_size: usize) -> Arc<dyn FileSource> {
-        // One row per tile: batch size does not apply.
+        // One batch per tile: batch size does not apply.
         Arc::new(self.clone())
     }
 
@@ -146,6 +183,7 @@ impl FileSource for TileSource {
 
 struct TileOpener {
     scan: Arc<ScanContext>,
+    columns: Vec<usize>,
 }
 
 impl FileOpener for TileOpener {
@@ -154,27 +192,35 @@ impl FileOpener for TileOpener {
             .extension::<TileRef>()
             .map(|t| t.0)
             .ok_or_else(|| DataFusionError::Internal(format!("no tile on {}", file.path())))?;
-        let scan = self.scan.clone();
+        let (scan, columns) = (self.scan.clone(), self.columns.clone());
         Ok(async move {
-            let bytes = read(&scan, &tile)?;
-            let column: ArrayRef = Arc::new(BinaryArray::from_iter_values([bytes]));
-            let batch = RecordBatch::try_new(schema(), vec![column])?;
+            let batch = match scan.layout {
+                Layout::Encoded => {
+                    let column: ArrayRef = Arc::new(BinaryArray::from_iter_values([read(&scan, &tile)?]));
+                    RecordBatch::try_new(schema(), vec![column])?
+                }
+                Layout::Cells => read_cells(&scan, &tile)?,
+            };
+            let batch = batch.project(&columns)?;
             Ok(futures::stream::iter([Ok(batch)]).boxed())
         }
         .boxed())
     }
 }
 
-/// Decodes (or takes from the cache) one tile and lays it out with cells outside the selection as NaN.
-fn read(scan: &ScanContext, tile: &Tile) -> Result<Vec<u8>> {
+/// Decodes (or takes from the cache) one variable's tile.
+fn load(scan: &ScanContext, variable: &str, tile: &Tile) -> Result<Arc<TileData>> {
     if scan.ctx.is_cancelled() {
         return Err(external(JobError::new("Cancelled", "the job was cancelled")));
     }
-    let key = (scan.dataset.name(), scan.variable.as_str(), tile.index);
-    let data = scan
-        .cache
-        .get_or_load(key, || scan.dataset.read_tile(&scan.variable, tile))
-        .map_err(|e| external(JobError::new("JobError", e.to_string())))?;
+    let key = (scan.dataset.name(), variable, tile.index);
+    scan.cache
+        .get_or_load(key, || scan.dataset.read_tile(variable, tile))
+        .map_err(|e| external(JobError::new("JobError", e.to_string())))
+}
+
+/// Per axis, which time steps, rows and columns of `data` are inside the selection.
+fn masks(scan: &ScanContext, data: &TileData) -> [Vec<bool>; 3] {
     let keep_time: Vec<bool> =
         data.times.iter().map(|&t| scan.selection.time.is_none_or(|(a, b)| (a..=b).contains(&t))).collect();
     let (keep_lat, keep_lon): (Vec<bool>, Vec<bool>) = match scan.selection.bbox {
@@ -187,6 +233,47 @@ fn read(scan: &ScanContext, tile: &Tile) -> Result<Vec<u8>> {
         }
         None => (vec![true; data.lats.len()], vec![true; data.lons.len()]),
     };
+    [keep_time, keep_lat, keep_lon]
+}
+
+/// One tile's valid cells inside the selection as rows `time, lat, lon, variables...`.
+fn read_cells(scan: &ScanContext, tile: &Tile) -> Result<RecordBatch> {
+    let data: Vec<Arc<TileData>> = scan.variables.iter().map(|v| load(scan, v, tile)).collect::<Result<_>>()?;
+    let first = &data[0];
+    let [keep_time, keep_lat, keep_lon] = masks(scan, first);
+    let (nlat, nlon) = (first.lats.len(), first.lons.len());
+    let mut time = TimestampSecondBuilder::new();
+    let (mut lat, mut lon) = (Float64Builder::new(), Float64Builder::new());
+    let mut values: Vec<Float32Builder> = data.iter().map(|_| Float32Builder::new()).collect();
+    for (t, &when) in first.times.iter().enumerate() {
+        if !keep_time[t] {
+            continue;
+        }
+        for y in (0..nlat).filter(|&y| keep_lat[y]) {
+            for x in (0..nlon).filter(|&x| keep_lon[x]) {
+                let i = (t * nlat + y) * nlon + x;
+                let cell = |d: &Arc<TileData>| d.values.get(i).copied().filter(|v| !v.is_nan());
+                if data.iter().all(|d| cell(d).is_none()) {
+                    continue;
+                }
+                time.append_value(when);
+                lat.append_value(f64::from(first.lats[y]));
+                lon.append_value(f64::from(first.lons[x]));
+                for (builder, d) in values.iter_mut().zip(&data) {
+                    builder.append_option(cell(d));
+                }
+            }
+        }
+    }
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(time.finish()), Arc::new(lat.finish()), Arc::new(lon.finish())];
+    columns.extend(values.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    Ok(RecordBatch::try_new(scan.schema(), columns)?)
+}
+
+/// Decodes (or takes from the cache) one tile and lays it out with cells outside the selection as NaN.
+fn read(scan: &ScanContext, tile: &Tile) -> Result<Vec<u8>> {
+    let data = load(scan, &scan.variables[0], tile)?;
+    let [keep_time, keep_lat, keep_lon] = masks(scan, &data);
     let all = keep_time.iter().chain(&keep_lat).chain(&keep_lon).all(|&k| k);
     let keep: Option<[&[bool]; 3]> = (!all).then_some([&keep_time, &keep_lat, &keep_lon]);
     let mut out = Vec::new();

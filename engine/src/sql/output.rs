@@ -1,0 +1,115 @@
+//! Query results as Livy's `sql` output: `application/json` = `{"schema": <Spark StructType>,
+//! "data": [[row values], ...]}` with Spark type names, and a `text/plain` table.
+
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::common::ScalarValue;
+use serde_json::{Value, json};
+
+use super::SqlResult;
+use crate::Data;
+use crate::dataset::cf;
+
+/// Livy output data for `result`, with at most `max_rows` rows. When rows were left out, the JSON
+/// says so (`"truncated": true, "totalRows": n`) and so does the last line of the text.
+pub fn livy_data(result: &SqlResult, max_rows: usize) -> Data {
+    let total = result.rows();
+    let fields: Vec<Value> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "type": spark_type(f.data_type()), "nullable": f.is_nullable(), "metadata": {}}))
+        .collect();
+    let mut data = Vec::with_capacity(total.min(max_rows));
+    let mut kept = Vec::new();
+    for batch in &result.batches {
+        let room = max_rows - data.len();
+        if room == 0 {
+            break;
+        }
+        let batch = batch.slice(0, batch.num_rows().min(room));
+        for row in 0..batch.num_rows() {
+            data.push(Value::Array(batch.columns().iter().map(|c| cell(c, row)).collect()));
+        }
+        kept.push(batch);
+    }
+    let mut json = json!({"schema": {"type": "struct", "fields": fields}, "data": data});
+    let mut text = pretty_format_batches(&kept).map_or_else(|e| e.to_string(), |t| t.to_string());
+    if kept.is_empty() {
+        let names: Vec<&str> = result.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        text = format!("({}) no rows", names.join(", "));
+    }
+    if total > data.len() {
+        json["truncated"] = json!(true);
+        json["totalRows"] = json!(total);
+        text.push_str(&format!("\nshowing {} of {total} rows", data.len()));
+    }
+    Data::from([("application/json".to_owned(), json), ("text/plain".to_owned(), Value::String(text))])
+}
+
+/// Spark's name for an Arrow type (what Livy's sql output carries in `schema.fields[].type`).
+pub fn spark_type(t: &DataType) -> Value {
+    let name = match t {
+        DataType::Boolean => "boolean",
+        DataType::Int8 => "byte",
+        DataType::Int16 | DataType::UInt8 => "short",
+        DataType::Int32 | DataType::UInt16 => "integer",
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "long",
+        DataType::Float16 | DataType::Float32 => "float",
+        DataType::Float64 => "double",
+        DataType::Timestamp(..) => "timestamp",
+        DataType::Date32 | DataType::Date64 => "date",
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary",
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => return Value::String(format!("decimal({p},{s})")),
+        DataType::List(f) | DataType::LargeList(f) => {
+            return json!({"type": "array", "elementType": spark_type(f.data_type()), "containsNull": f.is_nullable()});
+        }
+        DataType::Struct(fields) => {
+            let fields: Vec<Value> = fields
+                .iter()
+                .map(|f| json!({"name": f.name(), "type": spark_type(f.data_type()), "nullable": f.is_nullable(), "metadata": {}}))
+                .collect();
+            return json!({"type": "struct", "fields": fields});
+        }
+        _ => "string",
+    };
+    Value::String(name.to_owned())
+}
+
+/// One value as JSON: numbers as numbers (NaN and infinities as null), times and dates as ISO
+/// strings, anything else as its text.
+fn cell(column: &ArrayRef, row: usize) -> Value {
+    if column.is_null(row) {
+        return Value::Null;
+    }
+    let Ok(scalar) = ScalarValue::try_from_array(column, row) else { return Value::Null };
+    let number = |x: f64| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number);
+    match scalar {
+        ScalarValue::Boolean(Some(b)) => Value::Bool(b),
+        ScalarValue::Int8(Some(v)) => json!(v),
+        ScalarValue::Int16(Some(v)) => json!(v),
+        ScalarValue::Int32(Some(v)) => json!(v),
+        ScalarValue::Int64(Some(v)) => json!(v),
+        ScalarValue::UInt8(Some(v)) => json!(v),
+        ScalarValue::UInt16(Some(v)) => json!(v),
+        ScalarValue::UInt32(Some(v)) => json!(v),
+        ScalarValue::UInt64(Some(v)) => json!(v),
+        ScalarValue::Float32(Some(v)) => number(f64::from(v)),
+        ScalarValue::Float64(Some(v)) => number(v),
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            Value::String(s)
+        }
+        ScalarValue::TimestampSecond(Some(v), _)
+            if matches!(column.data_type(), DataType::Timestamp(TimeUnit::Second, _)) =>
+        {
+            Value::String(cf::iso(v))
+        }
+        _ => {
+            let options = FormatOptions::default();
+            ArrayFormatter::try_new(column.as_ref(), &options)
+                .map_or(Value::Null, |f| Value::String(f.value(row).to_string()))
+        }
+    }
+}

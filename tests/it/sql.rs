@@ -1,0 +1,202 @@
+//! `sql` statements on DataFusion over the datasets: golden files (`tests/sql/*.slt`, in the
+//! style of sqllogictest), the NEXUS time series as one `GROUP BY time` query against the
+//! map/reduce statement and numpy, Livy's output shape with a row cap, and a real Livy client
+//! (pylivy's `download_sql`).
+//!
+//! A golden file is a list of records separated by blank lines; `#` starts a comment:
+//!
+//! ```text
+//! query
+//! SELECT ...
+//! ----
+//! value<TAB>value      (one line per row; NULL; floats with 6 significant digits)
+//!
+//! statement error <text the error must contain>
+//! SELECT ...
+//! ```
+//!
+//! `TILEGATE_UPDATE_GOLDEN=1 cargo test --workspace --test it sql::` rewrites the expected rows.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use tilegate_gateway::Config;
+use tilegate_sdk::{CreateSession, Error, Language};
+
+use crate::jobs::{SEED_BOX, STATS, assert_rows_match, gateway_with_sst, reference};
+use crate::{Gateway, python, test_config};
+
+/// The NEXUS time series (the seed workshop's box and days) as one query.
+const TIME_SERIES: &str = "SELECT time, COUNT(sst) AS cnt, MIN(sst) AS min, MAX(sst) AS max,
+       SUM(sst * cos(radians(lat))) / SUM(cos(radians(lat))) AS mean, STDDEV_POP(sst) AS std
+FROM sst
+WHERE lat BETWEEN 45 AND 60 AND lon BETWEEN -150 AND -120 AND time BETWEEN '2008-09-01' AND '2008-09-16'
+GROUP BY time ORDER BY time";
+
+async fn sql_session(gw: &Gateway) -> u64 {
+    gw.client.create_session(&CreateSession { kind: Some("sql".into()), ..Default::default() }).await.unwrap().id
+}
+
+/// The statement's `application/json`, or its error as `Err((ename, evalue))`.
+async fn query(gw: &Gateway, session: u64, sql: &str) -> Result<Value, (String, String)> {
+    match gw.client.run(session, Language::Sql, sql).await {
+        Ok(out) => Ok(out.json().cloned().unwrap_or_else(|| panic!("{sql}: no application/json in {out:?}"))),
+        Err(Error::Statement { ename, evalue, .. }) => Err((ename, evalue)),
+        Err(other) => panic!("{sql}: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_files() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let s = sql_session(&gw).await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let update = std::env::var_os("TILEGATE_UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "slt")) {
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut rewritten = Vec::new();
+        for record in text.split("\n\n").filter(|r| !r.trim().is_empty()) {
+            let lines: Vec<&str> = record.lines().collect();
+            let header = lines.iter().position(|l| !l.starts_with('#')).unwrap_or_else(|| panic!("empty record"));
+            let (comments, kind, body) = (&lines[..header], lines[header], &lines[header + 1..]);
+            let name = format!("{}: {}", file.file_name().unwrap().to_string_lossy(), body.first().unwrap_or(&""));
+            if let Some(expected) = kind.strip_prefix("statement error") {
+                let sql = body.join("\n");
+                match query(&gw, s, &sql).await {
+                    Ok(v) => failures.push(format!("{name}: expected an error, got {v}")),
+                    Err((_, evalue)) if evalue.contains(expected.trim()) => {}
+                    Err((ename, evalue)) => {
+                        failures.push(format!("{name}: expected '{}', got {ename}: {evalue}", expected.trim()))
+                    }
+                }
+                rewritten.push(record.to_owned());
+                continue;
+            }
+            assert_eq!(kind, "query", "{name}: a record starts with `query` or `statement error`");
+            let split = body.iter().position(|l| *l == "----").unwrap_or(body.len());
+            let sql = body[..split].join("\n");
+            let want: Vec<&str> = body.get(split + 1..).unwrap_or_default().to_vec();
+            let got = match query(&gw, s, &sql).await {
+                Ok(v) => render(&v),
+                Err((ename, evalue)) => vec![format!("error {ename}: {evalue}")],
+            };
+            if got != want {
+                failures.push(format!("{name}:\n  want {want:?}\n  got  {got:?}"));
+            }
+            let mut out: Vec<String> = comments.iter().map(|l| (*l).to_owned()).collect();
+            out.push("query".into());
+            out.extend(body[..split].iter().map(|l| (*l).to_owned()));
+            out.push("----".into());
+            out.extend(got);
+            rewritten.push(out.join("\n"));
+        }
+        if update {
+            std::fs::write(file, rewritten.join("\n\n") + "\n").unwrap();
+        }
+    }
+    assert!(update || failures.is_empty(), "{} golden mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Rows as golden lines: tab-separated, `NULL`, floats with 6 significant digits.
+fn render(answer: &Value) -> Vec<String> {
+    let cell = |v: &Value| match v {
+        Value::Null => "NULL".to_owned(),
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap();
+            if x == 0.0 { "0".into() } else { format!("{}", format!("{x:.*e}", 5).parse::<f64>().unwrap()) }
+        }
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    answer["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row.as_array().unwrap().iter().map(cell).collect::<Vec<_>>().join("\t"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_series_query_agrees_with_map_reduce_and_numpy() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let s = sql_session(&gw).await;
+    let answer = query(&gw, s, TIME_SERIES).await.unwrap();
+    let names: Vec<&str> =
+        answer["schema"]["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let types: Vec<&str> =
+        answer["schema"]["fields"].as_array().unwrap().iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(names, ["time", "cnt", "min", "max", "mean", "std"]);
+    assert_eq!(types, ["timestamp", "long", "float", "float", "double", "double"]);
+    // Rows as objects with epoch-second times, to compare with the other two.
+    let rows: Vec<Value> = answer["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let time = tilegate_engine::dataset::cf::parse_datetime(r[0].as_str().unwrap()).unwrap();
+            json!({"time": time, "cnt": r[1], "min": r[2], "max": r[3], "mean": r[4], "std": r[5]})
+        })
+        .collect();
+    let rows = Value::Array(rows);
+    let store = gw.data_dir.join("datasets/sst.zarr");
+    assert_rows_match(&rows, &reference("timeseries", &store, &SEED_BOX), &STATS);
+    let rust = gw.client.create_session(&CreateSession::default()).await.unwrap().id;
+    let code = "dataset(\"sst\").bbox(-150.0, 45.0, -120.0, 60.0).time(\"2008-09-01\", \"2008-09-16\")\n    \
+                .map(|tile| tile.stats_by_time())\n    .reduce_by_key(Stats::merge)";
+    let mapped = gw.client.run(rust, Language::Rust, code).await.unwrap().json().cloned().unwrap();
+    assert_eq!(mapped.as_array().unwrap().len(), 16);
+    for (q, m) in rows.as_array().unwrap().iter().zip(mapped.as_array().unwrap()) {
+        assert_eq!((&q["time"], &q["cnt"]), (&m["time"], &m["cnt"]));
+        for f in ["min", "max", "mean", "std"] {
+            let (a, b) = (q[f].as_f64().unwrap(), m[f].as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{f}: sql {a}, map/reduce {b}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_are_capped_and_say_so() {
+    let gw = gateway_with_sst(None, Config { sql_max_rows: 5, ..test_config() }).await;
+    let s = sql_session(&gw).await;
+    let out =
+        gw.client.run(s, Language::Sql, "SELECT * FROM sst WHERE time = '2008-09-01' AND lat = 0.5").await.unwrap();
+    let answer = out.json().unwrap();
+    assert_eq!(answer["data"].as_array().unwrap().len(), 5);
+    assert_eq!(answer["truncated"], true);
+    assert!(answer["totalRows"].as_u64().unwrap() > 5, "{answer}");
+    assert!(out.text().unwrap().ends_with(&format!("showing 5 of {} rows", answer["totalRows"])), "{out:?}");
+    let small = query(&gw, s, "SELECT 1 AS one").await.unwrap();
+    assert_eq!(
+        small,
+        json!({"schema": {"type": "struct", "fields": [{"name": "one", "type": "long", "nullable": false, "metadata": {}}]}, "data": [[1]]})
+    );
+}
+
+/// pylivy (from PyPI) opens an `sql` session and downloads a query as a pandas DataFrame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pylivy_download_sql_reads_the_output() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let script = r#"
+import sys
+from livy import LivySession, SessionKind
+with LivySession.create(sys.argv[1], kind=SessionKind.SQL) as session:
+    frame = session.download_sql(sys.argv[2])
+    print(list(frame.columns))
+    print(len(frame), int(frame["cnt"].sum()), round(float(frame["mean"].iloc[0]), 4))
+"#;
+    let python = python().to_owned();
+    let (url, sql) = (gw.url.clone(), TIME_SERIES.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python).args(["-c", script, &url, &sql]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pylivy failed:\n{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "['time', 'cnt', 'min', 'max', 'mean', 'std']");
+    assert_eq!(lines[1], "16 3808 12.522", "16 days of 238 cells");
+}
