@@ -11,6 +11,7 @@ use tilegate_api::Language;
 use tilegate_compiler::{Cell, Compiler};
 use tilegate_engine::dataset::{Selection, cf};
 use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions};
+use tilegate_engine::sql::SqlResult;
 use tilegate_engine::{Data, Failure, Job, Kernel, RunContext};
 use tilegate_sandbox::{Host, JobFailure, JobHandler, Limits, Program, Sandbox, SessionValues, Worker, decode_source};
 
@@ -23,7 +24,13 @@ struct Kept {
     cells: Vec<(String, Arc<Cell>)>,
     /// Named JSON values.
     values: Arc<Values>,
+    /// The full results of the last `sql` statements, for download, oldest first.
+    full: std::collections::VecDeque<(u64, Arc<SqlResult>)>,
 }
+
+/// Full `sql` results kept per session for download, and the largest kept.
+pub(crate) const FULL_RESULTS: usize = 4;
+const FULL_RESULT_BYTES: usize = 256 << 20;
 
 /// Runs statements in the wasm sandbox; jobs they start run on `jobs`; `rust` cells are compiled
 /// by `compiler`.
@@ -69,6 +76,12 @@ impl SandboxKernel {
 
     fn lock_kept(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Kept>> {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The full result of `sql` statement `statement` of `session`, while it is kept.
+    pub(crate) fn full_result(&self, session: u64, statement: u64) -> Option<Arc<SqlResult>> {
+        let kept = self.lock_kept();
+        kept.get(&session)?.full.iter().find(|(id, _)| *id == statement).map(|(_, r)| r.clone())
     }
 
     fn values(&self, session_id: u64) -> Arc<dyn SessionValues> {
@@ -198,14 +211,32 @@ impl Kernel for SandboxKernel {
     }
 
     fn execute(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
-        match job.language {
+        let result = match job.language {
             Language::Wasm => self.run_wasm(job, ctx).map_err(sandbox_failure),
             Language::Rust => self.run_rust(job, ctx),
             Language::Sql => {
-                let result = self.jobs.sql(&job.code, ctx).map_err(|e| Failure::new(e.ename, e.message))?;
-                Ok(tilegate_engine::sql::output::livy_data(&result, self.sql_max_rows))
+                let kept = self.lock_kept().entry(job.session_id).or_default().values.all();
+                let result = self.jobs.sql(&job.code, ctx, &kept).map_err(|e| Failure::new(e.ename, e.message))?;
+                let data = tilegate_engine::sql::output::livy_data(&result, self.sql_max_rows);
+                let size: usize = result.batches.iter().map(|b| b.get_array_memory_size()).sum();
+                if size <= FULL_RESULT_BYTES {
+                    let mut kept = self.lock_kept();
+                    let full = &mut kept.entry(job.session_id).or_default().full;
+                    if full.len() >= FULL_RESULTS {
+                        full.pop_front();
+                    }
+                    full.push_back((job.statement_id, Arc::new(result)));
+                }
+                Ok(data)
             }
+        };
+        // Every result stays readable (and queryable in SQL) as `result_<id>` for a while.
+        if let Ok(data) = &result
+            && let Some(json) = data.get("application/json")
+        {
+            self.lock_kept().entry(job.session_id).or_default().values.keep_result(job.statement_id, json);
         }
+        result
     }
 }
 

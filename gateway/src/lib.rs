@@ -43,6 +43,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// The settings the gateway runs with.
     pub config: Arc<Config>,
+    /// The kernel, for what it keeps beyond Livy's output (full `sql` results).
+    pub(crate) kernel: Arc<SandboxKernel>,
 }
 
 /// Why the gateway could not start.
@@ -87,10 +89,11 @@ impl AppState {
                 tracing::warn!("{e}");
             }
         });
-        let kernel = SandboxKernel::new(Arc::new(sandbox), limits, Arc::new(jobs), compiler, config.sql_max_rows);
+        let kernel =
+            Arc::new(SandboxKernel::new(Arc::new(sandbox), limits, Arc::new(jobs), compiler, config.sql_max_rows));
         let engine =
-            Engine::new(EngineConfig { max_sessions: config.max_sessions, ..Default::default() }, Arc::new(kernel));
-        Ok(Self { engine, catalog, config: Arc::new(config) })
+            Engine::new(EngineConfig { max_sessions: config.max_sessions, ..Default::default() }, kernel.clone());
+        Ok(Self { engine, catalog, config: Arc::new(config), kernel })
     }
 }
 

@@ -12,6 +12,7 @@ use tilegate_api::{
     StatementList, Version,
 };
 use tilegate_engine::Page;
+use tilegate_engine::sql::output::{self, Format};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
@@ -27,6 +28,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/sessions/{session}/statements", get(list_statements).post(create_statement))
         .route("/sessions/{session}/statements/{statement}", get(get_statement))
         .route("/sessions/{session}/statements/{statement}/cancel", post(cancel_statement))
+        .route("/sessions/{session}/statements/{statement}/result", get(get_statement_result))
         .merge(crate::datasets::routes())
         .fallback(|| async { ApiError::NotFound("No such route.".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -137,6 +139,37 @@ async fn cancel_statement(
 ) -> Result<ApiJson<Msg>, ApiError> {
     app.engine.cancel(&key, &statement)?;
     Ok(ApiJson(Msg::new("canceled")))
+}
+
+#[derive(Debug, Deserialize)]
+struct ResultFormat {
+    format: Option<String>,
+}
+
+/// Every row of an `sql` statement's result (its output shows at most `sql_max_rows`), as JSON
+/// lines (default), CSV or an Arrow IPC stream. Errors are JSON like everywhere else.
+async fn get_statement_result(
+    State(app): State<AppState>,
+    ApiPath((key, statement)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ResultFormat>,
+) -> Result<Response, ApiError> {
+    let name = q.format.as_deref().unwrap_or("jsonl");
+    let format = Format::parse(name)
+        .ok_or_else(|| ApiError::BadRequest(format!("Invalid format '{name}': use jsonl, csv or arrow.")))?;
+    let session = app.engine.session_state(&key)?.id;
+    let statement = app.engine.statement(&key, &statement)?.id;
+    let result = app.kernel.full_result(session, statement).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "Statement {statement} of session {session} has no result to download: only the last {} `sql` \
+             statements that succeeded keep their full result.",
+            crate::kernel::FULL_RESULTS
+        ))
+    })?;
+    let bytes = tokio::task::spawn_blocking(move || output::write(&result, format))
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .map_err(ApiError::BadRequest)?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
 }
 
 /// A `Location` header for a created resource.

@@ -9,10 +9,42 @@ use tilegate_sandbox::SessionValues;
 /// All values of one session together may take this many bytes.
 const SESSION_BYTES: usize = 256 << 20;
 
+/// Results kept as `result_<id>` per session (the oldest go first), and the largest kept.
+const KEPT_RESULTS: usize = 20;
+const RESULT_BYTES: usize = 32 << 20;
+
 /// One session's values: name → JSON text (checked to be JSON when set).
 #[derive(Debug, Default)]
 pub struct Values {
     map: Mutex<HashMap<String, Arc<[u8]>>>,
+}
+
+impl Values {
+    /// Every value, name and JSON.
+    pub fn all(&self) -> Vec<(String, Arc<[u8]>)> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Keeps a statement's JSON result as `result_<statement>` (the last 20, each up to 32 MiB;
+    /// never over the session's total), so later statements can read it and query it in SQL.
+    pub fn keep_result(&self, statement: u64, json: &serde_json::Value) {
+        let Ok(bytes) = serde_json::to_vec(json) else { return };
+        if bytes.len() > RESULT_BYTES {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut results: Vec<u64> =
+            map.keys().filter_map(|k| k.strip_prefix("result_")?.parse().ok()).collect::<Vec<u64>>();
+        results.sort_unstable();
+        while results.len() >= KEPT_RESULTS {
+            map.remove(&format!("result_{}", results.remove(0)));
+        }
+        let total: usize = map.values().map(|v| v.len()).sum();
+        if total + bytes.len() <= SESSION_BYTES {
+            map.insert(format!("result_{statement}"), bytes.into());
+        }
+    }
 }
 
 impl SessionValues for Values {

@@ -168,6 +168,36 @@ async fn outputs_are_capped_and_say_so() {
     assert_eq!(answer["truncated"], true);
     assert!(answer["totalRows"].as_u64().unwrap() > 5, "{answer}");
     assert!(out.text().unwrap().ends_with(&format!("showing 5 of {} rows", answer["totalRows"])), "{out:?}");
+    // The whole result downloads from the result endpoint.
+    let total = answer["totalRows"].as_u64().unwrap() as usize;
+    let download = |format: &str| {
+        let url = format!("{}/sessions/{s}/statements/0/result?format={format}", gw.url);
+        let http = gw.http.clone();
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let kind = response.headers()["content-type"].to_str().unwrap().to_owned();
+            (response.status().as_u16(), kind, response.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (status, kind, csv) = download("csv").await;
+    assert_eq!((status, kind.as_str()), (200, "text/csv; charset=utf-8"));
+    let csv = String::from_utf8(csv).unwrap();
+    assert_eq!(csv.lines().count(), total + 1, "a header and every row");
+    assert!(csv.starts_with("time,lat,lon,sst\n"), "{csv}");
+    let (status, _, jsonl) = download("jsonl").await;
+    let rows: Vec<Value> =
+        String::from_utf8(jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!((status, rows.len()), (200, total));
+    assert_eq!(rows[0]["lat"], 0.5);
+    let (status, kind, arrow) = download("arrow").await;
+    assert_eq!((status, kind.as_str()), (200, "application/vnd.apache.arrow.stream"));
+    assert!(arrow.starts_with(&[0xff, 0xff, 0xff, 0xff]), "an Arrow IPC stream starts with a continuation marker");
+    let (status, body) =
+        gw.raw(reqwest::Method::GET, &format!("/sessions/{s}/statements/0/result?format=xml"), None).await;
+    assert_eq!(status, 400);
+    assert!(body["msg"].as_str().unwrap().contains("jsonl, csv or arrow"), "{body}");
+    let (status, _) = gw.raw(reqwest::Method::GET, &format!("/sessions/{s}/statements/9/result"), None).await;
+    assert_eq!(status, 404);
     let small = query(&gw, s, "SELECT 1 AS one").await.unwrap();
     assert_eq!(
         small,
@@ -199,4 +229,28 @@ with LivySession.create(sys.argv[1], kind=SessionKind.SQL) as session:
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "['time', 'cnt', 'min', 'max', 'mean', 'std']");
     assert_eq!(lines[1], "16 3808 12.522", "16 days of 238 cells");
+}
+
+/// Results of earlier statements (rust or sql) and values a snippet kept are tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earlier_results_and_kept_values_are_tables() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let s = gw.client.create_session(&CreateSession::default()).await.unwrap().id;
+    let code = "dataset(\"sst\").bbox(-150.0, 45.0, -120.0, 60.0).time(\"2008-09-01\", \"2008-09-16\")\n    \
+                .map(|tile| tile.stats_by_time())\n    .reduce_by_key(Stats::merge)";
+    gw.client.run(s, Language::Rust, code).await.unwrap(); // statement 0
+    gw.client.run(s, Language::Rust, "session().set(\"limits\", vec![(\"warm\".to_string(), 28.0)]);").await.unwrap();
+    let answer =
+        query(&gw, s, "SELECT COUNT(*) AS days, MIN(cnt), MAX(time) - MIN(time) AS span FROM result_0").await.unwrap();
+    assert_eq!(answer["data"], json!([[16, 238, 15 * 86_400]]), "{answer}");
+    // An sql result (statement 2) is a table too, with its own types.
+    let again = query(&gw, s, "SELECT days * 2 AS twice FROM result_2").await.unwrap();
+    assert_eq!(again["data"], json!([[32]]));
+    // Not every value is table-shaped: a list of pairs is not.
+    let (ename, evalue) = query(&gw, s, "SELECT * FROM limits").await.unwrap_err();
+    assert_eq!(ename, "SqlError");
+    assert!(evalue.contains("not found"), "{evalue}");
+    // Another session sees none of it.
+    let other = sql_session(&gw).await;
+    assert!(query(&gw, other, "SELECT * FROM result_0").await.is_err());
 }

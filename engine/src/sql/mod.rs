@@ -6,6 +6,7 @@
 //!   index (`<name>_tiles`); the catalog (`datasets`).
 //! - `filters`: from a query's filters on `time`/`lat`/`lon` to the selection that prunes tiles.
 //! - `output`: results as Livy's `sql` output (Spark type names) and a text table.
+//! - `results`: a session's kept JSON values (earlier results, `session().set` values) as tables.
 //!
 //! Only queries run: DDL, DML (`COPY`, `INSERT`, `CREATE EXTERNAL TABLE`, ...) and `SET`-like
 //! statements are refused, and no table reads files or URLs, so no SQL reaches the server's file
@@ -13,6 +14,7 @@
 
 mod filters;
 pub mod output;
+mod results;
 mod tables;
 
 use std::sync::Arc;
@@ -45,13 +47,21 @@ impl SqlResult {
 
 impl Jobs {
     /// Runs one SQL query over the datasets to completion on the worker runtime. Blocks the
-    /// calling thread (call it from a blocking thread); cancelling `ctx` stops the scan.
+    /// calling thread (call it from a blocking thread); cancelling `ctx` stops the scan. `kept`
+    /// are the session's named JSON values: those that are table-shaped are tables too (a
+    /// dataset's table wins over a value of the same name).
     ///
     /// # Errors
     /// `SqlError` for a query that does not parse or plan (unknown table or column, ...) or that
     /// would change anything; `Cancelled`; `JobError` for a tile that cannot be read.
-    pub fn sql(&self, query: &str, ctx: &RunContext) -> Result<SqlResult, JobError> {
+    pub fn sql(&self, query: &str, ctx: &RunContext, kept: &[(String, Arc<[u8]>)]) -> Result<SqlResult, JobError> {
         let session = self.sql_context(ctx).map_err(sql_error)?;
+        for (name, json) in kept {
+            let taken = session.table_exist(name.as_str()).unwrap_or(true);
+            if let (false, Some(table)) = (taken, results::table(json)) {
+                session.register_table(name.as_str(), Arc::new(table)).map_err(sql_error)?;
+            }
+        }
         let query = query.to_owned();
         self.block_on(async move {
             let frame = session.sql_with_options(&query, read_only()).await.map_err(sql_error)?;

@@ -113,3 +113,72 @@ fn cell(column: &ArrayRef, row: usize) -> Value {
         }
     }
 }
+
+/// How a full result is downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per row (`application/x-ndjson`).
+    JsonLines,
+    /// A header line, then one line per row (`text/csv`).
+    Csv,
+    /// The Arrow IPC stream format (`application/vnd.apache.arrow.stream`).
+    Arrow,
+}
+
+impl Format {
+    /// The format named `jsonl`, `csv` or `arrow`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "jsonl" | "json" | "ndjson" => Some(Self::JsonLines),
+            "csv" => Some(Self::Csv),
+            "arrow" => Some(Self::Arrow),
+            _ => None,
+        }
+    }
+
+    /// The `Content-Type` of the format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::JsonLines => "application/x-ndjson",
+            Self::Csv => "text/csv; charset=utf-8",
+            Self::Arrow => "application/vnd.apache.arrow.stream",
+        }
+    }
+}
+
+/// Every row of `result` in `format`.
+///
+/// # Errors
+/// When Arrow cannot write a column type in that format.
+pub fn write(result: &SqlResult, format: Format) -> Result<Vec<u8>, String> {
+    use datafusion::arrow::{csv, ipc, json};
+    let mut out = Vec::new();
+    let batches: Vec<&datafusion::arrow::array::RecordBatch> = result.batches.iter().collect();
+    let e = |e: datafusion::arrow::error::ArrowError| e.to_string();
+    match format {
+        Format::JsonLines => {
+            let mut writer = json::LineDelimitedWriter::new(&mut out);
+            writer.write_batches(&batches).map_err(e)?;
+            writer.finish().map_err(e)?;
+        }
+        Format::Csv => {
+            if batches.is_empty() {
+                let names: Vec<&str> = result.schema.fields().iter().map(|f| f.name().as_str()).collect();
+                out.extend_from_slice(format!("{}\n", names.join(",")).as_bytes());
+            } else {
+                let mut writer = csv::WriterBuilder::new().with_header(true).build(&mut out);
+                for batch in batches {
+                    writer.write(batch).map_err(e)?;
+                }
+            }
+        }
+        Format::Arrow => {
+            let mut writer = ipc::writer::StreamWriter::try_new(&mut out, &result.schema).map_err(e)?;
+            for batch in batches {
+                writer.write(batch).map_err(e)?;
+            }
+            writer.finish().map_err(e)?;
+        }
+    }
+    Ok(out)
+}
