@@ -254,3 +254,41 @@ async fn earlier_results_and_kept_values_are_tables() {
     let other = sql_session(&gw).await;
     assert!(query(&gw, other, "SELECT * FROM result_0").await.is_err());
 }
+
+/// A store with two variables on one grid: both are columns; a cell is a row when either is
+/// valid, the other null; counts agree with numpy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_variable_datasets_are_one_table() {
+    let config = test_config();
+    let datasets = config.data_dir.join("datasets");
+    std::fs::create_dir_all(&datasets).unwrap();
+    let counts = crate::run_tool("reference.py", &["two-vars", datasets.join("ocean.zarr").to_str().unwrap()]);
+    let counts: Value = serde_json::from_str(&counts).unwrap();
+    let gw = Gateway::start_with(config).await;
+    let s = sql_session(&gw).await;
+    let answer = query(&gw, s, "DESCRIBE ocean").await.unwrap();
+    let columns: Vec<&str> = answer["data"].as_array().unwrap().iter().map(|r| r[0].as_str().unwrap()).collect();
+    assert_eq!(columns, ["time", "lat", "lon", "sst", "wind"]);
+    let answer =
+        query(&gw, s, "SELECT COUNT(*), COUNT(sst), COUNT(wind) FROM ocean GROUP BY time ORDER BY time").await.unwrap();
+    assert_eq!(answer["data"], counts);
+    let both = query(&gw, s, "SELECT COUNT(*) FROM ocean WHERE sst IS NOT NULL AND wind IS NOT NULL").await.unwrap();
+    assert!(both["data"][0][0].as_u64().unwrap() > 0);
+}
+
+/// Filters on time, lat and lon prune tiles before any is read: the plan lists only the tiles
+/// the seed box and two days reach (one tile per day and 90° box in the demo dataset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_prune_tiles_through_the_index() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let s = sql_session(&gw).await;
+    let sql = "EXPLAIN SELECT COUNT(*) FROM sst WHERE lat BETWEEN 45 AND 60 AND lon BETWEEN -150 AND -120 \
+               AND time BETWEEN '2008-09-01' AND '2008-09-02'";
+    let answer = query(&gw, s, sql).await.unwrap();
+    let plan = answer["data"].to_string();
+    let tiles: std::collections::BTreeSet<&str> = plan
+        .match_indices("tiles/")
+        .map(|(at, _)| plan[at..].split(|c: char| !(c.is_ascii_alphanumeric() || c == '/')).next().unwrap())
+        .collect();
+    assert_eq!(tiles.into_iter().collect::<Vec<_>>(), ["tiles/0/1/0", "tiles/1/1/0"], "{plan}");
+}

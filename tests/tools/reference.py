@@ -24,6 +24,9 @@
   reference.py ddas STORE VAR W S E N START END
       Daily difference average: per day, cnt/min/max/mean (unweighted)/std (ddof=0) of each cell
       minus its pixel's mean over every day of the store.
+  reference.py two-vars OUT
+      Writes a Zarr v2 store with variables `sst` and `wind` missing in different cells; prints
+      per day [cells with either valid, sst valid, wind valid].
   reference.py shard STORE OUT
       Rewrites a store as Zarr v3 with sharding (shards of 2 x 90 x 90, inner chunks 1 x 45 x 45).
   reference.py odd-store OUT
@@ -204,6 +207,25 @@ def odd_store(out):
     da.to_dataset().to_zarr(out, zarr_format=2, encoding=enc, mode="w", consolidated=True)
 
 
+def two_vars(out):
+    """A Zarr v2 store with two variables on one grid, `sst` and `wind`, missing in different
+    cells; prints per day the cells where either, sst, and wind are valid."""
+    rng = np.random.default_rng(5)
+    lat = np.arange(-29.5, 30.0, 1.0)
+    lon = np.arange(-59.5, 60.0, 1.0)
+    time = pd.date_range("2012-03-01", periods=3, freq="D")
+    sst = (20 + rng.normal(0, 1, (3, lat.size, lon.size))).astype(np.float32)
+    wind = (5 + rng.normal(0, 2, (3, lat.size, lon.size))).astype(np.float32)
+    sst[:, :10, :] = np.nan                      # sst missing in the south
+    wind[:, :, :20] = np.nan                     # wind missing in the west
+    ds = xr.Dataset({"sst": (("time", "lat", "lon"), sst), "wind": (("time", "lat", "lon"), wind)},
+                    coords={"time": time, "lat": lat, "lon": lon})
+    ds.to_zarr(out, zarr_format=2, mode="w", encoding={v: {"chunks": (1, 30, 60)} for v in ("sst", "wind")})
+    either = (~np.isnan(sst)) | (~np.isnan(wind))
+    json.dump([[int(either[t].sum()), int((~np.isnan(sst[t])).sum()), int((~np.isnan(wind[t])).sum())]
+               for t in range(3)], sys.stdout)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "tiles":
@@ -215,6 +237,8 @@ if __name__ == "__main__":
     elif cmd in ("timeavg", "climatology", "hovmoller-lat", "hovmoller-lon", "ddas"):
         {"timeavg": timeavg, "climatology": climatology,
          "hovmoller-lat": hovmoller_lat, "hovmoller-lon": hovmoller_lon, "ddas": ddas}[cmd](*sys.argv[2:10])
+    elif cmd == "two-vars":
+        two_vars(sys.argv[2])
     elif cmd == "shard":
         shard(sys.argv[2], sys.argv[3])
     elif cmd == "odd-store":
