@@ -33,6 +33,7 @@ const PRELUDE: &[(&str, &str)] = &[
     ("json.rs", include_str!("../../prelude/src/json.rs")),
     ("nexus.rs", include_str!("../../prelude/src/nexus.rs")),
     ("session.rs", include_str!("../../prelude/src/session.rs")),
+    ("sql.rs", include_str!("../../prelude/src/sql.rs")),
     ("stats.rs", include_str!("../../prelude/src/stats.rs")),
     ("tile.rs", include_str!("../../prelude/src/tile.rs")),
     ("value.rs", include_str!("../../prelude/src/value.rs")),

@@ -117,6 +117,11 @@ fn item_keys(stmt: &syn::Stmt) -> Option<Vec<String>> {
     use syn::Item;
     let item = match stmt {
         syn::Stmt::Item(item) => item,
+        syn::Stmt::Macro(m) if m.mac.path.is_ident("sql_function") => {
+            // One export per function name: a later declaration replaces an earlier one.
+            let name = m.mac.tokens.clone().into_iter().next().map(|t| t.to_string()).unwrap_or_default();
+            return Some(vec![format!("name:sbx_sql__{name}")]);
+        }
         syn::Stmt::Macro(m) if ITEM_MACROS.iter().any(|name| m.mac.path.is_ident(name)) => {
             return Some(declared_names(m.mac.tokens.clone()));
         }
@@ -149,7 +154,7 @@ fn item_keys(stmt: &syn::Stmt) -> Option<Vec<String>> {
 }
 
 /// Macros whose invocations in statement position declare items (kept for later cells).
-const ITEM_MACROS: &[&str] = &["macro_rules", "record", "thread_local"];
+const ITEM_MACROS: &[&str] = &["macro_rules", "record", "thread_local", "sql_function"];
 
 /// `name:X` for every `struct X` / `enum X` / `static X` inside an item macro's tokens.
 fn declared_names(tokens: proc_macro2::TokenStream) -> Vec<String> {

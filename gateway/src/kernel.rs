@@ -12,6 +12,10 @@ use tilegate_compiler::{Cell, Compiler};
 use tilegate_engine::dataset::{Selection, cf};
 use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions};
 use tilegate_engine::sql::SqlResult;
+use tilegate_engine::sql::functions::{EXPORT_PREFIX, SqlFunction, SqlFunctions};
+
+/// A session's snippet SQL functions and what runs them.
+type SnippetFunctions = (Vec<SqlFunction>, Arc<dyn SqlFunctions>);
 use tilegate_engine::{Data, Failure, Job, Kernel, RunContext};
 use tilegate_sandbox::{Host, JobFailure, JobHandler, Limits, Program, Sandbox, SessionValues, Worker, decode_source};
 
@@ -78,6 +82,36 @@ impl SandboxKernel {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The session's snippet SQL functions (`sql_function!` in earlier cells): those cells' items
+    /// compiled into one module (cached like any cell) whose `sbx_sql__*` exports run in workers.
+    fn sql_functions(&self, job: &Job, ctx: &RunContext) -> Result<Option<SnippetFunctions>, Failure> {
+        let earlier = self.lock_kept().get(&job.session_id).map(|k| k.cells.clone()).unwrap_or_default();
+        if !earlier.iter().any(|(_, cell)| cell.source().contains("sql_function!")) {
+            return Ok(None);
+        }
+        let compiled =
+            self.compiler.compile_cancellable(&earlier, &Cell::parse("()"), ctx.cancel_flag()).map_err(|e| {
+                Failure {
+                    ename: e.name().to_owned(),
+                    evalue: format!("the session's SQL functions did not compile: {e}"),
+                    traceback: e.traceback().to_vec(),
+                }
+            })?;
+        let program = self.sandbox.compile(&compiled.wasm).map_err(sandbox_failure)?;
+        let list: Vec<SqlFunction> =
+            program.exports(EXPORT_PREFIX).iter().filter_map(|e| SqlFunction::from_export(e)).collect();
+        let workers = Workers {
+            sandbox: self.sandbox.clone(),
+            program,
+            limits: self.limits,
+            ctx: ctx.clone(),
+            deadline: Instant::now() + self.limits.deadline,
+            values: self.values(job.session_id),
+            idle: Mutex::new(Vec::new()),
+        };
+        Ok(Some((list, Arc::new(workers))))
+    }
+
     /// The full result of `sql` statement `statement` of `session`, while it is kept.
     pub(crate) fn full_result(&self, session: u64, statement: u64) -> Option<Arc<SqlResult>> {
         let kept = self.lock_kept();
@@ -113,16 +147,16 @@ impl SandboxKernel {
             let request: JobRequest = serde_json::from_slice(spec)
                 .map_err(|e| JobFailure { ename: "JobError".into(), message: format!("invalid job spec: {e}") })?;
             let spec = request.spec().map_err(|e| JobFailure { ename: e.ename.clone(), message: e.message })?;
-            let functions = WasmFunctions {
+            let workers = Workers {
                 sandbox: sandbox.clone(),
                 program: program.clone(),
                 limits,
                 ctx: ctx.clone(),
                 deadline,
                 values: values.clone(),
-                ids: [request.map, request.reduce, request.row],
                 idle: Mutex::new(Vec::new()),
             };
+            let functions = WasmFunctions { workers, ids: [request.map, request.reduce, request.row] };
             jobs.run(&spec, Arc::new(functions), &ctx).map_err(|e| JobFailure { ename: e.ename, message: e.message })
         })
     }
@@ -159,24 +193,26 @@ impl JobRequest {
     }
 }
 
-/// A job's functions, run in sandbox workers: one instance per worker thread at a time, reused
-/// across tiles, dropped after any failure.
-struct WasmFunctions {
+/// Instances of one module for a statement's calls (a job's map and reduce, SQL functions): one
+/// per worker thread at a time, reused across calls, dropped after any failure.
+struct Workers {
     sandbox: Arc<Sandbox>,
     program: Arc<Program>,
     limits: Limits,
     ctx: RunContext,
     deadline: Instant,
     values: Arc<dyn SessionValues>,
-    /// `[trampoline, function]` of map, reduce and row.
-    ids: [[u32; 2]; 3],
     idle: Mutex<Vec<Worker>>,
 }
 
-impl WasmFunctions {
-    fn call(&self, which: usize, a: &[u8], b: &[u8]) -> Result<Vec<u8>, JobError> {
+impl Workers {
+    /// Runs `call` on an idle worker (or a new one) and gives the worker back when it succeeded.
+    fn with(
+        &self,
+        call: impl FnOnce(&mut Worker) -> Result<Vec<u8>, tilegate_sandbox::Error>,
+    ) -> Result<Vec<u8>, JobError> {
         let failed = |e: tilegate_sandbox::Error| JobError::new(e.name(), e.to_string());
-        let idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let mut worker = match idle {
             Some(w) => w,
             None => self
@@ -184,10 +220,29 @@ impl WasmFunctions {
                 .worker(&self.program, &self.limits, self.ctx.cancel_flag(), self.deadline, Some(self.values.clone()))
                 .map_err(failed)?,
         };
-        let [tramp, func] = self.ids[which];
-        let out = worker.invoke(tramp, func, a, b).map_err(failed)?;
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(worker);
+        let out = call(&mut worker).map_err(failed)?;
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(worker);
         Ok(out)
+    }
+}
+
+/// A job's functions, run in workers.
+struct WasmFunctions {
+    workers: Workers,
+    /// `[trampoline, function]` of map, reduce and row.
+    ids: [[u32; 2]; 3],
+}
+
+impl WasmFunctions {
+    fn call(&self, which: usize, a: &[u8], b: &[u8]) -> Result<Vec<u8>, JobError> {
+        let [tramp, func] = self.ids[which];
+        self.workers.with(|w| w.invoke(tramp, func, a, b))
+    }
+}
+
+impl SqlFunctions for Workers {
+    fn call(&self, export: &str, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.with(|w| w.call(export, input))
     }
 }
 
@@ -216,7 +271,9 @@ impl Kernel for SandboxKernel {
             Language::Rust => self.run_rust(job, ctx),
             Language::Sql => {
                 let kept = self.lock_kept().entry(job.session_id).or_default().values.all();
-                let result = self.jobs.sql(&job.code, ctx, &kept).map_err(|e| Failure::new(e.ename, e.message))?;
+                let functions = self.sql_functions(job, ctx)?;
+                let result =
+                    self.jobs.sql(&job.code, ctx, &kept, functions).map_err(|e| Failure::new(e.ename, e.message))?;
                 let data = tilegate_engine::sql::output::livy_data(&result, self.sql_max_rows);
                 let size: usize = result.batches.iter().map(|b| b.get_array_memory_size()).sum();
                 if size <= FULL_RESULT_BYTES {

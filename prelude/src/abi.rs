@@ -44,7 +44,8 @@ pub fn alloc(len: usize) -> *mut u8 {
     bytes.as_mut_ptr()
 }
 
-fn output(bytes: Vec<u8>) -> u64 {
+/// Keeps `bytes` as the call's output and returns `ptr << 32 | len` for the host.
+pub(crate) fn output(bytes: Vec<u8>) -> u64 {
     OUTPUT.with(|out| {
         let mut out = out.borrow_mut();
         *out = bytes;
@@ -52,7 +53,8 @@ fn output(bytes: Vec<u8>) -> u64 {
     })
 }
 
-fn install_panic_hook() {
+/// Reports panics to the host (`sbx.panic`) from now on.
+pub(crate) fn install_panic_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| std::panic::set_hook(Box::new(|info| host_panic(&info.to_string()))));
 }
@@ -84,6 +86,12 @@ pub unsafe fn invoke(tramp: usize, func: usize, ptr: *const u8, a_len: usize, b_
         (a, b, std::mem::transmute::<usize, Trampoline>(tramp))
     };
     output(tramp(func, a, b))
+}
+
+/// The last call's output (off wasm, a pointer does not fit the packed `ptr << 32 | len`).
+#[cfg(test)]
+pub(crate) fn last_output() -> Vec<u8> {
+    OUTPUT.with(|out| out.borrow().clone())
 }
 
 pub(crate) fn host_print(bytes: &[u8]) {

@@ -94,6 +94,16 @@ pub struct Program {
 }
 
 impl Program {
+    /// The names of the module's function exports that start with `prefix`.
+    pub fn exports(&self, prefix: &str) -> Vec<String> {
+        self.pre
+            .module()
+            .exports()
+            .filter(|e| e.name().starts_with(prefix) && matches!(e.ty(), ExternType::Func(_)))
+            .map(|e| e.name().to_owned())
+            .collect()
+    }
+
     /// Hex SHA-256 of the module's bytes (WAT text or binary, as given).
     pub fn hash(&self) -> &str {
         &self.hash
@@ -278,7 +288,7 @@ impl Sandbox {
         let invoke = instance
             .get_typed_func::<(i32, i32, i32, i32, i32), i64>(&mut store, "sbx_invoke")
             .map_err(|_| missing("`sbx_invoke: (i32, i32, i32, i32, i32) -> i64`"))?;
-        Ok(Worker { store, memory, prepare, invoke, limits: *limits, max_stack: self.config.max_wasm_stack })
+        Ok(Worker { store, instance, memory, prepare, invoke, limits: *limits, max_stack: self.config.max_wasm_stack })
     }
 
     /// A store with the memory cap and an epoch callback that stops at `deadline` or on `interrupt`.
@@ -334,6 +344,7 @@ fn classify(error: wasmtime::Error, state: &HostState, limits: &Limits, max_stac
 /// A live instance for `sbx_invoke` calls: a job's map and reduce worker.
 pub struct Worker {
     store: Store<HostState>,
+    instance: wasmtime::Instance,
     memory: wasmtime::Memory,
     prepare: wasmtime::TypedFunc<i32, i32>,
     invoke: wasmtime::TypedFunc<(i32, i32, i32, i32, i32), i64>,
@@ -348,6 +359,34 @@ impl Worker {
     /// # Errors
     /// The limit hit, [`Error::Cancelled`], or the guest's failure ([`Error::Panic`], [`Error::Trap`], [`Error::Abi`]).
     pub fn invoke(&mut self, tramp: u32, func: u32, a: &[u8], b: &[u8]) -> Result<Vec<u8>, Error> {
+        let invoke = self.invoke.clone();
+        self.call_with(a, b, move |store, ptr| {
+            invoke.call(store, (tramp as i32, func as i32, ptr as i32, a.len() as i32, b.len() as i32))
+        })
+    }
+
+    /// Calls the export `name: (ptr: i32, len: i32) -> i64` on `input` placed in a buffer from
+    /// `sbx_prepare`, and returns its output bytes (`ptr << 32 | len`), as `sbx_invoke` does. Used
+    /// for snippet SQL functions (`sbx_sql__*`, see `ABI.md`). After an error the worker must be
+    /// dropped.
+    ///
+    /// # Errors
+    /// [`Error::MissingEntry`] for no such export; otherwise as [`Worker::invoke`].
+    pub fn call(&mut self, name: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
+        let func = self
+            .instance
+            .get_typed_func::<(i32, i32), i64>(&mut self.store, name)
+            .map_err(|_| Error::MissingEntry(format!("the module has no export `{name}: (i32, i32) -> i64`")))?;
+        self.call_with(input, &[], move |store, ptr| func.call(store, (ptr as i32, input.len() as i32)))
+    }
+
+    /// Writes `a` and `b` into a prepared buffer, runs `call(store, ptr)`, and reads its output.
+    fn call_with(
+        &mut self,
+        a: &[u8],
+        b: &[u8],
+        call: impl FnOnce(&mut Store<HostState>, usize) -> wasmtime::Result<i64>,
+    ) -> Result<Vec<u8>, Error> {
         let b_at = a.len().div_ceil(8) * 8;
         let total = i32::try_from(b_at + b.len()).map_err(|_| Error::Abi("input over 2 GiB".into()))?;
         let result = (|| -> Result<Vec<u8>, Failure> {
@@ -357,8 +396,7 @@ impl Worker {
                 .write(&mut self.store, ptr, a)
                 .map_err(|_| abi(format!("`sbx_prepare` returned {ptr}, outside memory")))?;
             self.memory.write(&mut self.store, ptr + b_at, b).map_err(|_| abi("input outside memory".into()))?;
-            let args = (tramp as i32, func as i32, ptr as i32, a.len() as i32, b.len() as i32);
-            let packed = self.invoke.call(&mut self.store, args)? as u64;
+            let packed = call(&mut self.store, ptr)? as u64;
             let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
             if out_len > self.limits.output_bytes {
                 return Err(Failure::Sandbox(Error::OutputLimit { size: out_len, limit: self.limits.output_bytes }));
@@ -367,7 +405,7 @@ impl Worker {
                 .data(&self.store)
                 .get(out_ptr..out_ptr + out_len)
                 .map(<[u8]>::to_vec)
-                .ok_or_else(|| abi(format!("`sbx_invoke` returned bytes {out_ptr}+{out_len}, outside memory")))
+                .ok_or_else(|| abi(format!("the call returned bytes {out_ptr}+{out_len}, outside memory")))
         })();
         result.map_err(|f| match f {
             Failure::Wasm(e) => classify(e, self.store.data(), &self.limits, self.max_stack),

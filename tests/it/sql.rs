@@ -292,3 +292,37 @@ async fn filters_prune_tiles_through_the_index() {
         .collect();
     assert_eq!(tiles.into_iter().collect::<Vec<_>>(), ["tiles/0/1/0", "tiles/1/1/0"], "{plan}");
 }
+
+/// Functions a `rust` cell declares with `sql_function!` run sandboxed from the session's SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snippet_functions_are_callable_from_sql() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let s = gw.client.create_session(&CreateSession::default()).await.unwrap().id;
+    let cell = "fn kelvin(c: f64) -> f64 { c + 273.15 }\nsql_function!(kelvin(f64) -> f64);\n\
+                fn warmer(t: f64, than: f64) -> bool { t > than }\nsql_function!(warmer(f64, f64) -> bool);\n\
+                fn fails(x: f64) -> f64 { if x > 28.5 { panic!(\"too hot: {x}\") } x }\nsql_function!(fails(f64) -> f64);";
+    gw.client.run(s, Language::Rust, cell).await.unwrap();
+    let sql = "SELECT COUNT(*) AS n, MAX(ABS(kelvin(sst) - (CAST(sst AS DOUBLE) + 273.15))) AS err, \
+               SUM(CASE WHEN warmer(sst, 28) THEN 1 ELSE 0 END) AS warm, SUM(CASE WHEN sst > 28 THEN 1 ELSE 0 END) AS want \
+               FROM sst WHERE time = '2008-09-01'";
+    let answer = query(&gw, s, sql).await.unwrap();
+    let row = &answer["data"][0];
+    assert_eq!(row[0], 44_337, "{answer}");
+    assert!(row[1].as_f64().unwrap() < 1e-9, "{answer}");
+    assert_eq!(row[2], row[3], "{answer}");
+    // A panic in the function fails the statement with its message; the session goes on.
+    let (ename, evalue) = query(&gw, s, "SELECT MAX(fails(sst)) FROM sst WHERE time = '2008-09-01'").await.unwrap_err();
+    assert_eq!(ename, "Panic", "{evalue}");
+    assert!(evalue.contains("too hot") && evalue.contains("fails"), "{evalue}");
+    // Redeclared in a later cell: the new definition wins.
+    gw.client
+        .run(s, Language::Rust, "fn kelvin(c: f64) -> f64 { c + 273.0 }\nsql_function!(kelvin(f64) -> f64);")
+        .await
+        .unwrap();
+    let answer = query(&gw, s, "SELECT kelvin(1.0)").await.unwrap();
+    assert_eq!(answer["data"], json!([[274.0]]));
+    // Another session has none of them.
+    let other = sql_session(&gw).await;
+    let (_, evalue) = query(&gw, other, "SELECT kelvin(1.0)").await.unwrap_err();
+    assert!(evalue.contains("kelvin"), "{evalue}");
+}

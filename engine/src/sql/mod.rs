@@ -6,6 +6,7 @@
 //!   index (`<name>_tiles`); the catalog (`datasets`).
 //! - `filters`: from a query's filters on `time`/`lat`/`lon` to the selection that prunes tiles.
 //! - `output`: results as Livy's `sql` output (Spark type names) and a text table.
+//! - [`functions`]: snippet functions (`sql_function!`) as UDFs, run by the gateway's sandbox.
 //! - `results`: a session's kept JSON values (earlier results, `session().set` values) as tables.
 //!
 //! Only queries run: DDL, DML (`COPY`, `INSERT`, `CREATE EXTERNAL TABLE`, ...) and `SET`-like
@@ -13,6 +14,7 @@
 //! system or network.
 
 mod filters;
+pub mod functions;
 pub mod output;
 mod results;
 mod tables;
@@ -23,7 +25,10 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+
+use self::functions::{SnippetUdf, SqlFunction, SqlFunctions};
 
 use crate::RunContext;
 use crate::job::plan::job_error;
@@ -49,13 +54,23 @@ impl Jobs {
     /// Runs one SQL query over the datasets to completion on the worker runtime. Blocks the
     /// calling thread (call it from a blocking thread); cancelling `ctx` stops the scan. `kept`
     /// are the session's named JSON values: those that are table-shaped are tables too (a
-    /// dataset's table wins over a value of the same name).
+    /// dataset's table wins over a value of the same name). `functions` are the session's
+    /// snippet functions and what runs them.
     ///
     /// # Errors
     /// `SqlError` for a query that does not parse or plan (unknown table or column, ...) or that
     /// would change anything; `Cancelled`; `JobError` for a tile that cannot be read.
-    pub fn sql(&self, query: &str, ctx: &RunContext, kept: &[(String, Arc<[u8]>)]) -> Result<SqlResult, JobError> {
+    pub fn sql(
+        &self,
+        query: &str,
+        ctx: &RunContext,
+        kept: &[(String, Arc<[u8]>)],
+        functions: Option<(Vec<SqlFunction>, Arc<dyn SqlFunctions>)>,
+    ) -> Result<SqlResult, JobError> {
         let session = self.sql_context(ctx).map_err(sql_error)?;
+        for (function, runner) in functions.iter().flat_map(|(list, runner)| list.iter().map(move |f| (f, runner))) {
+            session.register_udf(ScalarUDF::from(SnippetUdf::new(function.clone(), runner.clone())));
+        }
         for (name, json) in kept {
             let taken = session.table_exist(name.as_str()).unwrap_or(true);
             if let (false, Some(table)) = (taken, results::table(json)) {
