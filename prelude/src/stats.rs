@@ -47,32 +47,39 @@ impl Stats {
     }
 
     /// Stats of a `[row][column]` plane whose rows have weights `row_weights` (cos(lat)); NaN
-    /// values are skipped. The fast path: no per-cell weight lookups, two tight passes.
+    /// values are skipped. The fast path: one branch-free pass in [`LANES`] lanes, which LLVM turns
+    /// into `simd128` vector code.
     pub fn of_rows(values: &[f32], columns: usize, row_weights: &[f64]) -> Self {
-        // One pass: sums of (v - k) and (v - k)^2 around a shift k taken from the data, which
-        // keeps M2 well conditioned (no cancellation of large squares).
+        // Sums of d = v - k and d^2 around a shift k taken from the data keep M2 well conditioned
+        // (no cancellation of large squares). A missing cell counts as k: d = 0 adds nothing, and
+        // k, a valid value, cannot change min or max; only the count skips it.
         let Some(k) = values.iter().find(|v| !v.is_nan()).map(|&v| f64::from(v)) else { return Self::default() };
-        let mut s = Self { min: f64::INFINITY, max: f64::NEG_INFINITY, ..Self::default() };
+        let mut s = Self { min: k, max: k, ..Self::default() };
         let (mut shifted, mut squares) = (0.0f64, 0.0f64);
         for (row, &w) in values.chunks(columns.max(1)).zip(row_weights) {
-            let (mut n, mut sum) = (0u64, 0.0f64);
-            for &v in row {
-                if v.is_nan() {
-                    continue;
+            let mut lanes = Lanes::new(k);
+            let mut chunks = row.chunks_exact(LANES);
+            for chunk in &mut chunks {
+                for (l, &v) in chunk.iter().enumerate() {
+                    lanes.add(l, v, k);
                 }
-                let v = f64::from(v);
-                let d = v - k;
-                n += 1;
-                sum += v;
-                shifted += d;
-                squares += d * d;
-                s.min = s.min.min(v);
-                s.max = s.max.max(v);
             }
-            s.count += n;
+            for (l, &v) in chunks.remainder().iter().enumerate() {
+                lanes.add(l, v, k);
+            }
+            let (n, d, d2, lo, hi) = lanes.total();
+            s.count += n as u64;
+            let sum = d + n * k;
             s.sum += sum;
             s.wsum += w * sum;
-            s.weight += w * n as f64;
+            s.weight += w * n;
+            shifted += d;
+            squares += d2;
+            s.min = s.min.min(lo);
+            s.max = s.max.max(hi);
+        }
+        if s.count == 0 {
+            return Self::default();
         }
         s.m2 = (squares - shifted * shifted / s.count as f64).max(0.0);
         s
@@ -112,6 +119,43 @@ impl Stats {
     /// Population standard deviation (ddof = 0).
     pub fn std(&self) -> f64 {
         if self.count == 0 { f64::NAN } else { (self.m2 / self.count as f64).sqrt() }
+    }
+}
+
+/// Lanes of [`Stats::of_rows`]: wide enough for `f64x2` vectors, unrolled twice.
+pub const LANES: usize = 8;
+
+/// Per-lane accumulators of one row: count, sum of d, sum of d^2, min, max.
+struct Lanes {
+    n: [f64; LANES],
+    d: [f64; LANES],
+    d2: [f64; LANES],
+    lo: [f64; LANES],
+    hi: [f64; LANES],
+}
+
+impl Lanes {
+    fn new(k: f64) -> Self {
+        Self { n: [0.0; LANES], d: [0.0; LANES], d2: [0.0; LANES], lo: [k; LANES], hi: [k; LANES] }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, l: usize, v: f32, k: f64) {
+        let ok = !v.is_nan();
+        let x = if ok { f64::from(v) } else { k };
+        let d = x - k;
+        self.n[l] += if ok { 1.0 } else { 0.0 };
+        self.d[l] += d;
+        self.d2[l] += d * d;
+        self.lo[l] = if x < self.lo[l] { x } else { self.lo[l] };
+        self.hi[l] = if x > self.hi[l] { x } else { self.hi[l] };
+    }
+
+    fn total(&self) -> (f64, f64, f64, f64, f64) {
+        let sum = |a: &[f64; LANES]| a.iter().sum::<f64>();
+        let lo = self.lo.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = self.hi.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (sum(&self.n), sum(&self.d), sum(&self.d2), lo, hi)
     }
 }
 
