@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryArray, Float32Builder, Float64Builder, RecordBatch, TimestampSecondBuilder,
+    ArrayRef, BinaryArray, Float32Array, Float64Array, RecordBatch, RecordBatchOptions, TimestampSecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -197,11 +197,10 @@ impl FileOpener for TileOpener {
             let batch = match scan.layout {
                 Layout::Encoded => {
                     let column: ArrayRef = Arc::new(BinaryArray::from_iter_values([read(&scan, &tile)?]));
-                    RecordBatch::try_new(schema(), vec![column])?
+                    RecordBatch::try_new(schema(), vec![column])?.project(&columns)?
                 }
-                Layout::Cells => read_cells(&scan, &tile)?,
+                Layout::Cells => read_cells(&scan, &tile, &columns)?,
             };
-            let batch = batch.project(&columns)?;
             Ok(futures::stream::iter([Ok(batch)]).boxed())
         }
         .boxed())
@@ -236,38 +235,46 @@ fn masks(scan: &ScanContext, data: &TileData) -> [Vec<bool>; 3] {
     [keep_time, keep_lat, keep_lon]
 }
 
-/// One tile's valid cells inside the selection as rows `time, lat, lon, variables...`.
-fn read_cells(scan: &ScanContext, tile: &Tile) -> Result<RecordBatch> {
+/// One tile's valid cells inside the selection as rows of the file columns `columns` (indices into
+/// `time, lat, lon, variables...`); only those columns are built.
+fn read_cells(scan: &ScanContext, tile: &Tile, columns: &[usize]) -> Result<RecordBatch> {
     let data: Vec<Arc<TileData>> = scan.variables.iter().map(|v| load(scan, v, tile)).collect::<Result<_>>()?;
     let first = &data[0];
     let [keep_time, keep_lat, keep_lon] = masks(scan, first);
     let (nlat, nlon) = (first.lats.len(), first.lons.len());
-    let mut time = TimestampSecondBuilder::new();
-    let (mut lat, mut lon) = (Float64Builder::new(), Float64Builder::new());
-    let mut values: Vec<Float32Builder> = data.iter().map(|_| Float32Builder::new()).collect();
-    for (t, &when) in first.times.iter().enumerate() {
-        if !keep_time[t] {
-            continue;
-        }
+    // The cells to emit, as flat indices `[t][y][x]` into the tile.
+    let mut cells: Vec<usize> = Vec::new();
+    for t in (0..first.times.len()).filter(|&t| keep_time[t]) {
         for y in (0..nlat).filter(|&y| keep_lat[y]) {
-            for x in (0..nlon).filter(|&x| keep_lon[x]) {
-                let i = (t * nlat + y) * nlon + x;
-                let cell = |d: &Arc<TileData>| d.values.get(i).copied().filter(|v| !v.is_nan());
-                if data.iter().all(|d| cell(d).is_none()) {
-                    continue;
-                }
-                time.append_value(when);
-                lat.append_value(f64::from(first.lats[y]));
-                lon.append_value(f64::from(first.lons[x]));
-                for (builder, d) in values.iter_mut().zip(&data) {
-                    builder.append_option(cell(d));
+            let row = (t * nlat + y) * nlon;
+            for i in (0..nlon).filter(|&x| keep_lon[x]).map(|x| row + x) {
+                if data.iter().any(|d| d.values.get(i).is_some_and(|v| !v.is_nan())) {
+                    cells.push(i);
                 }
             }
         }
     }
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(time.finish()), Arc::new(lat.finish()), Arc::new(lon.finish())];
-    columns.extend(values.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-    Ok(RecordBatch::try_new(scan.schema(), columns)?)
+    let built: Vec<ArrayRef> = columns
+        .iter()
+        .map(|&c| -> ArrayRef {
+            match c {
+                0 => Arc::new(TimestampSecondArray::from_iter_values(
+                    cells.iter().map(|&i| first.times[i / (nlat * nlon)]),
+                )),
+                1 => Arc::new(Float64Array::from_iter_values(
+                    cells.iter().map(|&i| f64::from(first.lats[i / nlon % nlat])),
+                )),
+                2 => Arc::new(Float64Array::from_iter_values(cells.iter().map(|&i| f64::from(first.lons[i % nlon])))),
+                v => {
+                    let values = &data[v - 3].values;
+                    Arc::new(Float32Array::from_iter(cells.iter().map(|&i| Some(values[i]).filter(|v| !v.is_nan()))))
+                }
+            }
+        })
+        .collect();
+    let schema = Arc::new(scan.schema().project(columns)?);
+    let options = RecordBatchOptions::new().with_row_count(Some(cells.len()));
+    Ok(RecordBatch::try_new_with_options(schema, built, &options)?)
 }
 
 /// Decodes (or takes from the cache) one tile and lays it out with cells outside the selection as NaN.
