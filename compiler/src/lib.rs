@@ -198,6 +198,12 @@ impl Compiler {
         self.ready().map(|_| ())
     }
 
+    /// `None` while the toolchain and prelude are being prepared (or before anyone asked), then
+    /// whether rust statements can compile.
+    pub fn status(&self) -> Option<Result<(), Error>> {
+        self.ready.get().map(|r| r.as_ref().map(|_| ()).map_err(Clone::clone))
+    }
+
     /// How many times rustc ran (prelude builds included); cache hits do not count.
     pub fn rustc_runs(&self) -> u64 {
         self.rustc_runs.load(Ordering::Relaxed)

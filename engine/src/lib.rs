@@ -15,9 +15,11 @@ mod error;
 pub mod job;
 pub mod kernel;
 pub mod language;
+pub mod metrics;
 mod session;
 pub mod sql;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -56,6 +58,7 @@ pub struct Engine {
 struct Inner {
     config: EngineConfig,
     kernel: Arc<dyn Kernel>,
+    metrics: Arc<metrics::Metrics>,
     sessions: DashMap<u64, Arc<SessionCell>>,
     names: DashMap<String, u64>,
     next_id: AtomicU64,
@@ -75,9 +78,35 @@ pub struct Page {
 impl Engine {
     /// An engine whose statements run on `kernel`. Must be used inside a tokio runtime.
     pub fn new(config: EngineConfig, kernel: Arc<dyn Kernel>) -> Self {
-        let inner =
-            Inner { config, kernel, sessions: DashMap::new(), names: DashMap::new(), next_id: AtomicU64::new(0) };
+        Self::with_metrics(config, kernel, Arc::default())
+    }
+
+    /// [`Engine::new`], recording statement durations in `metrics` (shared with the kernel).
+    pub fn with_metrics(config: EngineConfig, kernel: Arc<dyn Kernel>, metrics: Arc<metrics::Metrics>) -> Self {
+        let inner = Inner {
+            config,
+            kernel,
+            metrics,
+            sessions: DashMap::new(),
+            names: DashMap::new(),
+            next_id: AtomicU64::new(0),
+        };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// The metrics statements are recorded in.
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Number of sessions per state (Livy's state names).
+    pub fn sessions_by_state(&self) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for cell in self.inner.sessions.iter() {
+            let state = cell.lock().state.to_string();
+            *counts.entry(state).or_default() += 1;
+        }
+        counts
     }
 
     /// Creates a session. It is `idle` at once.
@@ -116,6 +145,7 @@ impl Engine {
             request,
             self.inner.config.log_lines,
             self.inner.kernel.clone(),
+            self.inner.metrics.clone(),
         );
         let session = cell.to_api(&cell.lock());
         self.inner.sessions.insert(id, cell);

@@ -8,6 +8,7 @@ use tilegate_api::{CreateSession, Language, Output, Session, SessionKind, Sessio
 use tokio::sync::mpsc;
 
 use crate::kernel::{Failure, Job, Kernel, RunContext};
+use crate::metrics::Metrics;
 
 /// How many log lines the session JSON shows (Livy shows the last 10).
 const LOG_TAIL: usize = 10;
@@ -101,6 +102,7 @@ impl SessionCell {
         request: CreateSession,
         log_capacity: usize,
         kernel: Arc<dyn Kernel>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let cell = Arc::new(Self {
@@ -120,7 +122,7 @@ impl SessionCell {
             }),
         });
         cell.log(format!("session {id} started: kind {kind}, statements default to {default_language}"));
-        tokio::spawn(run_statements(cell.clone(), rx, kernel));
+        tokio::spawn(run_statements(cell.clone(), rx, kernel, metrics));
         cell
     }
 
@@ -252,7 +254,12 @@ impl SessionData {
 
 /// The session's worker: runs its statements one at a time, in submission order, each on a
 /// blocking thread so wasm never runs on the async reactor.
-async fn run_statements(cell: Arc<SessionCell>, mut queue: mpsc::UnboundedReceiver<u64>, kernel: Arc<dyn Kernel>) {
+async fn run_statements(
+    cell: Arc<SessionCell>,
+    mut queue: mpsc::UnboundedReceiver<u64>,
+    kernel: Arc<dyn Kernel>,
+    metrics: Arc<Metrics>,
+) {
     while let Some(id) = queue.recv().await {
         let index = id as usize;
         let (job, ctx) = {
@@ -276,6 +283,16 @@ async fn run_statements(cell: Arc<SessionCell>, mut queue: mpsc::UnboundedReceiv
         let mut data = cell.lock();
         let record = &mut data.statements[index];
         record.completed = now_ms();
+        let outcome = match (&result, record.state) {
+            (_, StatementState::Cancelling) => "cancelled",
+            (Ok(_), _) => "ok",
+            (Err(_), _) => "error",
+        };
+        metrics.observe(
+            "tilegate_statement_seconds",
+            format!("language=\"{}\",outcome=\"{outcome}\"", record.job.language),
+            elapsed,
+        );
         let line = if record.state == StatementState::Cancelling {
             record.become_(StatementState::Cancelled);
             format!("statement {id} ({}) cancelled after {elapsed:.1?}", record.job.language)

@@ -16,6 +16,7 @@ use tilegate_engine::sql::functions::{EXPORT_PREFIX, SqlFunction, SqlFunctions};
 
 /// A session's snippet SQL functions and what runs them.
 type SnippetFunctions = (Vec<SqlFunction>, Arc<dyn SqlFunctions>);
+use tilegate_engine::metrics::Metrics;
 use tilegate_engine::{Data, Failure, Job, Kernel, RunContext};
 use tilegate_sandbox::{Host, JobFailure, JobHandler, Limits, Program, Sandbox, SessionValues, Worker, decode_source};
 
@@ -45,6 +46,7 @@ pub struct SandboxKernel {
     compiler: Arc<Compiler>,
     kept: Mutex<HashMap<u64, Kept>>,
     sql_max_rows: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl SandboxKernel {
@@ -56,8 +58,24 @@ impl SandboxKernel {
         jobs: Arc<Jobs>,
         compiler: Arc<Compiler>,
         sql_max_rows: usize,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        Self { sandbox, limits, jobs, compiler, kept: Mutex::default(), sql_max_rows }
+        Self { sandbox, limits, jobs, compiler, kept: Mutex::default(), sql_max_rows, metrics }
+    }
+
+    /// The compiler (for readiness).
+    pub(crate) fn compiler(&self) -> &Compiler {
+        &self.compiler
+    }
+
+    /// The jobs (for tile cache counters).
+    pub(crate) fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    /// The sandbox (for its module cache).
+    pub(crate) fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
     }
 
     /// Compiles the cell against the session's earlier items, runs it, and remembers its items
@@ -65,7 +83,15 @@ impl SandboxKernel {
     fn run_rust(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
         let cell = Arc::new(Cell::parse(&job.code));
         let earlier = self.lock_kept().get(&job.session_id).map(|k| k.cells.clone()).unwrap_or_default();
-        let compiled = self.compiler.compile_cancellable(&earlier, &cell, ctx.cancel_flag()).map_err(|e| Failure {
+        let started = Instant::now();
+        let compiled = self.compiler.compile_cancellable(&earlier, &cell, ctx.cancel_flag());
+        let cache = match &compiled {
+            Ok(c) if c.cached => "hit",
+            Ok(_) => "miss",
+            Err(_) => "error",
+        };
+        self.metrics.observe("tilegate_compile_seconds", format!("cache=\"{cache}\""), started.elapsed());
+        let compiled = compiled.map_err(|e| Failure {
             ename: e.name().to_owned(),
             evalue: e.to_string(),
             traceback: e.traceback().to_vec(),

@@ -10,6 +10,7 @@
 
 pub mod config;
 mod error;
+mod health;
 mod kernel;
 mod routes;
 mod values;
@@ -23,6 +24,7 @@ use axum::response::IntoResponse;
 use tilegate_compiler::Compiler;
 use tilegate_engine::dataset::Catalog;
 use tilegate_engine::job::Jobs;
+use tilegate_engine::metrics::Metrics;
 use tilegate_engine::{Engine, EngineConfig};
 use tilegate_sandbox::{Limits, Sandbox, SandboxConfig};
 use tokio::net::TcpListener;
@@ -89,10 +91,17 @@ impl AppState {
                 tracing::warn!("{e}");
             }
         });
-        let kernel =
-            Arc::new(SandboxKernel::new(Arc::new(sandbox), limits, Arc::new(jobs), compiler, config.sql_max_rows));
-        let engine =
-            Engine::new(EngineConfig { max_sessions: config.max_sessions, ..Default::default() }, kernel.clone());
+        let metrics = Arc::new(Metrics::default());
+        let kernel = Arc::new(SandboxKernel::new(
+            Arc::new(sandbox),
+            limits,
+            Arc::new(jobs),
+            compiler,
+            config.sql_max_rows,
+            metrics.clone(),
+        ));
+        let engine_config = EngineConfig { max_sessions: config.max_sessions, ..Default::default() };
+        let engine = Engine::with_metrics(engine_config, kernel.clone(), metrics);
         Ok(Self { engine, catalog, config: Arc::new(config), kernel })
     }
 }

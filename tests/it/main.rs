@@ -8,6 +8,7 @@ mod bad_input;
 mod datasets;
 mod jobs;
 mod livy;
+mod ops;
 mod rust;
 mod sql;
 mod wasm;

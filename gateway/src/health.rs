@@ -1,0 +1,65 @@
+//! Operations routes: liveness (`/health`), readiness (`/ready`) and Prometheus metrics (`/metrics`).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tilegate_engine::metrics::sample;
+
+use crate::AppState;
+use crate::error::ApiJson;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route("/health", get(get_health)).route("/ready", get(get_ready)).route("/metrics", get(get_metrics))
+}
+
+/// The process answers.
+async fn get_health() -> ApiJson<serde_json::Value> {
+    ApiJson(json!({"status": "ok"}))
+}
+
+/// Datasets are open (they are before the server listens) and the guest prelude is built: 200
+/// with what works; 503 while the prelude is still being built.
+async fn get_ready(State(app): State<AppState>) -> Response {
+    let datasets = app.catalog.list().len();
+    match app.kernel.compiler().status() {
+        None => (StatusCode::SERVICE_UNAVAILABLE, ApiJson(json!({"msg": "starting: building the guest prelude"})))
+            .into_response(),
+        Some(rust) => {
+            let rust = rust.map_or_else(|e| e.to_string(), |()| "ready".to_owned());
+            ApiJson(json!({"status": "ready", "datasets": datasets, "rust": rust})).into_response()
+        }
+    }
+}
+
+const HELP: &[(&str, &str)] = &[
+    ("tilegate_statement_seconds", "Statement run time by language and outcome (ok, error, cancelled)."),
+    ("tilegate_compile_seconds", "Rust snippet compile time by cache outcome (hit, miss, error)."),
+];
+
+/// Prometheus text format.
+async fn get_metrics(State(app): State<AppState>) -> Response {
+    let mut out = String::new();
+    out.push_str("# HELP tilegate_sessions Sessions by state.\n# TYPE tilegate_sessions gauge\n");
+    for (state, n) in app.engine.sessions_by_state() {
+        sample(&mut out, "tilegate_sessions", &format!("state=\"{state}\""), n);
+    }
+    let cache = app.kernel.jobs().cache_stats();
+    out.push_str(
+        "# HELP tilegate_tiles_read_total Tiles decoded from the stores.\n# TYPE tilegate_tiles_read_total counter\n",
+    );
+    sample(&mut out, "tilegate_tiles_read_total", "", cache.misses);
+    out.push_str("# HELP tilegate_tile_cache_hits_total Tiles served from the decoded-tile cache.\n");
+    out.push_str("# TYPE tilegate_tile_cache_hits_total counter\n");
+    sample(&mut out, "tilegate_tile_cache_hits_total", "", cache.hits);
+    out.push_str("# HELP tilegate_tile_cache_bytes Bytes held by the decoded-tile cache.\n# TYPE tilegate_tile_cache_bytes gauge\n");
+    sample(&mut out, "tilegate_tile_cache_bytes", "", cache.bytes);
+    out.push_str("# HELP tilegate_compiled_modules Compiled wasm modules held in memory.\n# TYPE tilegate_compiled_modules gauge\n");
+    sample(&mut out, "tilegate_compiled_modules", "", app.kernel.sandbox().cached_modules());
+    out.push_str("# HELP tilegate_datasets Registered datasets.\n# TYPE tilegate_datasets gauge\n");
+    sample(&mut out, "tilegate_datasets", "", app.catalog.list().len());
+    app.engine.metrics().render(&mut out, HELP);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
