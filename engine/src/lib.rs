@@ -15,6 +15,7 @@ mod error;
 pub mod job;
 pub mod kernel;
 pub mod language;
+mod lifetime;
 pub mod metrics;
 mod session;
 pub mod sql;
@@ -22,6 +23,7 @@ pub mod sql;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -41,11 +43,23 @@ pub struct EngineConfig {
     pub max_sessions: usize,
     /// Log lines kept per session.
     pub log_lines: usize,
+    /// Sessions idle this long expire, unless their `idleTimeout` says otherwise; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// Sessions expire this long after creation (once idle), unless their `ttl` says otherwise.
+    pub ttl: Option<Duration>,
+    /// Expired sessions stay visible as `dead` this long.
+    pub dead_retention: Duration,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_sessions: 1000, log_lines: 1000 }
+        Self {
+            max_sessions: 1000,
+            log_lines: 1000,
+            idle_timeout: Some(Duration::from_secs(3600)),
+            ttl: None,
+            dead_retention: Duration::from_secs(600),
+        }
     }
 }
 
@@ -83,6 +97,7 @@ impl Engine {
 
     /// [`Engine::new`], recording statement durations in `metrics` (shared with the kernel).
     pub fn with_metrics(config: EngineConfig, kernel: Arc<dyn Kernel>, metrics: Arc<metrics::Metrics>) -> Self {
+        let retention = config.dead_retention;
         let inner = Inner {
             config,
             kernel,
@@ -91,7 +106,9 @@ impl Engine {
             names: DashMap::new(),
             next_id: AtomicU64::new(0),
         };
-        Self { inner: Arc::new(inner) }
+        let inner = Arc::new(inner);
+        tokio::spawn(lifetime::reap(Arc::downgrade(&inner), retention));
+        Self { inner }
     }
 
     /// The metrics statements are recorded in.
@@ -126,6 +143,7 @@ impl Engine {
         if let Some(name) = &request.name {
             validate_name(name)?;
         }
+        let limits = self.limits(&request)?;
         if self.inner.sessions.len() >= self.inner.config.max_sessions {
             return Err(Error::TooManySessions(self.inner.config.max_sessions));
         }
@@ -143,7 +161,7 @@ impl Engine {
             kind,
             default_language,
             request,
-            self.inner.config.log_lines,
+            (self.inner.config.log_lines, limits),
             self.inner.kernel.clone(),
             self.inner.metrics.clone(),
         );
@@ -271,13 +289,38 @@ impl Engine {
         }
     }
 
+    /// The session by id or name; a request for it counts as its heartbeat.
     fn cell(&self, key: &str) -> Result<Arc<SessionCell>, Error> {
         let id = match key.parse::<u64>() {
             Ok(id) => Some(id),
             Err(_) => self.inner.names.get(key).map(|e| *e.value()),
         };
-        id.and_then(|id| self.inner.sessions.get(&id).map(|e| e.value().clone()))
-            .ok_or_else(|| Error::SessionNotFound(key.to_owned()))
+        let cell = id
+            .and_then(|id| self.inner.sessions.get(&id).map(|e| e.value().clone()))
+            .ok_or_else(|| Error::SessionNotFound(key.to_owned()))?;
+        cell.lock().clock.heard = tokio::time::Instant::now();
+        Ok(cell)
+    }
+
+    /// A new session's limits: its `idleTimeout`, `ttl` and `heartbeatTimeoutInSecond`, else the
+    /// server's defaults.
+    fn limits(&self, request: &CreateSession) -> Result<lifetime::Limits, Error> {
+        let duration = |field: &str, value: &Option<String>, default: Option<Duration>| match value {
+            None => Ok(default),
+            Some(text) => lifetime::parse(text).map(Some).ok_or_else(|| {
+                Error::InvalidRequest(format!("{field} '{text}' is not a duration like 30s, 10m, 2h or 1d"))
+            }),
+        };
+        let heartbeat = match request.heartbeat_timeout_in_second {
+            None | Some(0) => None,
+            Some(s) if s > 0 => Some(Duration::from_secs(s as u64)),
+            Some(s) => return Err(Error::InvalidRequest(format!("heartbeatTimeoutInSecond must be >= 0, not {s}"))),
+        };
+        Ok(lifetime::Limits {
+            idle: duration("idleTimeout", &request.idle_timeout, self.inner.config.idle_timeout)?,
+            ttl: duration("ttl", &request.ttl, self.inner.config.ttl)?,
+            heartbeat,
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use tilegate_api::{CreateSession, Language, Output, Session, SessionKind, Sessio
 use tokio::sync::mpsc;
 
 use crate::kernel::{Failure, Job, Kernel, RunContext};
+use crate::lifetime::{Clock, Limits};
 use crate::metrics::Metrics;
 
 /// How many log lines the session JSON shows (Livy shows the last 10).
@@ -22,6 +23,8 @@ pub(crate) struct SessionCell {
     pub(crate) default_language: Language,
     request: CreateSession,
     log_capacity: usize,
+    /// When it expires (see `lifetime`).
+    pub(crate) limits: Limits,
     data: Mutex<SessionData>,
 }
 
@@ -34,6 +37,8 @@ pub(crate) struct SessionData {
     log_dropped: u64,
     /// Sends statement ids to the worker; `None` once the session is shutting down.
     queue: Option<mpsc::UnboundedSender<u64>>,
+    /// Creation, last activity, last request, death.
+    pub(crate) clock: Clock,
 }
 
 /// A statement and its run.
@@ -94,13 +99,14 @@ impl StatementRecord {
 }
 
 impl SessionCell {
-    /// Creates the session (already `idle`: there is nothing to start) and spawns its worker.
+    /// Creates the session (already `idle`: there is nothing to start) and spawns its worker;
+    /// `(log_capacity, limits)`: log lines kept, and when it expires.
     pub(crate) fn start(
         id: u64,
         kind: SessionKind,
         default_language: Language,
         request: CreateSession,
-        log_capacity: usize,
+        (log_capacity, limits): (usize, Limits),
         kernel: Arc<dyn Kernel>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
@@ -113,12 +119,14 @@ impl SessionCell {
             default_language,
             request,
             log_capacity: log_capacity.max(LOG_TAIL),
+            limits,
             data: Mutex::new(SessionData {
                 state: SessionState::Idle,
                 statements: Vec::new(),
                 log: VecDeque::new(),
                 log_dropped: 0,
                 queue: Some(tx),
+                clock: Clock::new(),
             }),
         });
         cell.log(format!("session {id} started: kind {kind}, statements default to {default_language}"));
@@ -184,6 +192,7 @@ impl SessionCell {
         let statement = record.to_api();
         data.statements.push(record);
         data.state = SessionState::Busy;
+        data.clock.active = tokio::time::Instant::now();
         // The worker holds the receiver for as long as `queue` is set, so this cannot fail.
         let _ = queue.send(id);
         Some(statement)
@@ -218,6 +227,15 @@ impl SessionCell {
         data.state = SessionState::ShuttingDown;
         data.push_log("session shutting down".into(), self.log_capacity);
     }
+
+    /// Ends an idle session that outlived its limits: `dead`, with the reason in its log.
+    pub(crate) fn expire(&self, reason: &str) {
+        let mut data = self.lock();
+        data.queue = None;
+        data.state = SessionState::Dead;
+        data.clock.dead_since = Some(tokio::time::Instant::now());
+        data.push_log(format!("session expired: {reason}"), self.log_capacity);
+    }
 }
 
 impl SessionData {
@@ -247,6 +265,9 @@ impl SessionData {
     fn settle(&mut self) {
         if matches!(self.state, SessionState::Busy | SessionState::Idle) {
             let active = self.statements.iter().any(|s| !s.state.is_final());
+            if !active && self.state == SessionState::Busy {
+                self.clock.active = tokio::time::Instant::now();
+            }
             self.state = if active { SessionState::Busy } else { SessionState::Idle };
         }
     }

@@ -174,3 +174,95 @@ async fn conf_kind_must_be_a_language() {
     assert!(matches!(engine.create_session(conf(json!("cobol"))), Err(Error::InvalidRequest(_))));
     assert!(matches!(engine.create_session(conf(json!(3))), Err(Error::InvalidRequest(_))));
 }
+
+/// Lets a statement run until the test says stop (`hold`), so a session stays busy.
+struct HoldKernel(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl Kernel for HoldKernel {
+    fn execute(&self, job: &Job, _ctx: &RunContext) -> Result<Data, Failure> {
+        if job.code == "hold" {
+            let _ = self.0.lock().unwrap().recv();
+        }
+        Ok(Data::new())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_sessions_expire_leave_a_dead_record_then_go() {
+    let engine = engine();
+    let s = engine.create_session(CreateSession { idle_timeout: Some("10m".into()), ..Default::default() }).unwrap();
+    let key = s.id.to_string();
+    tokio::time::sleep(Duration::from_secs(9 * 60)).await;
+    assert_eq!(engine.session(&key).unwrap().state, SessionState::Idle);
+    // Activity (a statement) restarts the idle clock.
+    let st = engine.submit(&key, stmt("x")).unwrap();
+    wait_final(&engine, &key, st.id).await;
+    tokio::time::sleep(Duration::from_secs(9 * 60)).await;
+    assert_eq!(engine.session(&key).unwrap().state, SessionState::Idle);
+    tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+    let dead = engine.session(&key).unwrap();
+    assert_eq!(dead.state, SessionState::Dead);
+    assert!(dead.log.last().unwrap().contains("expired: it was idle for 10m"), "{:?}", dead.log);
+    assert!(matches!(engine.submit(&key, stmt("y")), Err(Error::SessionNotActive { .. })));
+    // Kept for the retention period (10 minutes by default), then forgotten.
+    tokio::time::sleep(Duration::from_secs(11 * 60)).await;
+    assert!(matches!(engine.session(&key), Err(Error::SessionNotFound(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_session_is_never_reaped() {
+    let (release, hold) = std::sync::mpsc::channel();
+    let engine = Engine::new(
+        EngineConfig { idle_timeout: Some(Duration::from_secs(60)), ..Default::default() },
+        Arc::new(HoldKernel(std::sync::Mutex::new(hold))),
+    );
+    let s = engine.create_session(CreateSession { ttl: Some("2m".into()), ..Default::default() }).unwrap();
+    let key = s.id.to_string();
+    let st = engine.submit(&key, stmt("hold")).unwrap();
+    // Far past both the idle timeout and the ttl while the statement runs. (The clock does not
+    // advance by itself while a blocking task runs: move it, then let the reaper look.)
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(engine.session(&key).unwrap().state, SessionState::Busy);
+    release.send(()).unwrap();
+    wait_final(&engine, &key, st.id).await;
+    // Idle now, past its ttl: it expires at the next look.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    let dead = engine.session(&key).unwrap();
+    assert_eq!(dead.state, SessionState::Dead);
+    assert!(dead.log.last().unwrap().contains("ttl of 2m"), "{:?}", dead.log);
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_a_session_and_silence_expires_it() {
+    let engine = Engine::new(EngineConfig { idle_timeout: None, ..Default::default() }, Arc::new(EchoKernel));
+    let s =
+        engine.create_session(CreateSession { heartbeat_timeout_in_second: Some(60), ..Default::default() }).unwrap();
+    let key = s.id.to_string();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        assert_eq!(engine.session(&key).unwrap().state, SessionState::Idle, "a GET is a heartbeat");
+    }
+    let _ = engine.list_sessions(0, 100); // listing is not a heartbeat
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    let dead = engine.session(&key).unwrap();
+    assert_eq!(dead.state, SessionState::Dead);
+    assert!(dead.log.last().unwrap().contains("heartbeatTimeoutInSecond"), "{:?}", dead.log);
+}
+
+#[tokio::test]
+async fn bad_lifetimes_are_refused() {
+    let engine = engine();
+    for request in [
+        CreateSession { ttl: Some("forever".into()), ..Default::default() },
+        CreateSession { idle_timeout: Some("10".into()), ..Default::default() },
+        CreateSession { heartbeat_timeout_in_second: Some(-1), ..Default::default() },
+    ] {
+        assert!(matches!(engine.create_session(request), Err(Error::InvalidRequest(_))));
+    }
+}

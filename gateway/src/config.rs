@@ -69,6 +69,12 @@ pub struct Config {
     pub max_compiles: usize,
     /// Rows a `sql` statement's output shows; more are marked as truncated.
     pub sql_max_rows: usize,
+    /// Idle sessions expire after this many seconds unless their `idleTimeout` says otherwise; 0 = never.
+    pub session_idle_timeout_secs: u64,
+    /// Sessions expire this many seconds after creation (once idle) unless their `ttl` says otherwise; 0 = never.
+    pub session_ttl_secs: u64,
+    /// Expired sessions stay visible as `dead` this many seconds.
+    pub dead_session_retention_secs: u64,
 }
 
 impl Default for Config {
@@ -93,6 +99,9 @@ impl Default for Config {
             compile_memory_mib: 2048,
             max_compiles: 2,
             sql_max_rows: 1000,
+            session_idle_timeout_secs: 3600,
+            session_ttl_secs: 0,
+            dead_session_retention_secs: 600,
         }
     }
 }
@@ -185,6 +194,18 @@ impl Config {
             memory_bytes: self.compile_memory_mib << 20,
             max_concurrent: self.max_compiles,
             cache_entries: self.module_cache_entries,
+        }
+    }
+
+    /// The engine's session settings.
+    pub fn engine(&self) -> tilegate_engine::EngineConfig {
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        tilegate_engine::EngineConfig {
+            max_sessions: self.max_sessions,
+            idle_timeout: secs(self.session_idle_timeout_secs),
+            ttl: secs(self.session_ttl_secs),
+            dead_retention: Duration::from_secs(self.dead_session_retention_secs),
+            ..Default::default()
         }
     }
 

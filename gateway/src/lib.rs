@@ -22,10 +22,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
 use tilegate_compiler::Compiler;
+use tilegate_engine::Engine;
 use tilegate_engine::dataset::Catalog;
 use tilegate_engine::job::Jobs;
 use tilegate_engine::metrics::Metrics;
-use tilegate_engine::{Engine, EngineConfig};
 use tilegate_sandbox::{Limits, Sandbox, SandboxConfig};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -100,8 +100,7 @@ impl AppState {
             config.sql_max_rows,
             metrics.clone(),
         ));
-        let engine_config = EngineConfig { max_sessions: config.max_sessions, ..Default::default() };
-        let engine = Engine::with_metrics(engine_config, kernel.clone(), metrics);
+        let engine = Engine::with_metrics(config.engine(), kernel.clone(), metrics);
         Ok(Self { engine, catalog, config: Arc::new(config), kernel })
     }
 }

@@ -78,3 +78,17 @@ async fn session_limit_is_429() {
     gw.client.create_session(&Default::default()).await.unwrap();
     assert_refused(&gw, Method::POST, "/sessions", Some("{}"), 429, "too many sessions").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_session_lifetimes_are_400() {
+    let gw = crate::Gateway::start().await;
+    for body in [r#"{"ttl": "forever"}"#, r#"{"idleTimeout": "10"}"#, r#"{"heartbeatTimeoutInSecond": -5}"#] {
+        let (status, json) = gw.raw(reqwest::Method::POST, "/sessions", Some(body)).await;
+        assert_eq!(status, 400, "{body}: {json}");
+        assert!(json["msg"].is_string(), "{json}");
+    }
+    let (status, json) =
+        gw.raw(reqwest::Method::POST, "/sessions", Some(r#"{"ttl": "2h", "idleTimeout": "10m"}"#)).await;
+    assert_eq!(status, 201, "{json}");
+    assert_eq!((json["ttl"].as_str(), json["idleTimeout"].as_str()), (Some("2h"), Some("10m")));
+}
