@@ -16,7 +16,9 @@
 //! ```
 //!
 //! # Layout
-//! - [`Client`]: one method per route, plus [`Client::run`] (submit and wait) and [`Client::wait`].
+//! - [`Client`]: one method per route, plus [`Client::run`] (submit and wait), [`Client::run_as`]
+//!   (typed result), [`Client::sql`] (typed rows, complete even past the output's row cap),
+//!   [`Client::run_with_progress`], [`Client::download`] and [`Client::wait`].
 //! - [`Error`]: transport failures, API refusals (status + message), failed statements.
 //! - The wire types are re-exported from `tilegate-api`.
 
@@ -231,6 +233,115 @@ impl Client {
         let output = self.run(session, language, code).await?;
         let json = output.json().cloned().unwrap_or(serde_json::Value::Null);
         serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Runs one SQL query and returns its rows as `T` (a struct whose fields are column names, or
+    /// a map). When the statement's output was capped (`sql_max_rows`), every row is fetched from
+    /// the result endpoint instead, so the rows are always complete.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tilegate_sdk::Client, session: u64) -> Result<(), tilegate_sdk::Error> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Day { time: String, cells: u64 }
+    /// let days: Vec<Day> = client.sql(session, "SELECT time, COUNT(*) AS cells FROM sst GROUP BY time").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Client::run`], plus [`Error::Decode`] when a row does not fit `T`.
+    pub async fn sql<T: DeserializeOwned>(
+        &self,
+        session: impl std::fmt::Display,
+        query: &str,
+    ) -> Result<Vec<T>, Error> {
+        let session = session.to_string();
+        let submitted = self.submit(&session, Some(Language::Sql), query).await?;
+        let done = self.wait(&session, submitted.id).await?;
+        let output = match done.output {
+            None => return Err(Error::Cancelled),
+            Some(Output::Error { ename, evalue, traceback, .. }) => {
+                return Err(Error::Statement { ename, evalue, traceback });
+            }
+            Some(ok) => ok,
+        };
+        let decode = |v: serde_json::Value| serde_json::from_value::<T>(v).map_err(|e| Error::Decode(e.to_string()));
+        let answer = output.json().cloned().unwrap_or_default();
+        if answer["truncated"] == serde_json::Value::Bool(true) {
+            let bytes = self.download(&session, submitted.id, "jsonl").await?;
+            return String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(|line| serde_json::from_str::<serde_json::Value>(line).map_err(|e| Error::Decode(e.to_string())))
+                .map(|row| row.and_then(decode))
+                .collect();
+        }
+        let names: Vec<String> = answer["schema"]["fields"]
+            .as_array()
+            .map(|fields| fields.iter().map(|f| f["name"].as_str().unwrap_or_default().to_owned()).collect())
+            .ok_or_else(|| Error::Decode("the output is not Livy's sql shape".into()))?;
+        let rows = answer["data"].as_array().cloned().unwrap_or_default();
+        rows.into_iter()
+            .map(|row| {
+                let values = row.as_array().cloned().unwrap_or_default();
+                decode(serde_json::Value::Object(names.iter().cloned().zip(values).collect()))
+            })
+            .collect()
+    }
+
+    /// Submits a statement and waits for it like [`Client::run`], calling `on_progress` with each
+    /// new `progress` (0 to 1) seen while it runs.
+    ///
+    /// # Errors
+    /// As [`Client::run`].
+    pub async fn run_with_progress(
+        &self,
+        session: impl std::fmt::Display,
+        language: Language,
+        code: &str,
+        mut on_progress: impl FnMut(f64),
+    ) -> Result<Output, Error> {
+        let session = session.to_string();
+        let submitted = self.submit(&session, Some(language), code).await?;
+        let mut last = -1.0;
+        let mut pause = Duration::from_millis(1);
+        let done = loop {
+            let current = self.statement(&session, submitted.id).await?;
+            if current.progress != last {
+                last = current.progress;
+                on_progress(last);
+            }
+            if current.state.is_final() {
+                break current;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        };
+        match done.output {
+            None => Err(Error::Cancelled),
+            Some(Output::Error { ename, evalue, traceback, .. }) => Err(Error::Statement { ename, evalue, traceback }),
+            Some(ok) => Ok(ok),
+        }
+    }
+
+    /// The whole result of an `sql` statement as `format` bytes: `jsonl`, `csv` or `arrow`.
+    ///
+    /// # Errors
+    /// [`Error::Api`] (404) when the statement has no kept result, or a transport error.
+    pub async fn download(
+        &self,
+        session: impl std::fmt::Display,
+        statement: u64,
+        format: &str,
+    ) -> Result<Vec<u8>, Error> {
+        let url = format!("{}/sessions/{session}/statements/{statement}/result", self.base);
+        let response = self.http.get(url).query(&[("format", format)]).send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<Msg>(&bytes)
+                .map_or_else(|_| String::from_utf8_lossy(&bytes).into_owned(), |m| m.msg);
+            return Err(Error::Api { status, msg });
+        }
+        Ok(bytes.to_vec())
     }
 
     async fn call<T: DeserializeOwned>(

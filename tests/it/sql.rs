@@ -168,6 +168,19 @@ async fn outputs_are_capped_and_say_so() {
     assert_eq!(answer["truncated"], true);
     assert!(answer["totalRows"].as_u64().unwrap() > 5, "{answer}");
     assert!(out.text().unwrap().ends_with(&format!("showing 5 of {} rows", answer["totalRows"])), "{out:?}");
+    // The SDK's typed rows are complete past the cap (it downloads them), and progress is seen.
+    #[derive(serde::Deserialize)]
+    struct Cell {
+        lat: f64,
+        sst: Option<f64>,
+    }
+    let cells: Vec<Cell> =
+        gw.client.sql(s, "SELECT lat, sst FROM sst WHERE time = '2008-09-01' AND lat = 0.5").await.unwrap();
+    assert_eq!(cells.len() as u64, answer["totalRows"].as_u64().unwrap());
+    assert!(cells.iter().all(|c| c.lat == 0.5 && c.sst.is_some()));
+    let mut seen = Vec::new();
+    gw.client.run_with_progress(s, Language::Sql, "SELECT 1", |p| seen.push(p)).await.unwrap();
+    assert_eq!(seen.last(), Some(&1.0));
     // The whole result downloads from the result endpoint.
     let total = answer["totalRows"].as_u64().unwrap() as usize;
     let download = |format: &str| {
@@ -180,7 +193,9 @@ async fn outputs_are_capped_and_say_so() {
         }
     };
     let (status, kind, csv) = download("csv").await;
+    let via_sdk = gw.client.download(s, 0, "csv").await.unwrap();
     assert_eq!((status, kind.as_str()), (200, "text/csv; charset=utf-8"));
+    assert_eq!(via_sdk, csv);
     let csv = String::from_utf8(csv).unwrap();
     assert_eq!(csv.lines().count(), total + 1, "a header and every row");
     assert!(csv.starts_with("time,lat,lon,sst\n"), "{csv}");
