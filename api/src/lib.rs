@@ -306,6 +306,101 @@ pub struct SessionList {
     pub sessions: Vec<Session>,
 }
 
+/// `POST /batches`: Livy's batch fields (accepted; Spark's have no effect) plus what tilegate runs:
+/// `file`, the name of a snippet in the gateway's jobs directory (`.rs` rust, `.wat`/`.wasm` wasm,
+/// `.sql` sql), or inline `code` with its `kind`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateBatch {
+    /// A file in the jobs directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Inline code (instead of `file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// `rust`, `wasm` or `sql`; default from the file's extension, else `rust`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// A name for the batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// User to run as (honoured for admins once auth exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_user: Option<String>,
+    /// Spark's main class (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// Arguments (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Spark configuration (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conf: Option<BTreeMap<String, serde_json::Value>>,
+    /// Spark resources (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jars: Option<Vec<String>>,
+    /// Spark resources (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub py_files: Option<Vec<String>>,
+    /// Spark resources (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<String>>,
+    /// Spark resources (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archives: Option<Vec<String>>,
+    /// Spark resources (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_memory: Option<String>,
+    /// Spark resources (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_cores: Option<u32>,
+    /// Spark resources (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_memory: Option<String>,
+    /// Spark resources (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_cores: Option<u32>,
+    /// Spark resources (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_executors: Option<u32>,
+    /// Spark resources (accepted, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+}
+
+/// A batch as Livy shows it: `starting` → `running` → `success`, `dead` (failed) or `killed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Batch {
+    /// Batch id.
+    pub id: u64,
+    /// Its name.
+    pub name: Option<String>,
+    /// Owner (null until authentication exists).
+    pub owner: Option<String>,
+    /// As requested.
+    pub proxy_user: Option<String>,
+    /// Livy state.
+    pub state: SessionState,
+    /// An id for the run.
+    pub app_id: Option<String>,
+    /// Livy's application info (always the same keys).
+    pub app_info: BTreeMap<String, Option<String>>,
+    /// The last lines of its log: the run, then the result's text or the error.
+    pub log: Vec<String>,
+}
+
+/// `GET /batches`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchList {
+    /// Offset of the first batch returned.
+    pub from: u64,
+    /// Number of batches in total.
+    pub total: u64,
+    /// The page (Livy names it `sessions`).
+    pub sessions: Vec<Batch>,
+}
+
 /// `GET /sessions/{id}/state`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionStateInfo {

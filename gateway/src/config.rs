@@ -75,6 +75,8 @@ pub struct Config {
     pub session_ttl_secs: u64,
     /// Expired sessions stay visible as `dead` this many seconds.
     pub dead_session_retention_secs: u64,
+    /// Where batches find snippet files by name; default `<data_dir>/jobs`.
+    pub jobs_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -102,6 +104,7 @@ impl Default for Config {
             session_idle_timeout_secs: 3600,
             session_ttl_secs: 0,
             dead_session_retention_secs: 600,
+            jobs_dir: None,
         }
     }
 }
@@ -195,6 +198,11 @@ impl Config {
             max_concurrent: self.max_compiles,
             cache_entries: self.module_cache_entries,
         }
+    }
+
+    /// The directory batch `file`s are read from.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.jobs_dir.clone().unwrap_or_else(|| self.data_dir.join("jobs"))
     }
 
     /// The engine's session settings.

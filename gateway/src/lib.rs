@@ -8,6 +8,7 @@
 //! - `kernel`: the sandbox-backed [`tilegate_engine::Kernel`].
 //! - [`router`] builds the app, [`serve`] runs it until a shutdown signal.
 
+mod batches;
 pub mod config;
 mod error;
 mod health;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The kernel, for what it keeps beyond Livy's output (full `sql` results).
     pub(crate) kernel: Arc<SandboxKernel>,
+    /// Livy batches.
+    pub(crate) batches: Arc<batches::Batches>,
 }
 
 /// Why the gateway could not start.
@@ -101,7 +104,7 @@ impl AppState {
             metrics.clone(),
         ));
         let engine = Engine::with_metrics(config.engine(), kernel.clone(), metrics);
-        Ok(Self { engine, catalog, config: Arc::new(config), kernel })
+        Ok(Self { engine, catalog, config: Arc::new(config), kernel, batches: Arc::default() })
     }
 }
 

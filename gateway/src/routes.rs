@@ -31,6 +31,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/sessions/{session}/statements/{statement}/result", get(get_statement_result))
         .merge(crate::datasets::routes())
         .merge(crate::health::routes())
+        .merge(crate::batches::routes())
         .fallback(|| async { ApiError::NotFound("No such route.".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }

@@ -5,6 +5,7 @@
 
 mod algorithms;
 mod bad_input;
+mod batches;
 mod clients;
 mod datasets;
 mod jobs;

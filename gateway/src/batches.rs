@@ -1,0 +1,238 @@
+//! Livy batches (`/batches`): a snippet run once, not in a session, as Apache Airflow's Livy
+//! provider drives it: submit, poll `state` until `success`, `dead` or `killed`, read the `log`.
+//! The code is a file of the jobs directory (`jobs_dir`, by name only) or inline; it runs through
+//! the same kernel as statements, and the result's text ends its log.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use serde::Deserialize;
+use tilegate_api::{Batch, BatchList, CreateBatch, Language, Msg, SessionLog, SessionState, SessionStateInfo};
+use tilegate_engine::{Job, Kernel, RunContext};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::routes::location;
+
+/// Batches run as sessions of their own in the kernel, with ids far above any real session's.
+const KERNEL_SESSION_BASE: u64 = 1 << 62;
+
+/// Log lines kept per batch.
+const LOG_LINES: usize = 1000;
+
+/// The batches of this gateway.
+#[derive(Debug, Default)]
+pub(crate) struct Batches {
+    next: AtomicU64,
+    table: Mutex<BTreeMap<u64, Arc<BatchCell>>>,
+}
+
+#[derive(Debug)]
+struct BatchCell {
+    id: u64,
+    request: CreateBatch,
+    app_id: String,
+    ctx: RunContext,
+    run: Mutex<(SessionState, Vec<String>)>,
+}
+
+impl BatchCell {
+    fn to_api(&self) -> Batch {
+        let (state, log) = self.run.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        Batch {
+            id: self.id,
+            name: self.request.name.clone(),
+            owner: None,
+            proxy_user: self.request.proxy_user.clone(),
+            state,
+            app_id: Some(self.app_id.clone()),
+            app_info: BTreeMap::from([("driverLogUrl".into(), None), ("sparkUiUrl".into(), None)]),
+            log: log.iter().rev().take(10).rev().cloned().collect(),
+        }
+    }
+
+    fn log(&self, line: impl Into<String>) {
+        let mut run = self.run.lock().unwrap_or_else(PoisonError::into_inner);
+        if run.1.len() < LOG_LINES {
+            run.1.push(line.into());
+        }
+    }
+
+    /// Moves to `state` unless the batch already ended (a kill wins over a late finish).
+    fn finish(&self, state: SessionState) {
+        let mut run = self.run.lock().unwrap_or_else(PoisonError::into_inner);
+        if run.0 == SessionState::Running || run.0 == SessionState::Starting {
+            run.0 = state;
+        }
+    }
+}
+
+impl Batches {
+    fn get(&self, key: &str) -> Result<Arc<BatchCell>, ApiError> {
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        key.parse::<u64>()
+            .ok()
+            .and_then(|id| table.get(&id).cloned())
+            .ok_or_else(|| ApiError::NotFound(format!("Batch '{key}' not found.")))
+    }
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/batches", get(list_batches).post(create_batch))
+        .route("/batches/{batch}", get(get_batch).delete(delete_batch))
+        .route("/batches/{batch}/state", get(get_batch_state))
+        .route("/batches/{batch}/log", get(get_batch_log))
+}
+
+#[derive(Debug, Deserialize)]
+struct Paging {
+    from: Option<u64>,
+    size: Option<u64>,
+}
+
+async fn list_batches(State(app): State<AppState>, ApiQuery(q): ApiQuery<Paging>) -> ApiJson<BatchList> {
+    let table = app.batches.table.lock().unwrap_or_else(PoisonError::into_inner);
+    let from = q.from.unwrap_or(0);
+    let sessions =
+        table.values().skip(from as usize).take(q.size.unwrap_or(100) as usize).map(|b| b.to_api()).collect();
+    ApiJson(BatchList { from, total: table.len() as u64, sessions })
+}
+
+async fn create_batch(
+    State(app): State<AppState>,
+    ApiJson(request): ApiJson<CreateBatch>,
+) -> Result<(StatusCode, HeaderMap, ApiJson<Batch>), ApiError> {
+    let (language, code) = code_of(&request, &app.config.jobs_dir())?;
+    let id = app.batches.next.fetch_add(1, Ordering::Relaxed);
+    let cell = Arc::new(BatchCell {
+        id,
+        request,
+        app_id: format!("batch-{id}"),
+        ctx: RunContext::default(),
+        run: Mutex::new((SessionState::Running, vec![format!("batch {id} started: {language}")])),
+    });
+    app.batches.table.lock().unwrap_or_else(PoisonError::into_inner).insert(id, cell.clone());
+    let kernel: Arc<dyn Kernel> = app.kernel.clone();
+    let job = Job { session_id: KERNEL_SESSION_BASE + id, statement_id: 0, language, code };
+    let running = cell.clone();
+    tokio::spawn(async move {
+        let clock = Instant::now();
+        let (kernel_job, ctx) = (job.clone(), running.ctx.clone());
+        let kernel_done = kernel.clone();
+        let result = tokio::task::spawn_blocking(move || kernel.execute(&kernel_job, &ctx)).await;
+        kernel_done.session_closed(job.session_id);
+        let took = clock.elapsed();
+        match result {
+            _ if running.ctx.is_cancelled() => running.finish(SessionState::Killed),
+            Ok(Ok(data)) => {
+                let text = data.get("text/plain").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
+                text.lines().for_each(|l| running.log(l));
+                running.log(format!("batch {} succeeded in {took:.1?}", running.id));
+                running.finish(SessionState::Success);
+            }
+            Ok(Err(failure)) => {
+                running.log(format!("{}: {}", failure.ename, failure.evalue));
+                failure.traceback.iter().for_each(|l| running.log(l.trim_end()));
+                running.log(format!("batch {} failed in {took:.1?}", running.id));
+                running.finish(SessionState::Dead);
+            }
+            Err(_) => {
+                running.log("the gateway failed while running this batch; it has been logged");
+                running.finish(SessionState::Dead);
+            }
+        }
+    });
+    Ok((StatusCode::CREATED, location(&format!("/batches/{id}")), ApiJson(cell.to_api())))
+}
+
+/// The language and code of a request: inline `code`, or a file of the jobs directory.
+fn code_of(request: &CreateBatch, jobs_dir: &Path) -> Result<(Language, String), ApiError> {
+    let kind = |default: Language| -> Result<Language, ApiError> {
+        match &request.kind {
+            None => Ok(default),
+            Some(k) => k
+                .parse::<Language>()
+                .map_err(|_| ApiError::BadRequest(format!("Invalid kind '{k}': use rust, wasm or sql."))),
+        }
+    };
+    match (&request.file, &request.code) {
+        (Some(_), Some(_)) | (None, None) => {
+            Err(ApiError::BadRequest("Give either 'file' (a file of the jobs directory) or inline 'code'.".into()))
+        }
+        (None, Some(code)) => Ok((kind(Language::Rust)?, code.clone())),
+        (Some(file), None) => {
+            let plain = !file.is_empty()
+                && !file.starts_with('.')
+                && file.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !plain {
+                return Err(ApiError::BadRequest(format!(
+                    "Invalid file '{file}': name a file of the jobs directory (letters, digits, '.', '_', '-'), not a path."
+                )));
+            }
+            let default = match Path::new(file).extension().and_then(|e| e.to_str()) {
+                Some("wat" | "wasm") => Language::Wasm,
+                Some("sql") => Language::Sql,
+                _ => Language::Rust,
+            };
+            let path = jobs_dir.join(file);
+            let code = match default {
+                Language::Wasm if file.ends_with(".wasm") => std::fs::read(&path).map(|b| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.encode(b)
+                }),
+                _ => std::fs::read_to_string(&path),
+            }
+            .map_err(|_| ApiError::BadRequest(format!("No file '{file}' in the jobs directory.")))?;
+            Ok((kind(default)?, code))
+        }
+    }
+}
+
+async fn get_batch(State(app): State<AppState>, ApiPath(key): ApiPath<String>) -> Result<ApiJson<Batch>, ApiError> {
+    Ok(ApiJson(app.batches.get(&key)?.to_api()))
+}
+
+async fn get_batch_state(
+    State(app): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<ApiJson<SessionStateInfo>, ApiError> {
+    let batch = app.batches.get(&key)?.to_api();
+    Ok(ApiJson(SessionStateInfo { id: batch.id, state: batch.state }))
+}
+
+#[derive(Debug, Deserialize)]
+struct LogPaging {
+    from: Option<u64>,
+    size: Option<u64>,
+}
+
+async fn get_batch_log(
+    State(app): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogPaging>,
+) -> Result<ApiJson<SessionLog>, ApiError> {
+    let batch = app.batches.get(&key)?;
+    let log = batch.run.lock().unwrap_or_else(PoisonError::into_inner).1.clone();
+    let total = log.len() as u64;
+    let size = q.size.unwrap_or(100);
+    let from = q.from.unwrap_or_else(|| total.saturating_sub(size)).min(total);
+    let lines = log.into_iter().skip(from as usize).take(size as usize).collect();
+    Ok(ApiJson(SessionLog { id: batch.id, from, total, log: lines }))
+}
+
+/// Kills the batch if it runs, and forgets it.
+async fn delete_batch(State(app): State<AppState>, ApiPath(key): ApiPath<String>) -> Result<ApiJson<Msg>, ApiError> {
+    let batch = app.batches.get(&key)?;
+    batch.ctx.cancel_flag().store(true, Ordering::Relaxed);
+    batch.finish(SessionState::Killed);
+    app.batches.table.lock().unwrap_or_else(PoisonError::into_inner).remove(&batch.id);
+    Ok(ApiJson(Msg::new("deleted")))
+}
