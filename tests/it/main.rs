@@ -11,6 +11,7 @@ mod datasets;
 mod jobs;
 mod livy;
 mod ops;
+mod python_sdk;
 mod rust;
 mod sql;
 mod wasm;
