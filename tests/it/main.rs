@@ -10,6 +10,7 @@ mod clients;
 mod datasets;
 mod jobs;
 mod livy;
+mod notebook;
 mod ops;
 mod python_sdk;
 mod rust;
