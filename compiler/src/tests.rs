@@ -131,3 +131,19 @@ fn a_huge_constant_is_stopped_by_a_limit() {
     eprintln!("{err:?} after {:?}", started.elapsed());
     assert!(matches!(err.name(), "CompileLimit" | "CompileError" | "CompileTimeout"), "{err:?}");
 }
+
+#[test]
+fn compilers_sharing_a_cache_build_the_prelude_at_once_safely() {
+    let config = compiler("shared").config;
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let c = Compiler::new(config);
+                c.prepare().unwrap();
+                compile(&c, "6 * 7").unwrap();
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+}

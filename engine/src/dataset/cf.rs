@@ -123,36 +123,12 @@ pub fn parse_datetime(s: &str) -> Result<i64, String> {
             }
         }
     }
-    Ok(days_from_civil(y, m, d) * 86_400 + secs as i64)
+    Ok(prelude::nexus::days_from_civil(y, m, d) * 86_400 + secs as i64)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` of epoch seconds.
 pub fn iso(epoch: i64) -> String {
-    let (days, secs) = (epoch.div_euclid(86_400), epoch.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    prelude::nexus::iso(epoch, "Z")
 }
 
 #[cfg(test)]
@@ -172,8 +148,8 @@ mod tests {
         assert!(TimeUnits::parse("fortnights since 2000-01-01", None).is_err());
         assert!(parse_datetime("2008-13-01").is_err());
         for day in [-800_000i64, -1, 0, 59, 10_957, 20_000] {
-            let (y, m, d) = civil_from_days(day);
-            assert_eq!(days_from_civil(y, m, d), day);
+            let (y, m, d) = prelude::nexus::civil_from_days(day);
+            assert_eq!(prelude::nexus::days_from_civil(y, m, d), day);
         }
     }
 

@@ -77,6 +77,26 @@ impl std::fmt::Debug for ScanContext {
     }
 }
 
+/// The stock file scan over `tiles` (one partitioned file each) with `scan`'s layout.
+pub(crate) fn plan(
+    scan: Arc<ScanContext>,
+    tiles: &[Tile],
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    let source = Arc::new(TileSource::new(scan));
+    let files = tiles.iter().map(file).collect();
+    let config = datafusion::datasource::physical_plan::FileScanConfigBuilder::new(
+        datafusion::datasource::object_store::ObjectStoreUrl::local_filesystem(),
+        source,
+    )
+    .with_file_groups(vec![FileGroup::new(files)])
+    .with_projection_indices(projection.cloned())?
+    .with_limit(limit)
+    .build();
+    Ok(datafusion::datasource::source::DataSourceExec::from_data_source(config))
+}
+
 /// A tile to read, attached to its `PartitionedFile`.
 #[derive(Debug, Clone)]
 pub(crate) struct TileRef(pub(crate) Tile);

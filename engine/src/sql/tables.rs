@@ -8,9 +8,6 @@ use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::Result;
-use datafusion::datasource::object_store::ObjectStoreUrl;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{MemTable, TableType};
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
@@ -21,7 +18,7 @@ use super::filters;
 use crate::RunContext;
 use crate::dataset::{Dataset, Error as DatasetError};
 use crate::job::TileCache;
-use crate::job::scan::{self, Layout, ScanContext, TileSource};
+use crate::job::scan::{self, Layout, ScanContext};
 
 /// A dataset's cells: one row per valid cell, `time, lat, lon, <variables>`, read tile by tile
 /// through the same scan as jobs, pruned through the tile index by the query's filters.
@@ -96,14 +93,7 @@ impl TableProvider for CellsTable {
             ctx: self.ctx.clone(),
             layout: Layout::Cells,
         };
-        let source = Arc::new(TileSource::new(Arc::new(context)));
-        let files = tiles.iter().map(scan::file).collect();
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
-            .with_file_groups(vec![FileGroup::new(files)])
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
-            .build();
-        Ok(DataSourceExec::from_data_source(config))
+        scan::plan(Arc::new(context), &tiles, projection, limit)
     }
 }
 
