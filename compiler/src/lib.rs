@@ -292,8 +292,10 @@ impl Compiler {
         if !dir.join("libprelude.rlib").is_file() {
             let io =
                 |e: std::io::Error| Error::Internal(format!("prelude in {}: {e}", self.config.cache_dir.display()));
+            // Unique per build: compilers of one process (and other processes) may share the cache.
+            let n = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
             let building =
-                self.config.cache_dir.join(format!("prelude-{}.{}", &prelude_hash[..16], std::process::id()));
+                self.config.cache_dir.join(format!("prelude-{}.{}-{n}", &prelude_hash[..16], std::process::id()));
             let src = building.join("src");
             std::fs::create_dir_all(&src).map_err(io)?;
             for (name, text) in PRELUDE {
