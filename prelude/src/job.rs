@@ -136,19 +136,10 @@ fn map_trampoline<K: Value, V: Value>(f: usize, tile: &[u8], _: &[u8]) -> Vec<u8
     let mut out = Vec::with_capacity(4 + pairs.len() * 72);
     out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
     for (k, v) in &pairs {
-        with_length(&mut out, |o| k.encode(o));
-        with_length(&mut out, |o| v.encode(o));
+        crate::value::value_field_encode(k, &mut out);
+        crate::value::value_field_encode(v, &mut out);
     }
     out
-}
-
-/// Appends a u32 length, then what `write` appends.
-fn with_length(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    write(out);
-    let len = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
 }
 
 fn reduce_trampoline<V: Value>(f: usize, a: &[u8], b: &[u8]) -> Vec<u8> {

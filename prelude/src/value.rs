@@ -144,7 +144,8 @@ macro_rules! record {
     };
 }
 
-/// A field of a [`record!`]: u32 length, then its encoding.
+/// A length-prefixed value (a [`record!`] field, a tuple's first part, a `Vec` item, a job's
+/// key or value): u32 length, then its encoding.
 #[doc(hidden)]
 pub fn value_field_encode<T: Value>(value: &T, out: &mut Vec<u8>) {
     let start = out.len();
@@ -201,11 +202,7 @@ impl Value for String {
 
 impl<A: Value, B: Value> Value for (A, B) {
     fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0; 4]);
-        self.0.encode(out);
-        let len = (out.len() - start - 4) as u32;
-        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        value_field_encode(&self.0, out);
         self.1.encode(out);
     }
     fn decode(bytes: &[u8]) -> Self {
@@ -225,11 +222,7 @@ impl<T: Value> Value for Vec<T> {
     fn encode(&self, out: &mut Vec<u8>) {
         (self.len() as u32).encode(out);
         for item in self {
-            let start = out.len();
-            out.extend_from_slice(&[0; 4]);
-            item.encode(out);
-            let len = (out.len() - start - 4) as u32;
-            out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+            value_field_encode(item, out);
         }
     }
     fn decode(bytes: &[u8]) -> Self {

@@ -31,7 +31,6 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use self::functions::{SnippetUdf, SqlFunction, SqlFunctions};
 
 use crate::RunContext;
-use crate::job::plan::job_error;
 use crate::job::{JobError, Jobs};
 
 /// A query's result.
@@ -123,11 +122,13 @@ fn sql_error(e: DataFusionError) -> JobError {
     JobError::new("SqlError", message)
 }
 
-/// Our own errors (a tile, cancel) as they are; DataFusion's as `SqlError`.
+/// Our own errors (a tile that cannot be read, cancel, a snippet function) as they are;
+/// DataFusion's as `SqlError`.
 fn job_or_sql_error(e: DataFusionError) -> JobError {
-    let job = job_error(e);
-    if job.ename == "JobError" && !job.message.contains("dataset '") {
-        return JobError::new("SqlError", job.message);
+    if let DataFusionError::External(inner) = e.find_root()
+        && let Some(ours) = inner.downcast_ref::<JobError>()
+    {
+        return ours.clone();
     }
-    job
+    sql_error(e)
 }
