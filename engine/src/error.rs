@@ -34,4 +34,7 @@ pub enum Error {
     /// The configured session limit is reached.
     #[error("Rejected, too many sessions ({0} is the limit).")]
     TooManySessions(usize),
+    /// The gateway cannot take this now (its state could not be recorded); try again.
+    #[error("{0}")]
+    Unavailable(String),
 }

@@ -16,6 +16,11 @@ pub trait Kernel: Send + Sync + 'static {
     /// The session is gone and will run nothing more: drop what was kept for it (its earlier
     /// cells, its named values). Called once, after its last statement finished.
     fn session_closed(&self, _session_id: u64) {}
+
+    /// The session was restored after a gateway restart: `history` is its statements that
+    /// succeeded, oldest first, with their outputs, so what the kernel kept for it (definitions,
+    /// named results) can be rebuilt. Called once, before any new statement of the session runs.
+    fn session_restored(&self, _session_id: u64, _history: &[(Job, Data)]) {}
 }
 
 /// Livy output `data`: MIME type → value (`text/plain`, `application/json`, ...).

@@ -8,6 +8,7 @@
 //! - [`language`]: session kinds and how a statement's language is resolved.
 //! - [`dataset`]: shared Zarr datasets, their tiles and the tile index ([`dataset::Catalog`]).
 //! - [`job`]: map/reduce jobs over tiles, planned and run by DataFusion ([`job::Jobs`]).
+//! - [`store`]: the durable record (SQLite) sessions, statements and batches are restored from.
 //! - [`Error`]: what the engine refuses.
 
 pub mod dataset;
@@ -19,6 +20,7 @@ mod lifetime;
 pub mod metrics;
 mod session;
 pub mod sql;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use tilegate_api::{
 pub use error::Error;
 pub use kernel::{Data, Failure, Job, Kernel, RunContext};
 use session::SessionCell;
+pub use store::{Store, StoreError};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -73,6 +76,7 @@ struct Inner {
     config: EngineConfig,
     kernel: Arc<dyn Kernel>,
     metrics: Arc<metrics::Metrics>,
+    store: Arc<Store>,
     sessions: DashMap<u64, Arc<SessionCell>>,
     names: DashMap<String, u64>,
     next_id: AtomicU64,
@@ -90,25 +94,70 @@ pub struct Page {
 }
 
 impl Engine {
-    /// An engine whose statements run on `kernel`. Must be used inside a tokio runtime.
+    /// An engine whose statements run on `kernel`, recorded in memory only. Must be used inside a
+    /// tokio runtime.
+    ///
+    /// # Panics
+    /// When SQLite cannot start an in-memory database.
     pub fn new(config: EngineConfig, kernel: Arc<dyn Kernel>) -> Self {
-        Self::with_metrics(config, kernel, Arc::default())
+        #[allow(clippy::expect_used)]
+        let store = Store::in_memory().expect("in-memory SQLite");
+        #[allow(clippy::expect_used)]
+        Self::open(config, kernel, Arc::default(), Arc::new(store)).expect("an empty store restores")
     }
 
-    /// [`Engine::new`], recording statement durations in `metrics` (shared with the kernel).
-    pub fn with_metrics(config: EngineConfig, kernel: Arc<dyn Kernel>, metrics: Arc<metrics::Metrics>) -> Self {
+    /// An engine recording every change in `store` and statement durations in `metrics` (shared
+    /// with the kernel), with the sessions `store` holds restored: the same ids, statements and
+    /// outputs; statements that were waiting or running end as errors saying the gateway
+    /// restarted, and `kernel` is told each live session's history. Must be used inside a tokio
+    /// runtime.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn open(
+        config: EngineConfig,
+        kernel: Arc<dyn Kernel>,
+        metrics: Arc<metrics::Metrics>,
+        store: Arc<Store>,
+    ) -> Result<Self, StoreError> {
         let retention = config.dead_retention;
+        let loaded = store.sessions()?;
+        let next_id = loaded.iter().map(|s| s.row.id + 1).max().unwrap_or(0).max(store.counter(store::NEXT_SESSION)?);
         let inner = Inner {
             config,
             kernel,
             metrics,
+            store,
             sessions: DashMap::new(),
             names: DashMap::new(),
-            next_id: AtomicU64::new(0),
+            next_id: AtomicU64::new(next_id),
         };
+        let restored = loaded.len();
+        for session in loaded {
+            let limits = inner.limits(&session.row.request).unwrap_or_default();
+            let cell = SessionCell::restore(
+                session,
+                (inner.config.log_lines, limits),
+                inner.kernel.clone(),
+                inner.metrics.clone(),
+                inner.store.clone(),
+            );
+            if let Some(name) = &cell.name {
+                inner.names.insert(name.clone(), cell.id);
+            }
+            inner.sessions.insert(cell.id, cell);
+        }
+        if restored > 0 {
+            tracing::info!("restored {restored} sessions; next session id {next_id}");
+        }
         let inner = Arc::new(inner);
         tokio::spawn(lifetime::reap(Arc::downgrade(&inner), retention));
-        Self { inner }
+        Ok(Self { inner })
+    }
+
+    /// Where sessions are recorded (the gateway records its batches there too).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
     }
 
     /// The metrics statements are recorded in.
@@ -143,7 +192,7 @@ impl Engine {
         if let Some(name) = &request.name {
             validate_name(name)?;
         }
-        let limits = self.limits(&request)?;
+        let limits = self.inner.limits(&request)?;
         if self.inner.sessions.len() >= self.inner.config.max_sessions {
             return Err(Error::TooManySessions(self.inner.config.max_sessions));
         }
@@ -156,14 +205,28 @@ impl Engine {
                 }
             }
         }
-        let cell = SessionCell::start(
+        let row = store::SessionRow {
             id,
+            app_id: uuid::Uuid::new_v4().to_string(),
             kind,
             default_language,
             request,
+            created_ms: session::now_ms(),
+            owner: None,
+        };
+        if let Err(e) = self.inner.store.create_session(&row, tilegate_api::SessionState::Idle) {
+            if let Some(name) = &row.request.name {
+                self.inner.names.remove(name);
+            }
+            tracing::error!("could not record session {id}: {e}");
+            return Err(Error::Unavailable("the gateway could not record the session; try again".into()));
+        }
+        let cell = SessionCell::start(
+            row,
             (self.inner.config.log_lines, limits),
             self.inner.kernel.clone(),
             self.inner.metrics.clone(),
+            self.inner.store.clone(),
         );
         let session = cell.to_api(&cell.lock());
         self.inner.sessions.insert(id, cell);
@@ -224,6 +287,7 @@ impl Engine {
             self.inner.names.remove(name);
         }
         cell.shut_down();
+        store::warn(self.inner.store.delete_session(cell.id));
         tracing::info!(session = cell.id, "session deleted");
         Ok(())
     }
@@ -282,8 +346,10 @@ impl Engine {
         self.inner.sessions.len()
     }
 
-    /// Cancels every statement of every session (graceful shutdown).
+    /// Cancels every statement of every session (graceful shutdown). The store keeps the
+    /// sessions as they were, so they come back after a restart, with what was cut short marked so.
     pub fn shut_down(&self) {
+        self.inner.store.close();
         for entry in &self.inner.sessions {
             entry.value().shut_down();
         }
@@ -301,7 +367,9 @@ impl Engine {
         cell.lock().clock.heard = tokio::time::Instant::now();
         Ok(cell)
     }
+}
 
+impl Inner {
     /// A new session's limits: its `idleTimeout`, `ttl` and `heartbeatTimeoutInSecond`, else the
     /// server's defaults.
     fn limits(&self, request: &CreateSession) -> Result<lifetime::Limits, Error> {
@@ -317,8 +385,8 @@ impl Engine {
             Some(s) => return Err(Error::InvalidRequest(format!("heartbeatTimeoutInSecond must be >= 0, not {s}"))),
         };
         Ok(lifetime::Limits {
-            idle: duration("idleTimeout", &request.idle_timeout, self.inner.config.idle_timeout)?,
-            ttl: duration("ttl", &request.ttl, self.inner.config.ttl)?,
+            idle: duration("idleTimeout", &request.idle_timeout, self.config.idle_timeout)?,
+            ttl: duration("ttl", &request.ttl, self.config.ttl)?,
             heartbeat,
         })
     }

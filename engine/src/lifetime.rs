@@ -40,6 +40,16 @@ impl Clock {
         let now = Instant::now();
         Self { created: now, active: now, heard: now, dead_since: None }
     }
+
+    /// The clock of a session restored after a restart: its age and time dead carry over (wall
+    /// clock), its idle and heartbeat timers start again.
+    pub(crate) fn restored(created_ms: i64, dead_since_ms: Option<i64>) -> Self {
+        let now = Instant::now();
+        let wall = crate::session::now_ms();
+        let ago =
+            |ms: i64| now.checked_sub(Duration::from_millis(wall.saturating_sub(ms).max(0) as u64)).unwrap_or(now);
+        Self { created: ago(created_ms), active: now, heard: now, dead_since: dead_since_ms.map(ago) }
+    }
 }
 
 /// Why an idle session should expire now, if it should.
@@ -105,6 +115,7 @@ pub(crate) async fn reap(engine: Weak<Inner>, retention: Duration) {
                 }
                 SessionState::Dead if clock.dead_since.is_some_and(|t| now.duration_since(t) >= retention) => {
                     inner.sessions.remove(&cell.id);
+                    crate::store::warn(inner.store.delete_session(cell.id));
                     if let Some(name) = &cell.name {
                         inner.names.remove(name);
                     }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use crate::kernel::{Failure, Job, Kernel, RunContext};
 use crate::lifetime::{Clock, Limits};
 use crate::metrics::Metrics;
+use crate::store::{self, LoadedSession, SessionRow, StatementRow, Store};
 
 /// How many log lines the session JSON shows (Livy shows the last 10).
 const LOG_TAIL: usize = 10;
@@ -22,9 +23,13 @@ pub(crate) struct SessionCell {
     kind: SessionKind,
     pub(crate) default_language: Language,
     request: CreateSession,
+    /// Who created it (`None` without authentication).
+    pub(crate) owner: Option<String>,
     log_capacity: usize,
     /// When it expires (see `lifetime`).
     pub(crate) limits: Limits,
+    /// Where every change is recorded.
+    store: Arc<Store>,
     data: Mutex<SessionData>,
 }
 
@@ -96,42 +101,161 @@ impl StatementRecord {
         debug_assert!(can_become(self.state, next), "statement {} cannot go {:?} → {next:?}", self.id, self.state);
         self.state = next;
     }
+
+    fn to_row(&self) -> StatementRow {
+        StatementRow {
+            id: self.id,
+            code: self.code.clone(),
+            language: self.job.language,
+            body: self.job.code.clone(),
+            state: self.state,
+            output: self.output.clone(),
+            started: self.started,
+            completed: self.completed,
+        }
+    }
+
+    /// A stored statement. One that was waiting or running when the gateway stopped ends now, as
+    /// an error saying so: its work is lost, its place in the session is not. Says whether it
+    /// changed.
+    fn restore(session_id: u64, row: StatementRow) -> (Self, bool) {
+        let mut record = Self {
+            id: row.id,
+            code: row.code,
+            job: Job { session_id, statement_id: row.id, language: row.language, code: row.body },
+            state: row.state,
+            output: row.output,
+            ctx: RunContext::default(),
+            started: row.started,
+            completed: row.completed,
+        };
+        let was = match record.state {
+            StatementState::Waiting => "waiting",
+            StatementState::Running => "running",
+            StatementState::Cancelling => {
+                record.state = StatementState::Cancelled;
+                record.completed = now_ms();
+                return (record, true);
+            }
+            _ => return (record, false),
+        };
+        record.state = StatementState::Available;
+        record.completed = now_ms();
+        record.output = Some(Output::Error {
+            execution_count: record.id,
+            ename: "GatewayRestarted".into(),
+            evalue: format!("the gateway restarted while this statement was {was}; its work was lost: run it again"),
+            traceback: Vec::new(),
+        });
+        (record, true)
+    }
 }
 
 impl SessionCell {
-    /// Creates the session (already `idle`: there is nothing to start) and spawns its worker;
-    /// `(log_capacity, limits)`: log lines kept, and when it expires.
+    /// Starts a new session (already `idle`: there is nothing to start), recorded in `store`
+    /// by the caller, and spawns its worker; `(log_capacity, limits)`: log lines kept, and when it
+    /// expires.
     pub(crate) fn start(
-        id: u64,
-        kind: SessionKind,
-        default_language: Language,
-        request: CreateSession,
+        row: SessionRow,
         (log_capacity, limits): (usize, Limits),
         kernel: Arc<dyn Kernel>,
         metrics: Arc<Metrics>,
+        store: Arc<Store>,
     ) -> Arc<Self> {
+        let (id, kind, language) = (row.id, row.kind, row.default_language);
         let (tx, rx) = mpsc::unbounded_channel();
-        let cell = Arc::new(Self {
-            id,
-            name: request.name.clone(),
-            app_id: uuid::Uuid::new_v4().to_string(),
-            kind,
-            default_language,
-            request,
-            log_capacity: log_capacity.max(LOG_TAIL),
-            limits,
-            data: Mutex::new(SessionData {
+        let cell = Self::new(
+            row,
+            (log_capacity, limits),
+            store,
+            SessionData {
                 state: SessionState::Idle,
                 statements: Vec::new(),
                 log: VecDeque::new(),
                 log_dropped: 0,
                 queue: Some(tx),
                 clock: Clock::new(),
-            }),
-        });
-        cell.log(format!("session {id} started: kind {kind}, statements default to {default_language}"));
+            },
+        );
+        cell.log(format!("session {id} started: kind {kind}, statements default to {language}"));
         tokio::spawn(run_statements(cell.clone(), rx, kernel, metrics));
         cell
+    }
+
+    /// A session from the store, after a restart: statements that were waiting or running end as
+    /// errors (recorded), a live session is `idle` again and takes statements.
+    pub(crate) fn restore(
+        loaded: LoadedSession,
+        (log_capacity, limits): (usize, Limits),
+        kernel: Arc<dyn Kernel>,
+        metrics: Arc<Metrics>,
+        store: Arc<Store>,
+    ) -> Arc<Self> {
+        let id = loaded.row.id;
+        let (statements, changed): (Vec<StatementRecord>, Vec<bool>) =
+            loaded.statements.into_iter().map(|row| StatementRecord::restore(id, row)).unzip();
+        let clock = Clock::restored(loaded.row.created_ms, loaded.dead_since_ms);
+        let live = loaded.state != SessionState::Dead;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cell = Self::new(
+            loaded.row,
+            (log_capacity, limits),
+            store,
+            SessionData {
+                state: if live { SessionState::Idle } else { SessionState::Dead },
+                statements,
+                log: loaded.log.into(),
+                log_dropped: loaded.log_first,
+                queue: live.then_some(tx),
+                clock,
+            },
+        );
+        let interrupted = changed.iter().filter(|c| **c).count();
+        for (record, changed) in cell.lock().statements.iter().zip(changed) {
+            if changed {
+                cell.save(record);
+            }
+        }
+        if live {
+            let history: Vec<(Job, crate::Data)> = cell
+                .lock()
+                .statements
+                .iter()
+                .filter_map(|s| match &s.output {
+                    Some(Output::Ok { data, .. }) => Some((s.job.clone(), data.clone())),
+                    _ => None,
+                })
+                .collect();
+            kernel.session_restored(id, &history);
+            cell.log(format!(
+                "gateway restarted: session {id} restored; {} results and their definitions kept, {interrupted} \
+                 statements interrupted; values set with session().set were not kept",
+                history.len(),
+            ));
+            tokio::spawn(run_statements(cell.clone(), rx, kernel, metrics));
+        }
+        cell
+    }
+
+    fn new(
+        row: SessionRow,
+        (log_capacity, limits): (usize, Limits),
+        store: Arc<Store>,
+        data: SessionData,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id: row.id,
+            name: row.request.name.clone(),
+            app_id: row.app_id,
+            kind: row.kind,
+            default_language: row.default_language,
+            request: row.request,
+            owner: row.owner,
+            log_capacity: log_capacity.max(LOG_TAIL),
+            limits,
+            store,
+            data: Mutex::new(data),
+        })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SessionData> {
@@ -140,7 +264,23 @@ impl SessionCell {
     }
 
     pub(crate) fn log(&self, line: String) {
-        self.lock().push_log(line, self.log_capacity);
+        self.push_log(&mut self.lock(), line);
+    }
+
+    /// Appends a log line, recorded.
+    fn push_log(&self, data: &mut SessionData, line: String) {
+        if data.log.len() >= self.log_capacity {
+            data.log.pop_front();
+            data.log_dropped += 1;
+        }
+        let n = data.log_dropped + data.log.len() as u64;
+        store::warn(self.store.push_log(self.id, n, &line, data.log_dropped));
+        data.log.push_back(line);
+    }
+
+    /// Records a statement as it is now.
+    fn save(&self, record: &StatementRecord) {
+        store::warn(self.store.put_statement(self.id, &record.to_row()));
     }
 
     pub(crate) fn to_api(&self, data: &SessionData) -> Session {
@@ -149,7 +289,7 @@ impl SessionCell {
             id: self.id,
             name: self.name.clone(),
             app_id: Some(self.app_id.clone()),
-            owner: None,
+            owner: self.owner.clone(),
             proxy_user: r.proxy_user.clone(),
             state: data.state,
             kind: self.kind,
@@ -190,6 +330,7 @@ impl SessionCell {
             completed: 0,
         };
         let statement = record.to_api();
+        self.save(&record);
         data.statements.push(record);
         data.state = SessionState::Busy;
         data.clock.active = tokio::time::Instant::now();
@@ -212,8 +353,9 @@ impl SessionCell {
             }
             _ => return,
         }
+        self.save(record);
         let line = format!("statement {statement} cancelled");
-        data.push_log(line, self.log_capacity);
+        self.push_log(data, line);
         data.settle();
     }
 
@@ -225,7 +367,7 @@ impl SessionCell {
             self.cancel(&mut data, i);
         }
         data.state = SessionState::ShuttingDown;
-        data.push_log("session shutting down".into(), self.log_capacity);
+        self.push_log(&mut data, "session shutting down".into());
     }
 
     /// Ends an idle session that outlived its limits: `dead`, with the reason in its log.
@@ -234,19 +376,12 @@ impl SessionCell {
         data.queue = None;
         data.state = SessionState::Dead;
         data.clock.dead_since = Some(tokio::time::Instant::now());
-        data.push_log(format!("session expired: {reason}"), self.log_capacity);
+        store::warn(self.store.session_state(self.id, SessionState::Dead, Some(now_ms())));
+        self.push_log(&mut data, format!("session expired: {reason}"));
     }
 }
 
 impl SessionData {
-    fn push_log(&mut self, line: String, capacity: usize) {
-        if self.log.len() >= capacity {
-            self.log.pop_front();
-            self.log_dropped += 1;
-        }
-        self.log.push_back(line);
-    }
-
     /// Log lines `from..from + size` (absolute numbering); `from` defaults to the last `size` lines.
     pub(crate) fn log_page(&self, from: Option<u64>, size: Option<i64>) -> (u64, u64, Vec<String>) {
         let total = self.log_dropped + self.log.len() as u64;
@@ -291,6 +426,7 @@ async fn run_statements(
             }
             record.become_(StatementState::Running);
             record.started = now_ms();
+            cell.save(record);
             (record.job.clone(), record.ctx.clone())
         };
         let clock = Instant::now();
@@ -336,7 +472,8 @@ async fn run_statements(
             record.output = Some(output);
             line
         };
-        data.push_log(line, cell.log_capacity);
+        cell.save(record);
+        cell.push_log(&mut data, line);
         data.settle();
     }
     kernel.session_closed(cell.id);

@@ -266,3 +266,115 @@ async fn bad_lifetimes_are_refused() {
         assert!(matches!(engine.create_session(request), Err(Error::InvalidRequest(_))));
     }
 }
+
+/// Echoes like [`EchoKernel`] and records what `session_restored` was told.
+#[derive(Default)]
+struct RecordingKernel(std::sync::Mutex<Vec<(u64, Vec<String>)>>);
+
+impl Kernel for RecordingKernel {
+    fn execute(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
+        EchoKernel.execute(job, ctx)
+    }
+
+    fn session_restored(&self, session_id: u64, history: &[(Job, Data)]) {
+        let codes = history.iter().map(|(job, _)| job.code.clone()).collect();
+        self.0.lock().unwrap().push((session_id, codes));
+    }
+}
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tilegate-engine-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("state.sqlite")
+}
+
+fn open_engine(path: &std::path::Path, kernel: Arc<dyn Kernel>) -> Engine {
+    let store = Arc::new(Store::open(path).unwrap());
+    Engine::open(EngineConfig::default(), kernel, Arc::default(), store).unwrap()
+}
+
+#[tokio::test]
+async fn a_restarted_engine_has_every_session_statement_and_output_and_never_reuses_ids() {
+    let path = temp_db("restore");
+    let first = open_engine(&path, Arc::new(EchoKernel));
+    let a = first.create_session(CreateSession { name: Some("alpha".into()), ..Default::default() }).unwrap();
+    for code in ["one", "fail", "two"] {
+        let st = first.submit("alpha", stmt(code)).unwrap();
+        wait_final(&first, "alpha", st.id).await;
+    }
+    let b = first.create_session(CreateSession::default()).unwrap();
+    let spinning = first.submit(&b.id.to_string(), stmt("spin")).unwrap();
+    let queued = first.submit(&b.id.to_string(), stmt("after")).unwrap();
+    let c = first.create_session(CreateSession::default()).unwrap();
+    first.delete_session(&c.id.to_string()).unwrap();
+    while first.statement(&b.id.to_string(), "0").unwrap().state != StatementState::Running {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let before = first.statements("alpha", Page::default()).unwrap();
+    let log_before = first.session_log("alpha", Some(0), Some(-1)).unwrap();
+
+    // A second engine on the same file while the first still runs: what a restart after
+    // `kill -9` finds (nothing was shut down).
+    let kernel = Arc::new(RecordingKernel::default());
+    let second = open_engine(&path, kernel.clone());
+    assert_eq!(second.list_sessions(0, 100).total, 2, "the deleted session stays deleted");
+    let restored = second.session("alpha").unwrap();
+    assert_eq!((restored.id, restored.state, restored.app_id.clone()), (a.id, SessionState::Idle, a.app_id));
+    assert_eq!(second.statements("alpha", Page::default()).unwrap(), before);
+    let log_after = second.session_log("alpha", Some(0), Some(-1)).unwrap();
+    assert_eq!(log_after.log[..log_before.log.len()], log_before.log[..]);
+    assert!(log_after.log.last().unwrap().starts_with("gateway restarted"), "{:?}", log_after.log);
+
+    let key = b.id.to_string();
+    for id in [spinning.id, queued.id] {
+        let st = second.statement(&key, &id.to_string()).unwrap();
+        assert_eq!(st.state, StatementState::Available);
+        match st.output.unwrap() {
+            Output::Error { ename, evalue, .. } => {
+                assert_eq!(ename, "GatewayRestarted");
+                assert!(evalue.contains(if id == spinning.id { "running" } else { "waiting" }), "{evalue}");
+            }
+            other => panic!("statement {id}: {other:?}"),
+        }
+    }
+    // The kernel heard each live session's successful statements, in order.
+    let heard = kernel.0.lock().unwrap().clone();
+    assert_eq!(heard, vec![(a.id, vec!["one".to_owned(), "two".to_owned()]), (b.id, vec![])]);
+
+    // The restored sessions take statements; new ids follow every id ever given.
+    let st = second.submit("alpha", stmt("three")).unwrap();
+    assert_eq!(st.id, 3);
+    assert_eq!(wait_final(&second, "alpha", 3).await.output.unwrap().text(), Some("rust:three"));
+    let d = second.create_session(CreateSession::default()).unwrap();
+    assert_eq!(d.id, c.id + 1, "id {} of the deleted session is not reused", c.id);
+    assert!(matches!(
+        second.create_session(CreateSession { name: Some("alpha".into()), ..Default::default() }),
+        Err(Error::DuplicateName(_))
+    ));
+
+    // And a third start sees what the second did.
+    first.shut_down(); // ends the spinning statement, unrecorded: the store is closed
+    second.shut_down();
+    let third = open_engine(&path, Arc::new(EchoKernel));
+    assert_eq!(third.statement("alpha", "3").unwrap().output.unwrap().text(), Some("rust:three"));
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_sessions_stay_dead_across_a_restart_then_go() {
+    let path = temp_db("dead");
+    let first = open_engine(&path, Arc::new(EchoKernel));
+    let s = first.create_session(CreateSession { idle_timeout: Some("1m".into()), ..Default::default() }).unwrap();
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    assert_eq!(first.session(&s.id.to_string()).unwrap().state, SessionState::Dead);
+    let second = open_engine(&path, Arc::new(EchoKernel));
+    let dead = second.session(&s.id.to_string()).unwrap();
+    assert_eq!(dead.state, SessionState::Dead);
+    assert!(dead.log.iter().any(|l| l.contains("idle for 1m")), "{:?}", dead.log);
+    assert!(matches!(second.submit(&s.id.to_string(), stmt("x")), Err(Error::SessionNotActive { .. })));
+    tokio::time::sleep(Duration::from_secs(601)).await;
+    assert!(second.session(&s.id.to_string()).is_err(), "forgotten after the retention period");
+    let third = open_engine(&path, Arc::new(EchoKernel));
+    assert_eq!(third.list_sessions(0, 10).total, 0);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -13,9 +13,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tilegate_api::{Batch, BatchList, CreateBatch, Language, Msg, SessionLog, SessionState, SessionStateInfo};
-use tilegate_engine::{Job, Kernel, RunContext};
+use tilegate_engine::{Job, Kernel, RunContext, Store, StoreError};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
@@ -27,10 +27,9 @@ const KERNEL_SESSION_BASE: u64 = 1 << 62;
 /// Log lines kept per batch.
 const LOG_LINES: usize = 1000;
 
-/// The batches of this gateway.
-#[derive(Debug, Default)]
+/// The batches of this gateway, recorded in the engine's store.
 pub(crate) struct Batches {
-    next: AtomicU64,
+    store: Arc<Store>,
     table: Mutex<BTreeMap<u64, Arc<BatchCell>>>,
 }
 
@@ -43,7 +42,21 @@ struct BatchCell {
     run: Mutex<(SessionState, Vec<String>)>,
 }
 
+/// A batch as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct BatchRow {
+    request: CreateBatch,
+    app_id: String,
+    state: SessionState,
+    log: Vec<String>,
+}
+
 impl BatchCell {
+    fn to_row(&self) -> BatchRow {
+        let (state, log) = self.run.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        BatchRow { request: self.request.clone(), app_id: self.app_id.clone(), state, log }
+    }
+
     fn to_api(&self) -> Batch {
         let (state, log) = self.run.lock().unwrap_or_else(PoisonError::into_inner).clone();
         Batch {
@@ -75,6 +88,30 @@ impl BatchCell {
 }
 
 impl Batches {
+    /// The batches `store` holds. One that was running when the gateway stopped is `dead` now,
+    /// its log saying why.
+    pub(crate) fn restore(store: Arc<Store>) -> Result<Self, StoreError> {
+        let mut table = BTreeMap::new();
+        for (id, row) in store.batches::<BatchRow>()? {
+            let BatchRow { request, app_id, mut state, mut log } = row;
+            let interrupted = matches!(state, SessionState::Running | SessionState::Starting);
+            if interrupted {
+                state = SessionState::Dead;
+                log.push("the gateway restarted while this batch ran; its work was lost: submit it again".into());
+            }
+            let cell = BatchCell { id, request, app_id, ctx: RunContext::default(), run: Mutex::new((state, log)) };
+            if interrupted {
+                warn(store.put_batch(id, &cell.to_row()));
+            }
+            table.insert(id, Arc::new(cell));
+        }
+        Ok(Self { store, table: Mutex::new(table) })
+    }
+
+    fn save(&self, cell: &BatchCell) {
+        warn(self.store.put_batch(cell.id, &cell.to_row()));
+    }
+
     fn get(&self, key: &str) -> Result<Arc<BatchCell>, ApiError> {
         let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         key.parse::<u64>()
@@ -111,7 +148,12 @@ async fn create_batch(
     ApiJson(request): ApiJson<CreateBatch>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Batch>), ApiError> {
     let (language, code) = code_of(&request, &app.config.jobs_dir())?;
-    let id = app.batches.next.fetch_add(1, Ordering::Relaxed);
+    let id = app.batches.store.next_batch_id().map_err(|e| {
+        tracing::error!("could not record a batch: {e}");
+        ApiError::Engine(tilegate_engine::Error::Unavailable(
+            "the gateway could not record the batch; try again".into(),
+        ))
+    })?;
     let cell = Arc::new(BatchCell {
         id,
         request,
@@ -119,8 +161,10 @@ async fn create_batch(
         ctx: RunContext::default(),
         run: Mutex::new((SessionState::Running, vec![format!("batch {id} started: {language}")])),
     });
+    app.batches.save(&cell);
     app.batches.table.lock().unwrap_or_else(PoisonError::into_inner).insert(id, cell.clone());
     let kernel: Arc<dyn Kernel> = app.kernel.clone();
+    let batches = app.batches.clone();
     let job = Job { session_id: KERNEL_SESSION_BASE + id, statement_id: 0, language, code };
     let running = cell.clone();
     tokio::spawn(async move {
@@ -148,6 +192,10 @@ async fn create_batch(
                 running.log("the gateway failed while running this batch; it has been logged");
                 running.finish(SessionState::Dead);
             }
+        }
+        // A deleted batch stays deleted.
+        if batches.table.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&running.id) {
+            batches.save(&running);
         }
     });
     Ok((StatusCode::CREATED, location(&format!("/batches/{id}")), ApiJson(cell.to_api())))
@@ -211,7 +259,8 @@ async fn get_batch_state(
 #[derive(Debug, Deserialize)]
 struct LogPaging {
     from: Option<u64>,
-    size: Option<u64>,
+    /// Negative: all lines (as for session logs).
+    size: Option<i64>,
 }
 
 async fn get_batch_log(
@@ -222,7 +271,11 @@ async fn get_batch_log(
     let batch = app.batches.get(&key)?;
     let log = batch.run.lock().unwrap_or_else(PoisonError::into_inner).1.clone();
     let total = log.len() as u64;
-    let size = q.size.unwrap_or(100);
+    let size = match q.size {
+        Some(s) if s < 0 => total,
+        Some(s) => s as u64,
+        None => 100,
+    };
     let from = q.from.unwrap_or_else(|| total.saturating_sub(size)).min(total);
     let lines = log.into_iter().skip(from as usize).take(size as usize).collect();
     Ok(ApiJson(SessionLog { id: batch.id, from, total, log: lines }))
@@ -234,5 +287,12 @@ async fn delete_batch(State(app): State<AppState>, ApiPath(key): ApiPath<String>
     batch.ctx.cancel_flag().store(true, Ordering::Relaxed);
     batch.finish(SessionState::Killed);
     app.batches.table.lock().unwrap_or_else(PoisonError::into_inner).remove(&batch.id);
+    warn(app.batches.store.delete_batch(batch.id));
     Ok(ApiJson(Msg::new("deleted")))
+}
+
+fn warn(result: Result<(), StoreError>) {
+    if let Err(e) = result {
+        tracing::error!("could not record a batch: {e}");
+    }
 }

@@ -77,6 +77,9 @@ pub struct Config {
     pub dead_session_retention_secs: u64,
     /// Where batches find snippet files by name; default `<data_dir>/jobs`.
     pub jobs_dir: Option<PathBuf>,
+    /// The SQLite database sessions, statements and batches are recorded in (and restored from
+    /// after a restart); default `<data_dir>/state/tilegate.sqlite`.
+    pub state_db: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -105,6 +108,7 @@ impl Default for Config {
             session_ttl_secs: 0,
             dead_session_retention_secs: 600,
             jobs_dir: None,
+            state_db: None,
         }
     }
 }
@@ -203,6 +207,11 @@ impl Config {
     /// The directory batch `file`s are read from.
     pub fn jobs_dir(&self) -> PathBuf {
         self.jobs_dir.clone().unwrap_or_else(|| self.data_dir.join("jobs"))
+    }
+
+    /// The database sessions are recorded in.
+    pub fn state_db(&self) -> PathBuf {
+        self.state_db.clone().unwrap_or_else(|| self.data_dir.join("state").join("tilegate.sqlite"))
     }
 
     /// The engine's session settings.

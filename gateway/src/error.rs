@@ -55,6 +55,7 @@ impl IntoResponse for ApiError {
                     | EngineError::DuplicateName(_)
                     | EngineError::SessionNotActive { .. } => StatusCode::BAD_REQUEST,
                     EngineError::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
+                    EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 };
                 (status, e.to_string())
             }

@@ -291,6 +291,24 @@ impl Kernel for SandboxKernel {
         self.lock_kept().remove(&session_id);
     }
 
+    /// Rebuilds what `execute` kept: the items of successful `rust` cells (not compiled now; the
+    /// next cell compiles against them, usually from the module cache) and every `result_<id>`.
+    fn session_restored(&self, session_id: u64, history: &[(Job, Data)]) {
+        let mut kept = self.lock_kept();
+        let kept = kept.entry(session_id).or_default();
+        for (job, data) in history {
+            if job.language == Language::Rust {
+                let cell = Arc::new(Cell::parse(&job.code));
+                if cell.has_items() {
+                    kept.cells.push((format!("statement-{}", job.statement_id), cell));
+                }
+            }
+            if let Some(json) = data.get("application/json") {
+                kept.values.keep_result(job.statement_id, json);
+            }
+        }
+    }
+
     fn execute(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
         let result = match job.language {
             Language::Wasm => self.run_wasm(job, ctx).map_err(sandbox_failure),

@@ -23,10 +23,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
 use tilegate_compiler::Compiler;
-use tilegate_engine::Engine;
 use tilegate_engine::dataset::Catalog;
 use tilegate_engine::job::Jobs;
 use tilegate_engine::metrics::Metrics;
+use tilegate_engine::{Engine, Store};
 use tilegate_sandbox::{Limits, Sandbox, SandboxConfig};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -64,6 +64,9 @@ pub enum StartError {
     /// The worker threads could not be started.
     #[error("workers: {0}")]
     Workers(String),
+    /// The state database could not be opened or read.
+    #[error("{0}")]
+    State(#[from] tilegate_engine::StoreError),
 }
 
 impl AppState {
@@ -103,8 +106,10 @@ impl AppState {
             config.sql_max_rows,
             metrics.clone(),
         ));
-        let engine = Engine::with_metrics(config.engine(), kernel.clone(), metrics);
-        Ok(Self { engine, catalog, config: Arc::new(config), kernel, batches: Arc::default() })
+        let store = Arc::new(Store::open(&config.state_db())?);
+        let engine = Engine::open(config.engine(), kernel.clone(), metrics, store.clone())?;
+        let batches = Arc::new(batches::Batches::restore(store)?);
+        Ok(Self { engine, catalog, config: Arc::new(config), kernel, batches })
     }
 }
 

@@ -1,0 +1,316 @@
+//! The durable record of sessions, statements, session logs and batches: one SQLite database in the
+//! data directory, in WAL mode with `synchronous = NORMAL`.
+//!
+//! Every change is committed before the engine answers or moves on, so a gateway that is killed
+//! (even with `kill -9`) comes back with every session, statement and output it had reported.
+//! WAL with `NORMAL` survives a process crash; a power loss may drop the last commits, never
+//! corrupt the file. Nothing here knows about HTTP or wasm; rows are JSON where their shape is
+//! the API's.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use tilegate_api::{CreateSession, Language, Output, SessionKind, SessionState, StatementState};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused.
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A row did not decode.
+    #[error("state database row: {0}")]
+    Row(#[from] serde_json::Error),
+    /// The data directory is unusable.
+    #[error("state database directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The database. Cheap to share; writes are serialised.
+pub struct Store {
+    conn: Mutex<Connection>,
+    /// Set by [`Store::close`]: later writes are dropped (the gateway is stopping; what runs now
+    /// must come back as interrupted, not as cancelled).
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// A session as stored: what does not change after creation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionRow {
+    pub(crate) id: u64,
+    pub(crate) app_id: String,
+    pub(crate) kind: SessionKind,
+    pub(crate) default_language: Language,
+    pub(crate) request: CreateSession,
+    /// Creation, wall clock ms.
+    pub(crate) created_ms: i64,
+    /// Who created it (`None` without authentication).
+    #[serde(default)]
+    pub(crate) owner: Option<String>,
+}
+
+/// A statement as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StatementRow {
+    pub(crate) id: u64,
+    pub(crate) code: String,
+    pub(crate) language: Language,
+    /// The code the kernel runs (without a `%kind` line).
+    pub(crate) body: String,
+    pub(crate) state: StatementState,
+    pub(crate) output: Option<Output>,
+    pub(crate) started: i64,
+    pub(crate) completed: i64,
+}
+
+/// A session and everything stored for it.
+pub(crate) struct LoadedSession {
+    pub(crate) row: SessionRow,
+    pub(crate) state: SessionState,
+    /// When it died, wall clock ms.
+    pub(crate) dead_since_ms: Option<i64>,
+    pub(crate) statements: Vec<StatementRow>,
+    /// Log lines kept, and the number of the first.
+    pub(crate) log: Vec<String>,
+    pub(crate) log_first: u64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY, row TEXT NOT NULL, state TEXT NOT NULL, dead_since_ms INTEGER
+) STRICT;
+CREATE TABLE IF NOT EXISTS statements (
+    session INTEGER NOT NULL, id INTEGER NOT NULL, row TEXT NOT NULL, PRIMARY KEY (session, id)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log (
+    session INTEGER NOT NULL, n INTEGER NOT NULL, line TEXT NOT NULL, PRIMARY KEY (session, n)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, row TEXT NOT NULL) STRICT;
+";
+
+/// Counters in `meta`: the next id of each kind, so ids are never reused.
+pub(crate) const NEXT_SESSION: &str = "next_session";
+const NEXT_BATCH: &str = "next_batch";
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    ///
+    /// # Errors
+    /// When the directory or the database cannot be used.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Directory { path: dir.display().to_string(), source })?;
+        }
+        Self::init(Connection::open(path)?)
+    }
+
+    /// A store that lives in memory only (tests, and gateways configured without state).
+    ///
+    /// # Errors
+    /// When SQLite cannot start.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn), closed: Default::default() })
+    }
+
+    /// Stops writing: the state on disk stays as it is now.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn lock(&self) -> Option<MutexGuard<'_, Connection>> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        Some(self.conn.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Reads a counter (0 when never set).
+    pub(crate) fn counter(&self, key: &str) -> Result<u64, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let value: Option<i64> =
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+        Ok(value.unwrap_or(0) as u64)
+    }
+
+    /// Records a new session and moves the session counter past it, in one transaction.
+    pub(crate) fn create_session(&self, row: &SessionRow, state: SessionState) -> Result<(), StoreError> {
+        let Some(mut conn) = self.lock() else { return Ok(()) };
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO sessions (id, row, state, dead_since_ms) VALUES (?1, ?2, ?3, NULL)",
+            params![row.id as i64, serde_json::to_string(row)?, state.to_string()],
+        )?;
+        bump(&tx, NEXT_SESSION, row.id + 1)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A session's state (and when it died).
+    pub(crate) fn session_state(
+        &self,
+        id: u64,
+        state: SessionState,
+        dead_since_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let Some(conn) = self.lock() else { return Ok(()) };
+        conn.execute(
+            "UPDATE sessions SET state = ?2, dead_since_ms = ?3 WHERE id = ?1",
+            params![id as i64, state.to_string(), dead_since_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a session with its statements and log.
+    pub(crate) fn delete_session(&self, id: u64) -> Result<(), StoreError> {
+        let Some(mut conn) = self.lock() else { return Ok(()) };
+        let tx = conn.transaction()?;
+        for table in ["sessions WHERE id", "statements WHERE session", "log WHERE session"] {
+            tx.execute(&format!("DELETE FROM {table} = ?1"), [id as i64])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes a statement as it is now.
+    pub(crate) fn put_statement(&self, session: u64, row: &StatementRow) -> Result<(), StoreError> {
+        let Some(conn) = self.lock() else { return Ok(()) };
+        conn.execute(
+            "INSERT OR REPLACE INTO statements (session, id, row) VALUES (?1, ?2, ?3)",
+            params![session as i64, row.id as i64, serde_json::to_string(row)?],
+        )?;
+        Ok(())
+    }
+
+    /// Appends log line `n` of a session, dropping lines before `keep_from`.
+    pub(crate) fn push_log(&self, session: u64, n: u64, line: &str, keep_from: u64) -> Result<(), StoreError> {
+        let Some(mut conn) = self.lock() else { return Ok(()) };
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO log (session, n, line) VALUES (?1, ?2, ?3)",
+            params![session as i64, n as i64, line],
+        )?;
+        if keep_from > 0 {
+            tx.execute("DELETE FROM log WHERE session = ?1 AND n < ?2", params![session as i64, keep_from as i64])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every stored session, by id, with its statements and log.
+    pub(crate) fn sessions(&self) -> Result<Vec<LoadedSession>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        let mut sessions = conn.prepare("SELECT row, state, dead_since_ms FROM sessions ORDER BY id")?;
+        let mut statements = conn.prepare("SELECT row FROM statements WHERE session = ?1 ORDER BY id")?;
+        let mut log = conn.prepare("SELECT n, line FROM log WHERE session = ?1 ORDER BY n")?;
+        let rows = sessions
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?)))?;
+        for row in rows {
+            let (row, state, dead_since_ms) = row?;
+            let row: SessionRow = serde_json::from_str(&row)?;
+            let state = serde_json::from_value(serde_json::Value::String(state))?;
+            let statement_rows: Vec<StatementRow> = statements
+                .query_map([row.id as i64], |r| r.get::<_, String>(0))?
+                .map(|text| Ok(serde_json::from_str(&text?)?))
+                .collect::<Result<_, StoreError>>()?;
+            let lines: Vec<(i64, String)> =
+                log.query_map([row.id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            let log_first = lines.first().map_or(0, |(n, _)| *n as u64);
+            out.push(LoadedSession {
+                row,
+                state,
+                dead_since_ms,
+                statements: statement_rows,
+                log: lines.into_iter().map(|(_, l)| l).collect(),
+                log_first,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Takes the next batch id, never one given before.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    pub fn next_batch_id(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = conn.transaction()?;
+        let next: Option<i64> =
+            tx.query_row("SELECT value FROM meta WHERE key = ?1", [NEXT_BATCH], |r| r.get(0)).optional()?;
+        let id = next.unwrap_or(0) as u64;
+        bump(&tx, NEXT_BATCH, id + 1)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Writes a batch record (any serialisable shape; the gateway owns it).
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    pub fn put_batch<T: Serialize>(&self, id: u64, record: &T) -> Result<(), StoreError> {
+        let Some(conn) = self.lock() else { return Ok(()) };
+        conn.execute(
+            "INSERT OR REPLACE INTO batches (id, row) VALUES (?1, ?2)",
+            params![id as i64, serde_json::to_string(record)?],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a batch.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    pub fn delete_batch(&self, id: u64) -> Result<(), StoreError> {
+        let Some(conn) = self.lock() else { return Ok(()) };
+        conn.execute("DELETE FROM batches WHERE id = ?1", [id as i64])?;
+        Ok(())
+    }
+
+    /// Every stored batch record, by id.
+    ///
+    /// # Errors
+    /// When the database cannot be read or a row does not decode as `T`.
+    pub fn batches<T: for<'de> Deserialize<'de>>(&self) -> Result<Vec<(u64, T)>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut query = conn.prepare("SELECT id, row FROM batches ORDER BY id")?;
+        let rows = query.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|row| {
+            let (id, text) = row?;
+            Ok((id as u64, serde_json::from_str(&text)?))
+        })
+        .collect()
+    }
+}
+
+/// Raises counter `key` to at least `value`.
+fn bump(tx: &rusqlite::Transaction<'_>, key: &str, value: u64) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = max(value, ?2)",
+        params![key, value as i64],
+    )?;
+    Ok(())
+}
+
+/// Logs a failed write: the gateway keeps serving from memory, and says so.
+pub(crate) fn warn(result: Result<(), StoreError>) {
+    if let Err(e) = result {
+        tracing::error!("could not record state: {e}");
+    }
+}
