@@ -82,6 +82,25 @@ struct Inner {
     next_id: AtomicU64,
 }
 
+/// Who a session belongs to: its owner (the user who created it, when authentication is on) and
+/// the user it runs as (`proxyUser`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// The user who created it.
+    pub owner: Option<String>,
+    /// `proxyUser` of its request.
+    pub proxy_user: Option<String>,
+}
+
+/// What one user's sessions hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Sessions not dead.
+    pub sessions: usize,
+    /// Statements waiting or running.
+    pub active_statements: usize,
+}
+
 /// Paging for statement listings.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Page {
@@ -181,6 +200,14 @@ impl Engine {
     /// [`Error::InvalidKind`] for an unknown kind, [`Error::InvalidRequest`] for a bad name or
     /// `tilegate.kind`, [`Error::DuplicateName`], [`Error::TooManySessions`].
     pub fn create_session(&self, request: CreateSession) -> Result<Session, Error> {
+        self.create_session_for(request, None)
+    }
+
+    /// [`Engine::create_session`] for `owner` (the authenticated user), who then owns it.
+    ///
+    /// # Errors
+    /// As [`Engine::create_session`].
+    pub fn create_session_for(&self, request: CreateSession, owner: Option<String>) -> Result<Session, Error> {
         let (kind, kind_language) = language::parse_session_kind(request.kind.as_deref())?;
         let conf_language = match request.conf.as_ref().and_then(|c| c.get(CONF_KIND)) {
             None => None,
@@ -212,7 +239,7 @@ impl Engine {
             default_language,
             request,
             created_ms: session::now_ms(),
-            owner: None,
+            owner,
         };
         if let Err(e) = self.inner.store.create_session(&row, tilegate_api::SessionState::Idle) {
             if let Some(name) = &row.request.name {
@@ -236,7 +263,13 @@ impl Engine {
 
     /// A page of sessions, by id, and the total count.
     pub fn list_sessions(&self, from: u64, size: u64) -> SessionList {
-        let mut cells: Vec<Arc<SessionCell>> = self.inner.sessions.iter().map(|e| e.value().clone()).collect();
+        self.list_sessions_where(from, size, |_| true)
+    }
+
+    /// A page of the sessions `visible` lets through, by id, and their total count.
+    pub fn list_sessions_where(&self, from: u64, size: u64, visible: impl Fn(&Access) -> bool) -> SessionList {
+        let mut cells: Vec<Arc<SessionCell>> =
+            self.inner.sessions.iter().map(|e| e.value().clone()).filter(|c| visible(&c.access())).collect();
         cells.sort_by_key(|c| c.id);
         let total = cells.len() as u64;
         let sessions = cells.iter().skip(from as usize).take(size as usize).map(|c| c.to_api(&c.lock())).collect();
@@ -251,6 +284,30 @@ impl Engine {
         let cell = self.cell(key)?;
         let data = cell.lock();
         Ok(cell.to_api(&data))
+    }
+
+    /// Who a session belongs to.
+    ///
+    /// # Errors
+    /// [`Error::SessionNotFound`].
+    pub fn session_access(&self, key: &str) -> Result<Access, Error> {
+        Ok(self.cell(key)?.access())
+    }
+
+    /// What `owner`'s sessions hold now: live sessions, and statements waiting or running.
+    pub fn usage(&self, owner: &str) -> Usage {
+        let mut usage = Usage::default();
+        for cell in self.inner.sessions.iter() {
+            if cell.owner.as_deref() != Some(owner) {
+                continue;
+            }
+            let data = cell.lock();
+            if !matches!(data.state, tilegate_api::SessionState::Dead | tilegate_api::SessionState::ShuttingDown) {
+                usage.sessions += 1;
+            }
+            usage.active_statements += data.statements.iter().filter(|s| !s.state.is_final()).count();
+        }
+        usage
     }
 
     /// A session's state.

@@ -258,6 +258,10 @@ impl SessionCell {
         })
     }
 
+    pub(crate) fn access(&self) -> crate::Access {
+        crate::Access { owner: self.owner.clone(), proxy_user: self.request.proxy_user.clone() }
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, SessionData> {
         // Holders never leave the data half-updated across a panic point, so a poisoned lock is usable.
         self.data.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -15,9 +15,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tilegate_api::{Batch, BatchList, CreateBatch, Language, Msg, SessionLog, SessionState, SessionStateInfo};
-use tilegate_engine::{Job, Kernel, RunContext, Store, StoreError};
+use tilegate_engine::{Access, Job, Kernel, RunContext, Store, StoreError};
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::routes::location;
 
@@ -36,6 +37,7 @@ pub(crate) struct Batches {
 #[derive(Debug)]
 struct BatchCell {
     id: u64,
+    owner: Option<String>,
     request: CreateBatch,
     app_id: String,
     ctx: RunContext,
@@ -45,6 +47,8 @@ struct BatchCell {
 /// A batch as stored.
 #[derive(Debug, Serialize, Deserialize)]
 struct BatchRow {
+    #[serde(default)]
+    owner: Option<String>,
     request: CreateBatch,
     app_id: String,
     state: SessionState,
@@ -54,7 +58,7 @@ struct BatchRow {
 impl BatchCell {
     fn to_row(&self) -> BatchRow {
         let (state, log) = self.run.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        BatchRow { request: self.request.clone(), app_id: self.app_id.clone(), state, log }
+        BatchRow { owner: self.owner.clone(), request: self.request.clone(), app_id: self.app_id.clone(), state, log }
     }
 
     fn to_api(&self) -> Batch {
@@ -62,7 +66,7 @@ impl BatchCell {
         Batch {
             id: self.id,
             name: self.request.name.clone(),
-            owner: None,
+            owner: self.owner.clone(),
             proxy_user: self.request.proxy_user.clone(),
             state,
             app_id: Some(self.app_id.clone()),
@@ -93,19 +97,26 @@ impl Batches {
     pub(crate) fn restore(store: Arc<Store>) -> Result<Self, StoreError> {
         let mut table = BTreeMap::new();
         for (id, row) in store.batches::<BatchRow>()? {
-            let BatchRow { request, app_id, mut state, mut log } = row;
+            let BatchRow { owner, request, app_id, mut state, mut log } = row;
             let interrupted = matches!(state, SessionState::Running | SessionState::Starting);
             if interrupted {
                 state = SessionState::Dead;
                 log.push("the gateway restarted while this batch ran; its work was lost: submit it again".into());
             }
-            let cell = BatchCell { id, request, app_id, ctx: RunContext::default(), run: Mutex::new((state, log)) };
+            let run = Mutex::new((state, log));
+            let cell = BatchCell { id, owner, request, app_id, ctx: RunContext::default(), run };
             if interrupted {
                 warn(store.put_batch(id, &cell.to_row()));
             }
             table.insert(id, Arc::new(cell));
         }
         Ok(Self { store, table: Mutex::new(table) })
+    }
+
+    /// Who a batch belongs to; `None` when there is no such batch.
+    pub(crate) fn access(&self, key: &str) -> Option<Access> {
+        let batch = self.get(key).ok()?;
+        Some(Access { owner: batch.owner.clone(), proxy_user: batch.request.proxy_user.clone() })
     }
 
     fn save(&self, cell: &BatchCell) {
@@ -135,18 +146,28 @@ struct Paging {
     size: Option<u64>,
 }
 
-async fn list_batches(State(app): State<AppState>, ApiQuery(q): ApiQuery<Paging>) -> ApiJson<BatchList> {
+async fn list_batches(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<Paging>,
+) -> ApiJson<BatchList> {
     let table = app.batches.table.lock().unwrap_or_else(PoisonError::into_inner);
+    let visible: Vec<&Arc<BatchCell>> = table
+        .values()
+        .filter(|b| caller.can_see(&Access { owner: b.owner.clone(), proxy_user: b.request.proxy_user.clone() }))
+        .collect();
     let from = q.from.unwrap_or(0);
     let sessions =
-        table.values().skip(from as usize).take(q.size.unwrap_or(100) as usize).map(|b| b.to_api()).collect();
-    ApiJson(BatchList { from, total: table.len() as u64, sessions })
+        visible.iter().skip(from as usize).take(q.size.unwrap_or(100) as usize).map(|b| b.to_api()).collect();
+    ApiJson(BatchList { from, total: visible.len() as u64, sessions })
 }
 
 async fn create_batch(
     State(app): State<AppState>,
+    caller: Caller,
     ApiJson(request): ApiJson<CreateBatch>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Batch>), ApiError> {
+    caller.check_proxy_user(request.proxy_user.as_deref())?;
     let (language, code) = code_of(&request, &app.config.jobs_dir())?;
     let id = app.batches.store.next_batch_id().map_err(|e| {
         tracing::error!("could not record a batch: {e}");
@@ -156,6 +177,7 @@ async fn create_batch(
     })?;
     let cell = Arc::new(BatchCell {
         id,
+        owner: caller.name().map(str::to_owned),
         request,
         app_id: format!("batch-{id}"),
         ctx: RunContext::default(),

@@ -15,6 +15,9 @@ use serde::Deserialize;
     about = "A Livy-compatible REST gateway for sandboxed analytics on gridded datasets"
 )]
 pub struct Cli {
+    /// A tool instead of the gateway.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address to listen on [default: 127.0.0.1:8998].
     #[arg(long, env = "TILEGATE_BIND")]
     pub bind: Option<SocketAddr>,
@@ -24,6 +27,15 @@ pub struct Cli {
     /// Optional TOML configuration file (keys as in `Config`).
     #[arg(long, env = "TILEGATE_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// Tools for writing the configuration.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Reads a bearer token from stdin and prints the `token_sha256` value for it.
+    HashToken,
+    /// Reads a password from stdin and prints the `password_hash` value for it (Argon2id).
+    HashPassword,
 }
 
 /// All settings. In a TOML file, every key is optional.
@@ -80,6 +92,37 @@ pub struct Config {
     /// The SQLite database sessions, statements and batches are recorded in (and restored from
     /// after a restart); default `<data_dir>/state/tilegate.sqlite`.
     pub state_db: Option<PathBuf>,
+    /// Users (`[[users]]` tables). With any, authentication is on: every route but `/version`,
+    /// `/health` and `/ready` needs a bearer token or HTTP Basic credentials.
+    pub users: Vec<UserConfig>,
+    /// Live sessions one user may have; 0 = no limit. A user's own `max_sessions` overrides.
+    pub max_sessions_per_user: usize,
+    /// Statements waiting or running one user may have; 0 = no limit.
+    pub max_active_statements_per_user: usize,
+}
+
+/// One user (`[[users]]`). Secrets are stored hashed: `tilegate hash-token` and
+/// `tilegate hash-password` print the values to put here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The user's name: sessions and batches they create belong to it.
+    pub name: String,
+    /// Admins see and manage every session and batch, may set `proxyUser`, and may register datasets.
+    #[serde(default)]
+    pub admin: bool,
+    /// SHA-256 (hex) of each bearer token of the user.
+    #[serde(default)]
+    pub token_sha256: Vec<String>,
+    /// Argon2 hash (PHC string) of the user's HTTP Basic password.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// Overrides `max_sessions_per_user`.
+    #[serde(default)]
+    pub max_sessions: Option<usize>,
+    /// Overrides `max_active_statements_per_user`.
+    #[serde(default)]
+    pub max_active_statements: Option<usize>,
 }
 
 impl Default for Config {
@@ -109,6 +152,9 @@ impl Default for Config {
             dead_session_retention_secs: 600,
             jobs_dir: None,
             state_db: None,
+            users: Vec::new(),
+            max_sessions_per_user: 0,
+            max_active_statements_per_user: 0,
         }
     }
 }
@@ -181,6 +227,7 @@ impl Config {
         if self.max_wasm_stack_bytes < 4096 {
             return Err(ConfigError::Invalid("max_wasm_stack_bytes must be at least 4096".into()));
         }
+        crate::auth::Users::new(&self.users).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -242,7 +289,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("tilegate.toml");
         std::fs::write(&file, "bind = \"127.0.0.1:9000\"\ncsrf_protection = true\nmemory_limit_mib = 64\n").unwrap();
-        let cli = Cli { bind: None, data_dir: Some("/tmp/x".into()), config: Some(file.clone()) };
+        let cli = Cli { command: None, bind: None, data_dir: Some("/tmp/x".into()), config: Some(file.clone()) };
         let config = Config::load(&cli).unwrap();
         assert_eq!(config.bind.port(), 9000);
         assert!(config.csrf_protection);

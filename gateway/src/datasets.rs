@@ -35,8 +35,12 @@ async fn get_dataset(
 /// Until authentication lands (issue 7) this route is open to every caller of the gateway.
 async fn register_dataset(
     State(app): State<AppState>,
+    caller: crate::auth::Caller,
     ApiJson(req): ApiJson<RegisterDataset>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<DatasetInfo>), ApiError> {
+    if !caller.is_admin() {
+        return Err(ApiError::Forbidden("Only admins may register datasets.".into()));
+    }
     let catalog = app.catalog.clone();
     let name = req.name.clone();
     let dataset = tokio::task::spawn_blocking(move || catalog.register(&req.name, &PathBuf::from(req.path)))

@@ -26,6 +26,12 @@ pub enum ApiError {
     MethodNotAllowed,
     /// CSRF protection is on and the header is missing.
     MissingCsrfHeader,
+    /// Authentication is on and the request has no valid credentials.
+    Unauthorized,
+    /// The caller may not do this.
+    Forbidden(String),
+    /// A per-user limit is reached.
+    OverLimit(String),
     /// Refused or failed by the dataset catalog.
     Dataset(tilegate_engine::dataset::Error),
     /// A bug; details are logged, not sent.
@@ -76,6 +82,13 @@ impl IntoResponse for ApiError {
                 (StatusCode::BAD_REQUEST, "Missing Required Header for CSRF protection (X-Requested-By).".into())
             }
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error; it has been logged.".into()),
+            Self::Unauthorized => {
+                let msg = "Authentication required: send a bearer token or HTTP Basic credentials.";
+                let challenge = [(axum::http::header::WWW_AUTHENTICATE, r#"Basic realm="tilegate", Bearer"#)];
+                return (StatusCode::UNAUTHORIZED, challenge, axum::Json(Msg::new(msg))).into_response();
+            }
+            Self::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            Self::OverLimit(m) => (StatusCode::TOO_MANY_REQUESTS, m),
         };
         (status, axum::Json(Msg::new(msg))).into_response()
     }

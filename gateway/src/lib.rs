@@ -8,6 +8,7 @@
 //! - `kernel`: the sandbox-backed [`tilegate_engine::Kernel`].
 //! - [`router`] builds the app, [`serve`] runs it until a shutdown signal.
 
+mod auth;
 mod batches;
 pub mod config;
 mod error;
@@ -32,7 +33,8 @@ use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-pub use config::{Cli, Config, ConfigError};
+pub use auth::{hash_password, hash_token};
+pub use config::{Cli, Command, Config, ConfigError, UserConfig};
 mod datasets;
 pub use error::{ApiError, ApiJson};
 use kernel::SandboxKernel;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub(crate) kernel: Arc<SandboxKernel>,
     /// Livy batches.
     pub(crate) batches: Arc<batches::Batches>,
+    /// The configured users (none: authentication off).
+    pub(crate) users: Arc<auth::Users>,
 }
 
 /// Why the gateway could not start.
@@ -64,6 +68,9 @@ pub enum StartError {
     /// The worker threads could not be started.
     #[error("workers: {0}")]
     Workers(String),
+    /// The `[[users]]` of the configuration are unusable.
+    #[error("users: {0}")]
+    Users(String),
     /// The state database could not be opened or read.
     #[error("{0}")]
     State(#[from] tilegate_engine::StoreError),
@@ -109,13 +116,14 @@ impl AppState {
         let store = Arc::new(Store::open(&config.state_db())?);
         let engine = Engine::open(config.engine(), kernel.clone(), metrics, store.clone())?;
         let batches = Arc::new(batches::Batches::restore(store)?);
-        Ok(Self { engine, catalog, config: Arc::new(config), kernel, batches })
+        let users = Arc::new(auth::Users::new(&config.users).map_err(StartError::Users)?);
+        Ok(Self { engine, catalog, config: Arc::new(config), kernel, batches, users })
     }
 }
 
 /// The HTTP application with its middleware.
 pub fn router(state: AppState) -> Router {
-    let mut app = routes::routes();
+    let mut app = routes::routes().layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     if state.config.csrf_protection {
         app = app.layer(axum::middleware::from_fn(routes::require_csrf_header));
     }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tilegate_gateway::{AppState, Cli, Config, serve};
+use tilegate_gateway::{AppState, Cli, Command, Config, serve};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -20,6 +20,19 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Some(command) = &cli.command {
+        let mut secret = String::new();
+        std::io::stdin().read_line(&mut secret).map_err(|e| format!("cannot read stdin: {e}"))?;
+        let secret = secret.trim_end_matches(['\r', '\n']);
+        if secret.is_empty() {
+            return Err("give the secret on stdin".into());
+        }
+        match command {
+            Command::HashToken => println!("token_sha256 = [\"{}\"]", tilegate_gateway::hash_token(secret)),
+            Command::HashPassword => println!("password_hash = \"{}\"", tilegate_gateway::hash_password(secret)?),
+        }
+        return Ok(());
+    }
     let config = Config::load(&cli).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;

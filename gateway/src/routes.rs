@@ -15,6 +15,7 @@ use tilegate_engine::Page;
 use tilegate_engine::sql::output::{self, Format};
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 /// The routes, without middleware.
@@ -54,15 +55,30 @@ struct Paging {
     size: Option<u64>,
 }
 
-async fn list_sessions(State(app): State<AppState>, ApiQuery(q): ApiQuery<Paging>) -> ApiJson<SessionList> {
-    ApiJson(app.engine.list_sessions(q.from.unwrap_or(0), q.size.unwrap_or(100)))
+async fn list_sessions(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<Paging>,
+) -> ApiJson<SessionList> {
+    ApiJson(app.engine.list_sessions_where(q.from.unwrap_or(0), q.size.unwrap_or(100), |a| caller.can_see(a)))
 }
 
 async fn create_session(
     State(app): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<CreateSession>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Session>), ApiError> {
-    let session = app.engine.create_session(req)?;
+    caller.check_proxy_user(req.proxy_user.as_deref())?;
+    if let Some(user) = &caller.user {
+        let limit = user.max_sessions.unwrap_or(app.config.max_sessions_per_user);
+        if limit > 0 && app.engine.usage(&user.name).sessions >= limit {
+            return Err(ApiError::OverLimit(format!(
+                "User '{}' has {limit} live sessions, the most allowed: delete one first.",
+                user.name
+            )));
+        }
+    }
+    let session = app.engine.create_session_for(req, caller.name().map(str::to_owned))?;
     Ok((StatusCode::CREATED, location(&format!("/sessions/{}", session.id)), ApiJson(session)))
 }
 
@@ -119,10 +135,20 @@ async fn list_statements(
 
 async fn create_statement(
     State(app): State<AppState>,
+    caller: Caller,
     ApiPath(key): ApiPath<String>,
     ApiJson(req): ApiJson<CreateStatement>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Statement>), ApiError> {
     let session = app.engine.session_state(&key)?.id;
+    if let Some(user) = &caller.user {
+        let limit = user.max_active_statements.unwrap_or(app.config.max_active_statements_per_user);
+        if limit > 0 && app.engine.usage(&user.name).active_statements >= limit {
+            return Err(ApiError::OverLimit(format!(
+                "User '{}' has {limit} statements waiting or running, the most allowed: wait for one to finish.",
+                user.name
+            )));
+        }
+    }
     let statement = app.engine.submit(&session.to_string(), req)?;
     let url = format!("/sessions/{session}/statements/{}", statement.id);
     Ok((StatusCode::CREATED, location(&url), ApiJson(statement)))

@@ -75,7 +75,36 @@ impl Client {
     /// # Errors
     /// [`Error::Http`] when the HTTP client cannot be built.
     pub fn new(base_url: &str) -> Result<Self, Error> {
-        let http = reqwest::Client::builder().build()?;
+        Self::with_authorization(base_url, None)
+    }
+
+    /// A client that sends `token` as a bearer token (a gateway with `[[users]]` needs one).
+    ///
+    /// # Errors
+    /// [`Error::Http`] when the HTTP client cannot be built or the token is not header text.
+    pub fn with_token(base_url: &str, token: &str) -> Result<Self, Error> {
+        Self::with_authorization(base_url, Some(format!("Bearer {token}")))
+    }
+
+    /// A client that signs in with HTTP Basic credentials.
+    ///
+    /// # Errors
+    /// [`Error::Http`] when the HTTP client cannot be built or the credentials are not header text.
+    pub fn with_basic(base_url: &str, user: &str, password: &str) -> Result<Self, Error> {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Self::with_authorization(base_url, Some(format!("Basic {encoded}")))
+    }
+
+    fn with_authorization(base_url: &str, authorization: Option<String>) -> Result<Self, Error> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = authorization {
+            let mut value = reqwest::header::HeaderValue::from_str(&value)
+                .map_err(|_| Error::Decode("credentials must be printable ASCII".into()))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder().default_headers(headers).build()?;
         Ok(Self { http, base: base_url.trim_end_matches('/').to_owned() })
     }
 

@@ -56,3 +56,45 @@ with LivySession.create(sys.argv[1], kind=SessionKind.SPARK, echo=False) as spar
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, ["16 238", "16", "True", "42"], "{stdout}");
 }
+
+/// pylivy against a gateway with authentication: HTTP Basic through `requests`' own auth object,
+/// a bearer token through a requests session; each user sees only their sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pylivy_signs_in_with_basic_and_bearer() {
+    use tilegate_gateway::{UserConfig, hash_password, hash_token};
+    let users = vec![
+        UserConfig { name: "ann".into(), password_hash: Some(hash_password("pw").unwrap()), ..Default::default() },
+        UserConfig { name: "bob".into(), token_sha256: vec![hash_token("bob-token")], ..Default::default() },
+    ];
+    let gw = crate::Gateway::start_with(tilegate_gateway::Config { users, ..test_config() }).await;
+    let script = r#"
+import sys
+import requests
+from livy import LivySession, SessionKind
+from livy.client import LivyClient
+
+url = sys.argv[1]
+with LivySession.create(url, kind=SessionKind.SPARK, auth=requests.auth.HTTPBasicAuth("ann", "pw"), echo=False) as ann:
+    ann.run("spark")
+    print(ann.run("6 * 7").json)
+    bearer = requests.Session()
+    bearer.headers["Authorization"] = "Bearer bob-token"
+    bob = LivyClient(url, requests_session=bearer)
+    print(len(bob.list_sessions()))
+    print(bob.get_session(ann.session_id))
+    try:
+        LivyClient(url).list_sessions()
+    except requests.HTTPError as e:
+        print(e.response.status_code)
+"#;
+    let (python, url) = (python().to_owned(), gw.url.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python).args(["-c", script, &url]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pylivy failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, ["42", "0", "None", "401"], "{stdout}");
+}

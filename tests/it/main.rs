@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod algorithms;
+mod auth;
 mod bad_input;
 mod batches;
 mod clients;

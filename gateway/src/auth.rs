@@ -1,0 +1,331 @@
+//! Who is calling, and what they may see.
+//!
+//! With users configured, [`authenticate`] runs before every route but `/version`, `/health` and
+//! `/ready`: a bearer token (its SHA-256 looked up) or HTTP Basic credentials (the password checked
+//! against the user's Argon2 hash once, then remembered by the SHA-256 of the header) identify a
+//! [`Caller`]; anything else is 401. It then hides other users' sessions and batches: a route
+//! under `/sessions/{id}` or `/batches/{id}` that the caller may not see answers 404, exactly as
+//! for a session that does not exist. Listings filter the same way ([`Caller::can_see`]).
+//! Without users, every caller is an anonymous admin.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use dashmap::DashMap;
+use sha2::{Digest, Sha256};
+use tilegate_engine::Access;
+
+use crate::AppState;
+use crate::config::UserConfig;
+use crate::error::ApiError;
+
+/// A configured user.
+#[derive(Debug)]
+pub(crate) struct User {
+    pub(crate) name: String,
+    pub(crate) admin: bool,
+    password_hash: Option<String>,
+    pub(crate) max_sessions: Option<usize>,
+    pub(crate) max_active_statements: Option<usize>,
+}
+
+/// The configured users, and the Basic credentials already verified.
+#[derive(Debug, Default)]
+pub(crate) struct Users {
+    by_name: HashMap<String, Arc<User>>,
+    by_token: HashMap<[u8; 32], Arc<User>>,
+    verified: DashMap<[u8; 32], Arc<User>>,
+}
+
+/// The caller of a request. `user` is `None` when authentication is off: then it sees everything.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub(crate) user: Option<Arc<User>>,
+}
+
+impl Caller {
+    /// The name sessions and batches it creates belong to.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.user.as_ref().map(|u| u.name.as_str())
+    }
+
+    pub(crate) fn is_admin(&self) -> bool {
+        self.user.as_ref().is_none_or(|u| u.admin)
+    }
+
+    /// Admins see everything; a user sees what they own or what runs as them (`proxyUser`).
+    pub(crate) fn can_see(&self, access: &Access) -> bool {
+        match &self.user {
+            None => true,
+            Some(u) => {
+                u.admin || access.owner.as_deref() == Some(&u.name) || access.proxy_user.as_deref() == Some(&u.name)
+            }
+        }
+    }
+
+    /// `proxyUser` is honoured for admins only (anyone may name themselves).
+    pub(crate) fn check_proxy_user(&self, proxy_user: Option<&str>) -> Result<(), ApiError> {
+        match (proxy_user, &self.user) {
+            (Some(proxy), Some(u)) if !u.admin && proxy != u.name => {
+                Err(ApiError::Forbidden(format!("User '{}' may not impersonate '{proxy}'.", u.name)))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        // `authenticate` puts it there for every route that needs it; a route without it is a bug,
+        // and must not run as anyone.
+        parts.extensions.get::<Caller>().cloned().ok_or(ApiError::Internal)
+    }
+}
+
+impl Users {
+    /// The users of the configuration.
+    ///
+    /// # Errors
+    /// A duplicate name, a token hash that is not 64 hex digits, a password hash that is not a
+    /// PHC string, or a user with no way to sign in.
+    pub(crate) fn new(config: &[UserConfig]) -> Result<Self, String> {
+        let mut users = Self::default();
+        for u in config {
+            if u.name.is_empty() || u.name.chars().any(|c| c.is_control() || c == ':') {
+                return Err(format!("user name '{}' must be non-empty, without ':' or control characters", u.name));
+            }
+            if u.token_sha256.is_empty() && u.password_hash.is_none() {
+                return Err(format!("user '{}' needs token_sha256 or password_hash", u.name));
+            }
+            if let Some(hash) = &u.password_hash {
+                PasswordHash::new(hash).map_err(|e| {
+                    format!("user '{}': password_hash is not a hash from `tilegate hash-password` ({e})", u.name)
+                })?;
+            }
+            let user = Arc::new(User {
+                name: u.name.clone(),
+                admin: u.admin,
+                password_hash: u.password_hash.clone(),
+                max_sessions: u.max_sessions,
+                max_active_statements: u.max_active_statements,
+            });
+            for hex in &u.token_sha256 {
+                let digest = parse_hex(hex).ok_or_else(|| {
+                    format!("user '{}': token_sha256 '{hex}' is not 64 hex digits (`tilegate hash-token`)", u.name)
+                })?;
+                if users.by_token.insert(digest, user.clone()).is_some() {
+                    return Err(format!("user '{}': a token is given to two users", u.name));
+                }
+            }
+            if users.by_name.insert(u.name.clone(), user).is_some() {
+                return Err(format!("user '{}' is configured twice", u.name));
+            }
+        }
+        Ok(users)
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        !self.by_name.is_empty()
+    }
+
+    /// The user the `Authorization` header names, if its secret is right.
+    fn identify(&self, headers: &HeaderMap) -> Option<Arc<User>> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, credentials) = value.split_once(' ')?;
+        let credentials = credentials.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return self.by_token.get(&sha256(credentials.as_bytes())).cloned();
+        }
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let key = sha256(value.as_bytes());
+        if let Some(user) = self.verified.get(&key) {
+            return Some(user.clone());
+        }
+        let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (name, password) = text.split_once(':')?;
+        let user = self.by_name.get(name)?;
+        let hash = PasswordHash::new(user.password_hash.as_deref()?).ok()?;
+        argon2::Argon2::default().verify_password(password.as_bytes(), &hash).ok()?;
+        self.verified.insert(key, user.clone());
+        Some(user.clone())
+    }
+}
+
+/// Routes anyone may call.
+fn is_open(path: &str) -> bool {
+    matches!(path, "/version" | "/health" | "/ready")
+}
+
+/// Identifies the caller (401 when authentication is on and it fails) and hides sessions and
+/// batches the caller may not see (404).
+pub(crate) async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if is_open(&path) {
+        return next.run(req).await;
+    }
+    let caller = if app.users.enabled() {
+        let users = app.users.clone();
+        let headers = req.headers().clone();
+        // Argon2 takes milliseconds of CPU: off the reactor (only the first time per credentials).
+        let user = match tokio::task::spawn_blocking(move || users.identify(&headers)).await {
+            Ok(Some(user)) => user,
+            _ => return ApiError::Unauthorized.into_response(),
+        };
+        Caller { user: Some(user) }
+    } else {
+        Caller { user: None }
+    };
+    if let Some(hidden) = hidden(&app, &caller, &path) {
+        return hidden.into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// The 404 for a session or batch in `path` that exists but is not the caller's.
+fn hidden(app: &AppState, caller: &Caller, path: &str) -> Option<ApiError> {
+    let mut segments = path.trim_start_matches('/').split('/');
+    let (kind, key) = (segments.next()?, segments.next()?);
+    let key = percent_decode(key);
+    let access = match kind {
+        "sessions" => app.engine.session_access(&key).ok()?,
+        "batches" => app.batches.access(&key)?,
+        _ => return None,
+    };
+    if caller.can_see(&access) {
+        return None;
+    }
+    Some(match kind {
+        "sessions" => ApiError::Engine(tilegate_engine::Error::SessionNotFound(key)),
+        _ => ApiError::NotFound(format!("Batch '{key}' not found.")),
+    })
+}
+
+/// Path segments as axum's `Path` decodes them (session names may hold any printable character).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn parse_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// `token_sha256` for a token.
+pub fn hash_token(token: &str) -> String {
+    sha256(token.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `password_hash` for a password: Argon2id with a random salt, as a PHC string.
+///
+/// # Errors
+/// When hashing fails (it does not, for any password).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes()).map_err(|e| e.to_string())?;
+    let hash = argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| e.to_string())?;
+    Ok(hash.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users() -> Users {
+        Users::new(&[
+            UserConfig { name: "ann".into(), token_sha256: vec![hash_token("t-ann")], ..Default::default() },
+            UserConfig {
+                name: "bob".into(),
+                password_hash: Some(hash_password("secret").unwrap()),
+                ..Default::default()
+            },
+        ])
+        .unwrap()
+    }
+
+    fn header(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    fn basic(user: &str, password: &str) -> HeaderMap {
+        header(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
+    }
+
+    #[test]
+    fn tokens_and_passwords_identify_users_and_nothing_else_does() {
+        let users = users();
+        assert_eq!(users.identify(&header("Bearer t-ann")).unwrap().name, "ann");
+        assert_eq!(users.identify(&header("bearer  t-ann ")).unwrap().name, "ann");
+        assert_eq!(users.identify(&basic("bob", "secret")).unwrap().name, "bob");
+        assert_eq!(users.identify(&basic("bob", "secret")).unwrap().name, "bob", "remembered");
+        for bad in [header("Bearer t-bob"), basic("bob", "Secret"), basic("ann", "t-ann"), header("Digest x")] {
+            assert!(users.identify(&bad).is_none(), "{bad:?}");
+        }
+        assert!(users.identify(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn bad_user_configs_are_refused() {
+        let token = vec![hash_token("x")];
+        let cases = [
+            vec![UserConfig { name: "a".into(), ..Default::default() }],
+            vec![UserConfig { name: "a".into(), token_sha256: vec!["abc".into()], ..Default::default() }],
+            vec![UserConfig { name: "a".into(), password_hash: Some("plain".into()), ..Default::default() }],
+            vec![UserConfig { name: "a:b".into(), token_sha256: token.clone(), ..Default::default() }],
+            vec![
+                UserConfig { name: "a".into(), token_sha256: token.clone(), ..Default::default() },
+                UserConfig { name: "b".into(), token_sha256: token.clone(), ..Default::default() },
+            ],
+        ];
+        for case in cases {
+            assert!(Users::new(&case).is_err(), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn path_segments_decode_like_axum() {
+        assert_eq!(percent_decode("my%20session"), "my session");
+        assert_eq!(percent_decode("caf%C3%A9"), "café");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}
