@@ -52,6 +52,11 @@ pub struct EngineConfig {
     pub ttl: Option<Duration>,
     /// Expired sessions stay visible as `dead` this long.
     pub dead_retention: Duration,
+    /// Largest statement result (its output data as JSON) kept and returned; `None` = no limit
+    /// beyond the sandbox's output cap.
+    pub max_result_bytes: Option<usize>,
+    /// Per-owner overrides of `max_result_bytes`.
+    pub owner_result_bytes: std::collections::HashMap<String, usize>,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +67,8 @@ impl Default for EngineConfig {
             idle_timeout: Some(Duration::from_secs(3600)),
             ttl: None,
             dead_retention: Duration::from_secs(600),
+            max_result_bytes: None,
+            owner_result_bytes: std::collections::HashMap::new(),
         }
     }
 }
@@ -153,7 +160,7 @@ impl Engine {
         };
         let restored = loaded.len();
         for session in loaded {
-            let limits = inner.limits(&session.row.request).unwrap_or_default();
+            let limits = inner.limits(&session.row.request, session.row.owner.as_deref()).unwrap_or_default();
             let cell = SessionCell::restore(
                 session,
                 (inner.config.log_lines, limits),
@@ -219,7 +226,7 @@ impl Engine {
         if let Some(name) = &request.name {
             validate_name(name)?;
         }
-        let limits = self.inner.limits(&request)?;
+        let limits = self.inner.limits(&request, owner.as_deref())?;
         if self.inner.sessions.len() >= self.inner.config.max_sessions {
             return Err(Error::TooManySessions(self.inner.config.max_sessions));
         }
@@ -428,8 +435,8 @@ impl Engine {
 
 impl Inner {
     /// A new session's limits: its `idleTimeout`, `ttl` and `heartbeatTimeoutInSecond`, else the
-    /// server's defaults.
-    fn limits(&self, request: &CreateSession) -> Result<lifetime::Limits, Error> {
+    /// server's defaults; its owner's result size.
+    fn limits(&self, request: &CreateSession, owner: Option<&str>) -> Result<lifetime::Limits, Error> {
         let duration = |field: &str, value: &Option<String>, default: Option<Duration>| match value {
             None => Ok(default),
             Some(text) => lifetime::parse(text).map(Some).ok_or_else(|| {
@@ -445,6 +452,9 @@ impl Inner {
             idle: duration("idleTimeout", &request.idle_timeout, self.config.idle_timeout)?,
             ttl: duration("ttl", &request.ttl, self.config.ttl)?,
             heartbeat,
+            result_bytes: owner
+                .and_then(|o| self.config.owner_result_bytes.get(o).copied())
+                .or(self.config.max_result_bytes),
         })
     }
 }

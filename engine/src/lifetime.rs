@@ -24,6 +24,8 @@ pub(crate) struct Limits {
     pub(crate) ttl: Option<Duration>,
     /// Expire when no request for this session came for this long, once idle.
     pub(crate) heartbeat: Option<Duration>,
+    /// Not a lifetime: the largest result a statement may return (its owner's limit).
+    pub(crate) result_bytes: Option<usize>,
 }
 
 /// When a session was last active and last heard from.

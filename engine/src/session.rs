@@ -229,7 +229,7 @@ impl SessionCell {
             kernel.session_restored(id, &history);
             cell.log(format!(
                 "gateway restarted: session {id} restored; {} results and their definitions kept, {interrupted} \
-                 statements interrupted; values set with session().set were not kept",
+                 statements interrupted",
                 history.len(),
             ));
             tokio::spawn(run_statements(cell.clone(), rx, kernel, metrics));
@@ -334,6 +334,7 @@ impl SessionCell {
             completed: 0,
         };
         let statement = record.to_api();
+        tracing::info!(session = self.id, statement = id, %language, "statement submitted");
         self.save(&record);
         data.statements.push(record);
         data.state = SessionState::Busy;
@@ -435,11 +436,18 @@ async fn run_statements(
         };
         let clock = Instant::now();
         let kernel = kernel.clone();
-        let result = tokio::task::spawn_blocking(move || kernel.execute(&job, &ctx)).await.unwrap_or_else(|e| {
-            tracing::error!(session = cell.id, statement = id, "statement worker panicked: {e}");
-            Err(Failure::new("InternalError", "the gateway failed while running this statement; it has been logged"))
-        });
+        let span = tracing::info_span!("statement", session = cell.id, statement = id);
+        let result = tokio::task::spawn_blocking(move || span.in_scope(|| kernel.execute(&job, &ctx)))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(session = cell.id, statement = id, "statement worker panicked: {e}");
+                Err(Failure::new(
+                    "InternalError",
+                    "the gateway failed while running this statement; it has been logged",
+                ))
+            });
         let elapsed = clock.elapsed();
+        let result = result.and_then(|data| within(data, cell.limits.result_bytes));
 
         let mut data = cell.lock();
         let record = &mut data.statements[index];
@@ -449,6 +457,13 @@ async fn run_statements(
             (Ok(_), _) => "ok",
             (Err(_), _) => "error",
         };
+        tracing::info!(
+            session = cell.id,
+            statement = id,
+            outcome,
+            ms = elapsed.as_millis() as u64,
+            "statement finished"
+        );
         metrics.observe(
             "tilegate_statement_seconds",
             format!("language=\"{}\",outcome=\"{outcome}\"", record.job.language),
@@ -481,6 +496,21 @@ async fn run_statements(
         data.settle();
     }
     kernel.session_closed(cell.id);
+}
+
+/// The result, or an error when it is over the owner's limit.
+fn within(data: crate::Data, limit: Option<usize>) -> Result<crate::Data, Failure> {
+    let Some(limit) = limit else { return Ok(data) };
+    let size = serde_json::to_vec(&data).map_or(0, |v| v.len());
+    if size <= limit {
+        return Ok(data);
+    }
+    Err(Failure::new(
+        "ResultTooLarge",
+        format!(
+            "the result is {size} bytes, over your limit of {limit} (max_result_bytes): return less, or aggregate further"
+        ),
+    ))
 }
 
 pub(crate) fn now_ms() -> i64 {

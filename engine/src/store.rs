@@ -94,6 +94,9 @@ CREATE TABLE IF NOT EXISTS log (
     session INTEGER NOT NULL, n INTEGER NOT NULL, line TEXT NOT NULL, PRIMARY KEY (session, n)
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, row TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS session_values (
+    session INTEGER NOT NULL, name TEXT NOT NULL, json BLOB NOT NULL, PRIMARY KEY (session, name)
+) STRICT, WITHOUT ROWID;
 ";
 
 /// Counters in `meta`: the next id of each kind, so ids are never reused.
@@ -181,7 +184,9 @@ impl Store {
     pub(crate) fn delete_session(&self, id: u64) -> Result<(), StoreError> {
         let Some(mut conn) = self.lock() else { return Ok(()) };
         let tx = conn.transaction()?;
-        for table in ["sessions WHERE id", "statements WHERE session", "log WHERE session"] {
+        for table in
+            ["sessions WHERE id", "statements WHERE session", "log WHERE session", "session_values WHERE session"]
+        {
             tx.execute(&format!("DELETE FROM {table} = ?1"), [id as i64])?;
         }
         tx.commit()?;
@@ -243,6 +248,40 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Records a session's named value (`session().set` in a snippet).
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    pub fn put_value(&self, session: u64, name: &str, json: &[u8]) -> Result<(), StoreError> {
+        let Some(conn) = self.lock() else { return Ok(()) };
+        conn.execute(
+            "INSERT OR REPLACE INTO session_values (session, name, json) VALUES (?1, ?2, ?3)",
+            params![session as i64, name, json],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a session's named values.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    pub fn delete_values(&self, session: u64) -> Result<(), StoreError> {
+        let Some(conn) = self.lock() else { return Ok(()) };
+        conn.execute("DELETE FROM session_values WHERE session = ?1", [session as i64])?;
+        Ok(())
+    }
+
+    /// A session's named values.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    pub fn values(&self, session: u64) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut query = conn.prepare("SELECT name, json FROM session_values WHERE session = ?1 ORDER BY name")?;
+        let rows = query.query_map([session as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Takes the next batch id, never one given before.

@@ -1,7 +1,7 @@
 //! Who is calling, and what they may see.
 //!
-//! With users configured, [`authenticate`] runs before every route but `/version`, `/health` and
-//! `/ready`: a bearer token (its SHA-256 looked up) or HTTP Basic credentials (the password checked
+//! With users configured, [`authenticate`] runs before every route but `/version`, `/openapi.json`,
+//! `/health` and `/ready`: a bearer token (its SHA-256 looked up) or HTTP Basic credentials (the password checked
 //! against the user's Argon2 hash once, then remembered by the SHA-256 of the header) identify a
 //! [`Caller`]; anything else is 401. It then hides other users' sessions and batches: a route
 //! under `/sessions/{id}` or `/batches/{id}` that the caller may not see answers 404, exactly as
@@ -165,7 +165,7 @@ impl Users {
 
 /// Routes anyone may call.
 fn is_open(path: &str) -> bool {
-    matches!(path, "/version" | "/health" | "/ready")
+    matches!(path, "/version" | "/openapi.json" | "/health" | "/ready")
 }
 
 /// Identifies the caller (401 when authentication is on and it fails) and hides sessions and
@@ -200,7 +200,13 @@ fn hidden(app: &AppState, caller: &Caller, path: &str) -> Option<ApiError> {
     let (kind, key) = (segments.next()?, segments.next()?);
     let key = percent_decode(key);
     let access = match kind {
-        "sessions" => app.engine.session_access(&key).ok()?,
+        "sessions" => {
+            let access = app.engine.session_access(&key).ok()?;
+            if let Ok(state) = app.engine.session_state(&key) {
+                tracing::Span::current().record("session", state.id);
+            }
+            access
+        }
         "batches" => app.batches.access(&key)?,
         _ => return None,
     };

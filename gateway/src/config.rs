@@ -99,6 +99,9 @@ pub struct Config {
     pub max_sessions_per_user: usize,
     /// Statements waiting or running one user may have; 0 = no limit.
     pub max_active_statements_per_user: usize,
+    /// Largest statement result (output data as JSON) kept and returned; 0 = only the sandbox's
+    /// `output_limit_bytes`. A user's own `max_result_bytes` overrides.
+    pub max_result_bytes: usize,
 }
 
 /// One user (`[[users]]`). Secrets are stored hashed: `tilegate hash-token` and
@@ -123,6 +126,9 @@ pub struct UserConfig {
     /// Overrides `max_active_statements_per_user`.
     #[serde(default)]
     pub max_active_statements: Option<usize>,
+    /// Overrides `max_result_bytes`.
+    #[serde(default)]
+    pub max_result_bytes: Option<usize>,
 }
 
 impl Default for Config {
@@ -155,6 +161,7 @@ impl Default for Config {
             users: Vec::new(),
             max_sessions_per_user: 0,
             max_active_statements_per_user: 0,
+            max_result_bytes: 0,
         }
     }
 }
@@ -269,6 +276,8 @@ impl Config {
             idle_timeout: secs(self.session_idle_timeout_secs),
             ttl: secs(self.session_ttl_secs),
             dead_retention: Duration::from_secs(self.dead_session_retention_secs),
+            max_result_bytes: (self.max_result_bytes > 0).then_some(self.max_result_bytes),
+            owner_result_bytes: self.users.iter().filter_map(|u| Some((u.name.clone(), u.max_result_bytes?))).collect(),
             ..Default::default()
         }
     }

@@ -21,6 +21,7 @@ use tilegate_engine::{Data, Failure, Job, Kernel, RunContext};
 use tilegate_sandbox::{Host, JobFailure, JobHandler, Limits, Program, Sandbox, SessionValues, Worker, decode_source};
 
 use crate::values::Values;
+use tilegate_engine::Store;
 
 /// What the kernel keeps for a session between its statements.
 #[derive(Debug, Default)]
@@ -47,6 +48,8 @@ pub struct SandboxKernel {
     kept: Mutex<HashMap<u64, Kept>>,
     sql_max_rows: usize,
     metrics: Arc<Metrics>,
+    /// Where sessions' named values are recorded.
+    store: Arc<Store>,
 }
 
 impl SandboxKernel {
@@ -58,9 +61,14 @@ impl SandboxKernel {
         jobs: Arc<Jobs>,
         compiler: Arc<Compiler>,
         sql_max_rows: usize,
-        metrics: Arc<Metrics>,
+        (metrics, store): (Arc<Metrics>, Arc<Store>),
     ) -> Self {
-        Self { sandbox, limits, jobs, compiler, kept: Mutex::default(), sql_max_rows, metrics }
+        Self { sandbox, limits, jobs, compiler, kept: Mutex::default(), sql_max_rows, metrics, store }
+    }
+
+    /// What is kept for a session from its first statement on: its recorded values, if any.
+    fn new_kept(&self, session_id: u64) -> Kept {
+        Kept { values: Arc::new(Values::recorded(self.store.clone(), session_id)), ..Kept::default() }
     }
 
     /// The compiler (for readiness).
@@ -99,7 +107,10 @@ impl SandboxKernel {
         let data = self.run_module(&compiled.wasm, job, ctx).map_err(sandbox_failure)?;
         if cell.has_items() {
             let mut kept = self.lock_kept();
-            kept.entry(job.session_id).or_default().cells.push((format!("statement-{}", job.statement_id), cell));
+            kept.entry(job.session_id)
+                .or_insert_with(|| self.new_kept(job.session_id))
+                .cells
+                .push((format!("statement-{}", job.statement_id), cell));
         }
         Ok(data)
     }
@@ -145,7 +156,7 @@ impl SandboxKernel {
     }
 
     fn values(&self, session_id: u64) -> Arc<dyn SessionValues> {
-        self.lock_kept().entry(session_id).or_default().values.clone()
+        self.lock_kept().entry(session_id).or_insert_with(|| self.new_kept(session_id)).values.clone()
     }
 
     fn run_wasm(&self, job: &Job, ctx: &RunContext) -> Result<Data, tilegate_sandbox::Error> {
@@ -289,13 +300,18 @@ impl TileFunctions for WasmFunctions {
 impl Kernel for SandboxKernel {
     fn session_closed(&self, session_id: u64) {
         self.lock_kept().remove(&session_id);
+        // Nothing can read them now (a closed session runs nothing more). After a graceful
+        // shutdown the store is closed first, so live sessions keep theirs for the restart.
+        if let Err(e) = self.store.delete_values(session_id) {
+            tracing::error!(session = session_id, "could not forget session values: {e}");
+        }
     }
 
     /// Rebuilds what `execute` kept: the items of successful `rust` cells (not compiled now; the
     /// next cell compiles against them, usually from the module cache) and every `result_<id>`.
     fn session_restored(&self, session_id: u64, history: &[(Job, Data)]) {
         let mut kept = self.lock_kept();
-        let kept = kept.entry(session_id).or_default();
+        let kept = kept.entry(session_id).or_insert_with(|| self.new_kept(session_id));
         for (job, data) in history {
             if job.language == Language::Rust {
                 let cell = Arc::new(Cell::parse(&job.code));
@@ -314,7 +330,12 @@ impl Kernel for SandboxKernel {
             Language::Wasm => self.run_wasm(job, ctx).map_err(sandbox_failure),
             Language::Rust => self.run_rust(job, ctx),
             Language::Sql => {
-                let kept = self.lock_kept().entry(job.session_id).or_default().values.all();
+                let kept = self
+                    .lock_kept()
+                    .entry(job.session_id)
+                    .or_insert_with(|| self.new_kept(job.session_id))
+                    .values
+                    .all();
                 let functions = self.sql_functions(job, ctx)?;
                 let result =
                     self.jobs.sql(&job.code, ctx, &kept, functions).map_err(|e| Failure::new(e.ename, e.message))?;
@@ -322,7 +343,7 @@ impl Kernel for SandboxKernel {
                 let size: usize = result.batches.iter().map(|b| b.get_array_memory_size()).sum();
                 if size <= FULL_RESULT_BYTES {
                     let mut kept = self.lock_kept();
-                    let full = &mut kept.entry(job.session_id).or_default().full;
+                    let full = &mut kept.entry(job.session_id).or_insert_with(|| self.new_kept(job.session_id)).full;
                     if full.len() >= FULL_RESULTS {
                         full.pop_front();
                     }
@@ -335,7 +356,11 @@ impl Kernel for SandboxKernel {
         if let Ok(data) = &result
             && let Some(json) = data.get("application/json")
         {
-            self.lock_kept().entry(job.session_id).or_default().values.keep_result(job.statement_id, json);
+            self.lock_kept()
+                .entry(job.session_id)
+                .or_insert_with(|| self.new_kept(job.session_id))
+                .values
+                .keep_result(job.statement_id, json);
         }
         result
     }

@@ -31,6 +31,7 @@ use tilegate_engine::{Engine, Store};
 use tilegate_sandbox::{Limits, Sandbox, SandboxConfig};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 pub use auth::{hash_password, hash_token};
@@ -105,15 +106,15 @@ impl AppState {
             }
         });
         let metrics = Arc::new(Metrics::default());
+        let store = Arc::new(Store::open(&config.state_db())?);
         let kernel = Arc::new(SandboxKernel::new(
             Arc::new(sandbox),
             limits,
             Arc::new(jobs),
             compiler,
             config.sql_max_rows,
-            metrics.clone(),
+            (metrics.clone(), store.clone()),
         ));
-        let store = Arc::new(Store::open(&config.state_db())?);
         let engine = Engine::open(config.engine(), kernel.clone(), metrics, store.clone())?;
         let batches = Arc::new(batches::Batches::restore(store)?);
         let users = Arc::new(auth::Users::new(&config.users).map_err(StartError::Users)?);
@@ -132,8 +133,23 @@ pub fn router(state: AppState) -> Router {
             tracing::error!("a request handler panicked");
             ApiError::Internal.into_response()
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// The span every log line of a request carries: its `x-request-id` (the caller's, or a new UUID,
+/// returned in the response either way), method and path, and the session id once known.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        session = tracing::field::Empty,
+    )
 }
 
 /// Serves until `shutdown` completes, then cancels running statements and finishes in-flight requests.

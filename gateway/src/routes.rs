@@ -22,6 +22,7 @@ use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/version", get(get_version))
+        .route("/openapi.json", get(get_openapi))
         .route("/sessions", get(list_sessions).post(create_session))
         .route("/sessions/{session}", get(get_session).delete(delete_session))
         .route("/sessions/{session}/state", get(get_session_state))
@@ -47,6 +48,12 @@ async fn get_version() -> ApiJson<Version> {
         url: "https://example.invalid/tilegate".into(),
         tilegate_version: env!("CARGO_PKG_VERSION").into(),
     })
+}
+
+/// The OpenAPI document of the whole API (`gateway/openapi.json`; schemathesis checks the gateway
+/// against it in CI).
+async fn get_openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("../openapi.json")).into_response()
 }
 
 #[derive(Debug, Deserialize)]

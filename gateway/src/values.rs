@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tilegate_engine::Store;
 use tilegate_sandbox::SessionValues;
 
 /// All values of one session together may take this many bytes.
@@ -13,13 +14,32 @@ const SESSION_BYTES: usize = 256 << 20;
 const KEPT_RESULTS: usize = 20;
 const RESULT_BYTES: usize = 32 << 20;
 
-/// One session's values: name → JSON text (checked to be JSON when set).
-#[derive(Debug, Default)]
+/// One session's values: name → JSON text (checked to be JSON when set). Values set by snippets
+/// are recorded in the state database when there is one (`result_<id>` are not: they are rebuilt
+/// from the statements' outputs).
+#[derive(Default)]
 pub struct Values {
     map: Mutex<HashMap<String, Arc<[u8]>>>,
+    record: Option<(Arc<Store>, u64)>,
+}
+
+impl std::fmt::Debug for Values {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Values").field("session", &self.record.as_ref().map(|(_, s)| s)).finish_non_exhaustive()
+    }
 }
 
 impl Values {
+    /// Values of session `session`, recorded in `store`, starting with what `store` holds for it.
+    pub fn recorded(store: Arc<Store>, session: u64) -> Self {
+        let stored = store.values(session).unwrap_or_else(|e| {
+            tracing::error!(session, "could not read session values: {e}");
+            Vec::new()
+        });
+        let map = stored.into_iter().map(|(name, json)| (name, Arc::from(json))).collect();
+        Self { map: Mutex::new(map), record: Some((store, session)) }
+    }
+
     /// Every value, name and JSON.
     pub fn all(&self) -> Vec<(String, Arc<[u8]>)> {
         let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
@@ -68,6 +88,11 @@ impl SessionValues for Values {
             ));
         }
         map.insert(name.to_owned(), json.into());
+        if let Some((store, session)) = &self.record
+            && let Err(e) = store.put_value(*session, name, json)
+        {
+            tracing::error!(session, "could not record session value '{name}': {e}");
+        }
         Ok(())
     }
 }
@@ -75,6 +100,18 @@ impl SessionValues for Values {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_values_come_back_and_results_are_not_recorded() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let values = Values::recorded(store.clone(), 7);
+        values.set("a", b"[1, 2]").unwrap();
+        values.keep_result(0, &serde_json::json!([3]));
+        let again = Values::recorded(store.clone(), 7);
+        assert_eq!(&*again.get("a").unwrap(), b"[1, 2]");
+        assert!(again.get("result_0").is_none(), "results are rebuilt from outputs, not recorded");
+        assert!(Values::recorded(store, 8).get("a").is_none(), "per session");
+    }
 
     #[test]
     fn values_are_json_and_replace_each_other() {

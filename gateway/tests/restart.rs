@@ -1,66 +1,27 @@
 //! Durability: the real `tilegate` binary is killed with SIGKILL in the middle of a load, started
 //! again on the same data directory, and must have every session, statement output and batch it
 //! had reported, with the same ids; what was running ends as an error saying the gateway
-//! restarted; new ids never reuse old ones; definitions and results of earlier `rust` statements
-//! still work.
+//! restarted; new ids never reuse old ones; definitions, results and values of earlier `rust`
+//! statements still work.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::{Process, temp_dir};
 
 const ECHO: &str = include_str!("../../sandbox/fixtures/echo.wat");
 const SPIN: &str = include_str!("../../sandbox/fixtures/spin.wat");
 
-/// The gateway as a child process.
-struct Process {
-    child: Child,
-    url: String,
-}
-
-impl Process {
-    /// Starts `tilegate` on an ephemeral loopback port and waits for its "listening" line.
-    fn start(data_dir: &Path) -> Self {
-        let config = data_dir.join("gateway.toml");
-        let cache = std::env::temp_dir().join("tilegate-it-compile-cache");
-        std::fs::write(
-            &config,
-            format!("demo_dataset = false\nstatement_timeout_secs = 600.0\ncompile_cache_dir = {:?}\n", cache),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tilegate"))
-            .args(["--bind", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("TILEGATE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start tilegate");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect(&line).to_owned();
-        Self { child, url }
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(dir: &Path) -> Process {
+    let config = "demo_dataset = false\nstatement_timeout_secs = 600.0\n";
+    Process::start(env!("CARGO_BIN_EXE_tilegate"), dir, config, None)
 }
 
 async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
@@ -97,24 +58,17 @@ async fn finished(http: &reqwest::Client, base: &str, session: u64, id: u64) -> 
     panic!("statement {session}/{id} never finished");
 }
 
-fn data_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tilegate-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_load_loses_nothing_it_reported() {
-    let dir = data_dir();
+    let dir = temp_dir("restart");
     let http = reqwest::Client::new();
-    let first = Process::start(&dir);
+    let first = start(&dir);
     let base = first.url.clone();
 
     // A session whose rust definitions and results must survive.
     let repl = post(&http, format!("{base}/sessions"), json!({"kind": "shared", "name": "repl"})).await;
     let repl_id = repl["id"].as_u64().unwrap();
-    let code = "fn double(x: i64) -> i64 { x * 2 }\nvec![(1, double(21))]";
+    let code = "fn double(x: i64) -> i64 { x * 2 }\nsession().set(\"offset\", 1000);\nvec![(1, double(21))]";
     post(&http, format!("{base}/sessions/repl/statements"), json!({"code": code, "kind": "rust"})).await;
     let defined = finished(&http, &base, repl_id, 0).await;
     assert_eq!(defined["output"]["status"], "ok", "{defined}");
@@ -180,7 +134,7 @@ async fn kill_9_mid_load_loses_nothing_it_reported() {
     let total: usize = accepted.values().map(Vec::len).sum();
     assert!(total > 8, "the load ran ({total} statements accepted)");
 
-    let second = Process::start(&dir);
+    let second = start(&dir);
     let base = second.url.clone();
 
     // Every session, with the same id, name and app id.
@@ -255,12 +209,13 @@ async fn kill_9_mid_load_loses_nothing_it_reported() {
     // The restored REPL: its definitions compile into the next cell, its result is readable.
     let code = "let earlier = session().get(\"result_0\").unwrap();\n\
                 let kept = earlier.as_array().unwrap()[0].as_array().unwrap()[1].as_i64().unwrap();\n\
-                vec![(2, double(4)), (3, kept)]";
+                let offset = session().get(\"offset\").unwrap().as_i64().unwrap();\n\
+                vec![(2, double(4)), (3, kept + offset)]";
     let st = post(&http, format!("{base}/sessions/repl/statements"), json!({"code": code, "kind": "rust"})).await;
     assert_eq!(st["id"], 1, "statement ids continue");
     let st = finished(&http, &base, repl_id, 1).await;
     assert_eq!(st["output"]["status"], "ok", "{st}");
-    assert_eq!(st["output"]["data"]["application/json"], json!([[2, 8], [3, 42]]), "{st}");
+    assert_eq!(st["output"]["data"]["application/json"], json!([[2, 8], [3, 1042]]), "{st}");
 
     drop(second);
     let _ = std::fs::remove_dir_all(&dir);

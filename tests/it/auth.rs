@@ -10,7 +10,7 @@ use tilegate_sdk::{Client, StatementState};
 
 use crate::{Gateway, fixture, test_config};
 
-/// A gateway with ann (token, at most 2 sessions), bob (token and password, at most 1 active
+/// A gateway with ann (token, at most 2 sessions, results up to 100 bytes), bob (token and password, at most 1 active
 /// statement) and root (admin).
 async fn gateway() -> Gateway {
     let user = |name: &str, token: &str| UserConfig {
@@ -19,7 +19,7 @@ async fn gateway() -> Gateway {
         ..Default::default()
     };
     let users = vec![
-        UserConfig { max_sessions: Some(2), ..user("ann", "ann-token") },
+        UserConfig { max_sessions: Some(2), max_result_bytes: Some(100), ..user("ann", "ann-token") },
         UserConfig {
             password_hash: Some(hash_password("bob's password").unwrap()),
             max_active_statements: Some(1),
@@ -228,5 +228,18 @@ async fn per_user_limits_answer_429_and_free_up() {
     assert_eq!(call(&gw, BOB, Method::POST, &cancel, None).await.0, 200);
     wait(&gw, "bob-token", bob_session, 0, StatementState::Cancelled).await;
     let answer = json!({"code": fixture!("answer"), "kind": "wasm"});
-    assert_eq!(call(&gw, BOB, Method::POST, &path, Some(answer)).await.0, 201, "free again");
+    assert_eq!(call(&gw, BOB, Method::POST, &path, Some(answer.clone())).await.0, 201, "free again");
+
+    // ann: results up to 100 bytes; a 1 MiB print is an error, a small answer is not.
+    let ann_session = 1;
+    let path = format!("/sessions/{ann_session}/statements");
+    let big = json!({"code": fixture!("print_1mib"), "kind": "wasm"});
+    assert_eq!(call(&gw, ANN, Method::POST, &path, Some(big)).await.0, 201);
+    assert_eq!(call(&gw, ANN, Method::POST, &path, Some(answer)).await.0, 201);
+    wait(&gw, "ann-token", ann_session, 1, StatementState::Available).await;
+    let (_, big) = call(&gw, ANN, Method::GET, &format!("{path}/0"), None).await;
+    assert_eq!(big["output"]["ename"], "ResultTooLarge", "{}", &big.to_string()[..300.min(big.to_string().len())]);
+    assert!(big["output"]["evalue"].as_str().unwrap().contains("limit of 100"), "{big}");
+    let (_, small) = call(&gw, ANN, Method::GET, &format!("{path}/1"), None).await;
+    assert_eq!(small["output"]["data"]["text/plain"], "42", "{small}");
 }
