@@ -468,14 +468,14 @@ pub struct StatementList {
 pub enum Output {
     /// The code ran; `data` maps MIME types to values.
     Ok {
-        /// 1-based count of statements run in the session.
+        /// The statement id (0-based), as Livy reports it.
         execution_count: u64,
         /// MIME type → value: `text/plain` (a string) and `application/json` (any JSON).
         data: BTreeMap<String, Value>,
     },
     /// The code failed (did not compile, trapped, hit a limit, was rejected).
     Error {
-        /// 1-based count of statements run in the session.
+        /// The statement id (0-based), as Livy reports it.
         execution_count: u64,
         /// What kind of failure, e.g. `Timeout`, `MemoryLimit`, `InvalidModule`.
         ename: String,

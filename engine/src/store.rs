@@ -8,7 +8,8 @@
 //! the API's.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -38,8 +39,21 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// Set by [`Store::close`]: later writes are dropped (the gateway is stopping; what runs now
     /// must come back as interrupted, not as cancelled).
-    closed: std::sync::atomic::AtomicBool,
+    closed: AtomicBool,
+    /// Stops the checkpoint thread when the store is dropped.
+    checkpoints: Option<Arc<AtomicBool>>,
 }
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.checkpoints {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How often the WAL is copied back into the database, off the request path.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A session as stored: what does not change after creation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,7 +127,26 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|source| StoreError::Directory { path: dir.display().to_string(), source })?;
         }
-        Self::init(Connection::open(path)?)
+        let mut store = Self::init(Connection::open(path)?)?;
+        // Checkpoints fsync the database: a thread of its own does them (SQLite's automatic ones
+        // would stall whichever commit crossed the threshold, tens of ms on some disks).
+        store.conn.get_mut().unwrap_or_else(PoisonError::into_inner).pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Connection::open(path)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("state-checkpoint".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    if let Err(e) = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!("state database checkpoint: {e}");
+                    }
+                }
+            })
+            .map_err(|source| StoreError::Directory { path: path.display().to_string(), source })?;
+        store.checkpoints = Some(stop);
+        Ok(store)
     }
 
     /// A store that lives in memory only (tests, and gateways configured without state).
@@ -129,16 +162,16 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn), closed: Default::default() })
+        Ok(Self { conn: Mutex::new(conn), closed: Default::default(), checkpoints: None })
     }
 
     /// Stops writing: the state on disk stays as it is now.
     pub fn close(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     fn lock(&self) -> Option<MutexGuard<'_, Connection>> {
-        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.closed.load(Ordering::SeqCst) {
             return None;
         }
         Some(self.conn.lock().unwrap_or_else(PoisonError::into_inner))

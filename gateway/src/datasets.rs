@@ -107,10 +107,16 @@ pub(crate) fn parse_bbox(text: &str) -> Result<[f64; 4], ApiError> {
     Ok(bbox)
 }
 
-/// An ISO date/time or epoch seconds.
+/// An ISO date/time or epoch seconds, within years 0000–9999.
 pub(crate) fn parse_time(text: &str) -> Result<i64, ApiError> {
-    text.trim()
+    const YEARS_0_TO_9999: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
+    let epoch = text
+        .trim()
         .parse::<i64>()
         .or_else(|_| cf::parse_datetime(text))
-        .map_err(|e| ApiError::BadRequest(format!("Invalid time: {e}")))
+        .map_err(|e| ApiError::BadRequest(format!("Invalid time: {e}")))?;
+    if !YEARS_0_TO_9999.contains(&epoch) {
+        return Err(ApiError::BadRequest(format!("Invalid time '{text}': epoch seconds of years 0000 to 9999 only.")));
+    }
+    Ok(epoch)
 }

@@ -111,6 +111,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             }
         })?;
         let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        // Every body is an object: serde would fill a struct from an array by position.
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(ApiError::BadRequest("Invalid JSON body: it must be a JSON object.".into()));
+        }
         serde_json::from_slice(body).map(ApiJson).map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
     }
 }

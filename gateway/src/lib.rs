@@ -126,7 +126,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let mut app = routes::routes().layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     if state.config.csrf_protection {
-        app = app.layer(axum::middleware::from_fn(routes::require_csrf_header));
+        // Only matched routes: an unknown route is 404 and a wrong method 405, header or not.
+        app = app.route_layer(axum::middleware::from_fn(routes::require_csrf_header));
     }
     app.layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| {

@@ -217,10 +217,23 @@ pub(crate) fn location(url: &str) -> HeaderMap {
     headers
 }
 
-/// Livy's CSRF protection: state-changing requests must carry `X-Requested-By`.
+/// The routes that change state, by method: the only ones Livy's CSRF check guards.
+const STATE_CHANGING: &[(Method, &str)] = &[
+    (Method::POST, "/sessions"),
+    (Method::DELETE, "/sessions/{session}"),
+    (Method::POST, "/sessions/{session}/statements"),
+    (Method::POST, "/sessions/{session}/statements/{statement}/cancel"),
+    (Method::POST, "/batches"),
+    (Method::DELETE, "/batches/{batch}"),
+    (Method::POST, "/datasets"),
+];
+
+/// Livy's CSRF protection: requests that change state must carry `X-Requested-By`. Runs as a
+/// route layer, after routing: an unknown route stays 404, a method a route lacks 405.
 pub(crate) async fn require_csrf_header(req: Request, next: Next) -> Response {
-    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !safe && !req.headers().contains_key("x-requested-by") {
+    let path = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let changes = STATE_CHANGING.iter().any(|(m, p)| m == req.method() && path.as_deref() == Some(p));
+    if changes && !req.headers().contains_key("x-requested-by") {
         return ApiError::MissingCsrfHeader.into_response();
     }
     next.run(req).await

@@ -21,6 +21,10 @@ async fn malformed_bodies() {
     assert_refused(&gw, post.clone(), "/sessions", Some(r#"{"kind": 3}"#), 400, "invalid type").await;
     assert_refused(&gw, post.clone(), "/sessions", Some(r#"{"bogus": true}"#), 400, "unknown field").await;
     assert_refused(&gw, post.clone(), "/sessions", Some("[1,2]"), 400, "Invalid JSON").await;
+    // serde would fill the struct from an array by position (found by schemathesis).
+    assert_refused(&gw, post.clone(), "/sessions", Some(r#"[null, "by-array"]"#), 400, "must be a JSON object").await;
+    assert_refused(&gw, post.clone(), "/batches", Some(r#"[null, "SELECT 3", null]"#), 400, "JSON object").await;
+    assert_refused(&gw, post.clone(), "/sessions", Some("7"), 400, "JSON object").await;
     assert_refused(&gw, post.clone(), "/sessions", Some(r#"{"name": "7"}"#), 400, "must not be a number").await;
     let bad_conf = r#"{"conf": {"tilegate.kind": "cobol"}}"#;
     assert_refused(&gw, post.clone(), "/sessions", Some(bad_conf), 400, "tilegate.kind").await;
@@ -31,6 +35,7 @@ async fn malformed_bodies() {
     assert_refused(&gw, post.clone(), &path, Some(r#"{"code": "", "extra": 1}"#), 400, "unknown field").await;
     assert_refused(&gw, post.clone(), &path, Some(r#"{"code": "1", "kind": "cobol"}"#), 400, "Invalid statement kind")
         .await;
+    assert_refused(&gw, post.clone(), &path, Some(r#"["1", "rust"]"#), 400, "JSON object").await;
     // Nothing was queued by the refused requests.
     assert_eq!(gw.client.statements(s.id).await.unwrap().total_statements, 0);
 }

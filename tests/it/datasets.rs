@@ -208,6 +208,10 @@ async fn bad_stores_and_selections_get_clear_errors() {
     refused(400, "west")(get("/datasets/good/tiles?bbox=10,0,5,10").await);
     refused(400, "inverted")(get("/datasets/good/tiles?start=2008-09-05&end=2008-09-01").await);
     refused(400, "Invalid time")(get("/datasets/good/tiles?start=yesterday").await);
+    // Found by schemathesis: these overflowed (500) or read as impossible dates.
+    for bad in ["start=99999999999999-01-01", "end=2009-01-01T1e300", "end=-9223372036854775808", "start=2008-02-30"] {
+        refused(400, "Invalid time")(gw.raw(Method::GET, &format!("/datasets/good/tiles?{bad}"), None).await);
+    }
     refused(400, "selects no time step")(get("/datasets/good/tiles?start=2020-01-01&end=2020-02-01").await);
     refused(400, "unknown field")(get("/datasets/good/tiles?bogus=1").await);
     // And the good dataset still works.

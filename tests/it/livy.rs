@@ -198,6 +198,10 @@ async fn csrf_check_is_off_by_default_and_enforced_when_on() {
     assert_eq!(ok.status(), 201);
     let (status, _) = gw.raw(Method::GET, "/sessions", None).await;
     assert_eq!(status, 200, "GET needs no header");
+    // Routing first: an unknown route is 404 and a wrong method 405, header or not.
+    assert_eq!(gw.raw(Method::POST, "/nowhere", Some("{}")).await.0, 404);
+    assert_eq!(gw.raw(Method::TRACE, "/health", None).await.0, 405);
+    assert_eq!(gw.raw(Method::DELETE, "/version", None).await.0, 405);
 
     let open = Gateway::start().await;
     assert_eq!(open.raw(Method::POST, "/sessions", Some("{}")).await.0, 201);

@@ -12,6 +12,7 @@ mod datasets;
 mod jobs;
 mod livy;
 mod notebook;
+mod openapi;
 mod ops;
 mod python_sdk;
 mod rust;

@@ -100,9 +100,10 @@ impl TimeUnits {
     }
 }
 
-/// Parses `YYYY-MM-DD[( |T)HH:MM[:SS[.fff]]][Z]` (UTC) into epoch seconds.
+/// Parses `YYYY-MM-DD[( |T)HH:MM[:SS[.fff]]][Z]` (UTC) into epoch seconds. Years 0000–9999,
+/// real calendar dates and clock times only.
 pub fn parse_datetime(s: &str) -> Result<i64, String> {
-    let bad = || format!("cannot read date '{s}' (expected YYYY-MM-DD[THH:MM:SS])");
+    let bad = || format!("cannot read date '{s}' (expected YYYY-MM-DD[THH:MM:SS], years 0000 to 9999)");
     let s = s.trim().trim_end_matches('Z').trim_end_matches("+00:00");
     let (date, time) = match s.split_once(['T', ' ']) {
         Some((d, t)) => (d, t.trim()),
@@ -111,19 +112,36 @@ pub fn parse_datetime(s: &str) -> Result<i64, String> {
     let mut parts = date.split('-');
     let mut next = || parts.next().and_then(|p| p.parse::<i64>().ok()).ok_or_else(bad);
     let (y, m, d) = (next()?, next()?, next()?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    if !(0..=9999).contains(&y) || !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
         return Err(bad());
     }
     let mut secs = 0.0;
     if !time.is_empty() {
         let mut hms = time.split(':');
-        for scale in [3600.0, 60.0, 1.0] {
+        for (scale, below) in [(3600.0, 24.0), (60.0, 60.0), (1.0, 61.0)] {
             if let Some(p) = hms.next() {
-                secs += p.parse::<f64>().map_err(|_| bad())? * scale;
+                let v = p.parse::<f64>().map_err(|_| bad())?;
+                if !(0.0..below).contains(&v) {
+                    return Err(bad());
+                }
+                secs += v * scale;
             }
+        }
+        if hms.next().is_some() {
+            return Err(bad());
         }
     }
     Ok(prelude::nexus::days_from_civil(y, m, d) * 86_400 + secs as i64)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` of epoch seconds.
@@ -146,7 +164,18 @@ mod tests {
         assert_eq!(parse_datetime("2000-03-01T12:30:00Z").unwrap(), 951_913_800);
         assert!(TimeUnits::parse("days since 2000-01-01", Some("360_day")).is_err());
         assert!(TimeUnits::parse("fortnights since 2000-01-01", None).is_err());
-        assert!(parse_datetime("2008-13-01").is_err());
+        for bad in [
+            "2008-13-01",
+            "2008-02-30",
+            "2007-02-29",
+            "2008-01-01T24:00",
+            "2008-01-01T1e300",
+            "99999999999999-01-01",
+            "2008-01-01T00:60",
+        ] {
+            assert!(parse_datetime(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_datetime("2008-02-29T23:59:60").unwrap(), parse_datetime("2008-03-01").unwrap());
         for day in [-800_000i64, -1, 0, 59, 10_957, 20_000] {
             let (y, m, d) = prelude::nexus::civil_from_days(day);
             assert_eq!(prelude::nexus::days_from_civil(y, m, d), day);
