@@ -1,7 +1,7 @@
 //! Who is calling, and what they may see.
 //!
-//! With users configured, [`authenticate`] runs before every route but `/version`, `/openapi.json`,
-//! `/health` and `/ready`: a bearer token (its SHA-256 looked up) or HTTP Basic credentials (the password checked
+//! With users configured, [`authenticate`] runs before every route but `/version`, `/health` and
+//! `/ready`: a bearer token (its SHA-256 looked up) or HTTP Basic credentials (the password checked
 //! against the user's Argon2 hash once, then remembered by the SHA-256 of the header) identify a
 //! [`Caller`]; anything else is 401. It then hides other users' sessions and batches: a route
 //! under `/sessions/{id}` or `/batches/{id}` that the caller may not see answers 404, exactly as
@@ -165,7 +165,7 @@ impl Users {
 
 /// Routes anyone may call.
 fn is_open(path: &str) -> bool {
-    matches!(path, "/version" | "/openapi.json" | "/health" | "/ready")
+    matches!(path, "/version" | "/health" | "/ready")
 }
 
 /// Identifies the caller (401 when authentication is on and it fails) and hides sessions and

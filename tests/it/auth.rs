@@ -73,6 +73,7 @@ async fn every_route_needs_credentials_except_version_and_health() {
         (Method::GET, "/datasets"),
         (Method::POST, "/datasets"),
         (Method::GET, "/metrics"),
+        (Method::GET, "/openapi.json"),
         (Method::GET, "/no/such/route"),
     ];
     let wrong = [None, Some("Bearer nope".to_owned()), Some(basic("bob", "guess")), Some(basic("ann", "ann-token"))];
