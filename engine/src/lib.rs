@@ -362,8 +362,19 @@ impl Engine {
     /// [`Error::SessionNotFound`], [`Error::InvalidKind`], [`Error::SessionNotActive`].
     pub fn submit(&self, key: &str, request: CreateStatement) -> Result<Statement, Error> {
         let cell = self.cell(key)?;
-        let (language, body) = language::resolve(request.kind.as_deref(), &request.code, cell.default_language)?;
-        cell.submit(request.code, language, body)
+        // A Livy kind (or none) may carry sparkmagic's SQL wrapper: answer the query inside it.
+        let livy_kind = request.kind.as_deref().is_none_or(|k| {
+            matches!(k.trim().to_ascii_lowercase().as_str(), "spark" | "scala" | "pyspark" | "python" | "sparkr" | "r")
+        });
+        let (language, body, shape) = match livy_kind.then(|| language::sparkmagic_sql(&request.code)).flatten() {
+            Some((query, shape)) => (Language::Sql, query, shape),
+            None => {
+                let (language, body) =
+                    language::resolve(request.kind.as_deref(), &request.code, cell.default_language)?;
+                (language, body, language::Shape::Livy)
+            }
+        };
+        cell.submit(request.code, language, body, shape)
             .ok_or_else(|| Error::SessionNotActive { id: cell.id, state: cell.lock().state.to_string() })
     }
 

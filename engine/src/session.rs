@@ -8,6 +8,7 @@ use tilegate_api::{CreateSession, Language, Output, Session, SessionKind, Sessio
 use tokio::sync::mpsc;
 
 use crate::kernel::{Failure, Job, Kernel, RunContext};
+use crate::language::Shape;
 use crate::lifetime::{Clock, Limits};
 use crate::metrics::Metrics;
 use crate::store::{self, LoadedSession, SessionRow, StatementRow, Store};
@@ -56,6 +57,8 @@ pub(crate) struct StatementRecord {
     pub(crate) ctx: RunContext,
     started: i64,
     completed: i64,
+    /// How its output is shaped for the client (sparkmagic's SQL records, or Livy's).
+    shape: Shape,
 }
 
 impl StatementRecord {
@@ -128,6 +131,7 @@ impl StatementRecord {
             ctx: RunContext::default(),
             started: row.started,
             completed: row.completed,
+            shape: Shape::Livy,
         };
         let was = match record.state {
             StatementState::Waiting => "waiting",
@@ -318,7 +322,7 @@ impl SessionCell {
     }
 
     /// Queues a statement. Returns `None` when the session no longer takes statements.
-    pub(crate) fn submit(&self, code: String, language: Language, body: String) -> Option<Statement> {
+    pub(crate) fn submit(&self, code: String, language: Language, body: String, shape: Shape) -> Option<Statement> {
         let mut data = self.lock();
         let queue = data.queue.clone()?;
         let id = data.statements.len() as u64;
@@ -332,6 +336,7 @@ impl SessionCell {
             ctx: RunContext::default(),
             started: 0,
             completed: 0,
+            shape,
         };
         let statement = record.to_api();
         tracing::info!(session = self.id, statement = id, %language, "statement submitted");
@@ -423,7 +428,7 @@ async fn run_statements(
 ) {
     while let Some(id) = queue.recv().await {
         let index = id as usize;
-        let (job, ctx) = {
+        let (job, ctx, shape) = {
             let mut data = cell.lock();
             let record = &mut data.statements[index];
             if record.state != StatementState::Waiting {
@@ -432,7 +437,7 @@ async fn run_statements(
             record.become_(StatementState::Running);
             record.started = now_ms();
             cell.save(record);
-            (record.job.clone(), record.ctx.clone())
+            (record.job.clone(), record.ctx.clone(), record.shape)
         };
         let clock = Instant::now();
         let kernel = kernel.clone();
@@ -447,7 +452,7 @@ async fn run_statements(
                 ))
             });
         let elapsed = clock.elapsed();
-        let result = result.and_then(|data| within(data, cell.limits.result_bytes));
+        let result = result.map(|data| shape.apply(data)).and_then(|data| within(data, cell.limits.result_bytes));
 
         let mut data = cell.lock();
         let record = &mut data.statements[index];

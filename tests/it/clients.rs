@@ -98,3 +98,62 @@ with LivySession.create(url, kind=SessionKind.SPARK, auth=requests.auth.HTTPBasi
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, ["42", "0", "None", "401"], "{stdout}");
 }
+
+/// sparkmagic 0.23.0 from PyPI, unmodified, in a real IPython shell: `%spark add` for Scala,
+/// Python and R sessions, a plain cell, and `%%spark -c sql -o q`, whose Spark-flavoured SQL
+/// wrapper the gateway answers with the query's rows as sparkmagic parses them (a pandas
+/// DataFrame), the same as a `sql` statement gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparkmagic_runs_cells_and_sql_into_dataframes() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let script = r#"
+import sys
+from IPython.core.interactiveshell import InteractiveShell
+ip = InteractiveShell.instance()
+ip.run_line_magic("load_ext", "sparkmagic.magics")
+query = "SELECT COUNT(*) AS n, MIN(time) AS first FROM sst WHERE time < '2008-09-03'"
+for lang in ["scala", "python", "r"]:
+    ip.run_line_magic("spark", f"add -s s_{lang} -l {lang} -u {sys.argv[1]} -t None")
+    ip.run_cell_magic("spark", f"-s s_{lang}", "6 * 7")
+    ip.run_cell_magic("spark", f"-s s_{lang} -c sql -o q", query)
+    q = ip.user_ns["q"]
+    print(lang, list(q.columns), int(q["n"][0]), str(q["first"][0])[:10])
+ip.run_line_magic("spark", "cleanup")
+# A gateway with authentication, through sparkmagic's Basic_Access.
+ip.run_line_magic("spark", f"add -s authed -l python -u {sys.argv[2]} -t Basic_Access -a ann -p pw")
+ip.run_cell_magic("spark", "-s authed", "6 * 7")
+"#;
+    use tilegate_gateway::{UserConfig, hash_password};
+    let users = vec![UserConfig {
+        name: "ann".into(),
+        password_hash: Some(hash_password("pw").unwrap()),
+        ..Default::default()
+    }];
+    let authed = crate::Gateway::start_with(tilegate_gateway::Config { users, ..test_config() }).await;
+    let (python, url, authed_url) = (crate::sparkmagic_python().to_owned(), gw.url.clone(), authed.url.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args(["-c", script, &url, &authed_url])
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "sparkmagic failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    // The count from the gateway's own SQL, for the comparison.
+    let s = gw.client.create_session(&Default::default()).await.unwrap();
+    let sql = "SELECT COUNT(*) AS n FROM sst WHERE time < '2008-09-03'";
+    let expected: Vec<serde_json::Value> = gw.client.sql(s.id, sql).await.unwrap();
+    let n = expected[0]["n"].as_i64().unwrap();
+    let lines: Vec<&str> =
+        stdout.lines().filter(|l| l.starts_with("scala ") || l.starts_with("python ") || l.starts_with("r ")).collect();
+    let want: Vec<String> =
+        ["scala", "python", "r"].iter().map(|l| format!("{l} ['n', 'first'] {n} 2008-09-01")).collect();
+    assert_eq!(lines, want, "{stdout}");
+    let answers = stdout.lines().filter(|l| *l == "42").count();
+    assert_eq!(answers, 4, "each plain cell (three sessions, and one with Basic auth) printed 42:\n{stdout}");
+    // sparkmagic deleted its sessions.
+    assert_eq!(gw.client.list_sessions(0, 100).await.unwrap().total, 1);
+}

@@ -135,29 +135,40 @@ fn new_dir(prefix: &str) -> PathBuf {
 /// directory: made on first use, remade when the requirements change.
 pub fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("requirements.txt");
-        let wanted = std::fs::read_to_string(&requirements).expect("tests/requirements.txt");
-        // The test binary lives in <target>/debug/deps.
-        let exe = std::env::current_exe().expect("test binary path");
-        let target = exe.ancestors().nth(3).expect("target dir");
-        let venv = target.join("tilegate-pyenv");
-        let bin = venv.join("bin").join("python");
-        let marker = venv.join("requirements.txt");
-        if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
-            let ok =
-                Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv).status().is_ok_and(|s| s.success());
-            assert!(ok, "python3 -m venv failed: Python 3 with venv is needed for the dataset tests");
-            let ok = Command::new(&bin)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
-                .arg(&requirements)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "pip install -r {} failed", requirements.display());
-            std::fs::write(&marker, wanted).expect("venv marker");
+    PYTHON.get_or_init(|| venv("tilegate-pyenv", "requirements.txt", false))
+}
+
+/// Python with sparkmagic (`tests/requirements-sparkmagic.txt`, every package pinned and installed
+/// without dependency resolution), in a venv of its own: sparkmagic needs pandas < 3.
+pub fn sparkmagic_python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| venv("tilegate-sparkmagic-env", "requirements-sparkmagic.txt", true))
+}
+
+/// The python of venv `name` under the target dir with `tests/<requirements>` installed, remade
+/// when the file changes.
+fn venv(name: &str, requirements: &str, no_deps: bool) -> PathBuf {
+    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join(requirements);
+    let wanted = std::fs::read_to_string(&requirements).expect("requirements file");
+    // The test binary lives in <target>/debug/deps.
+    let exe = std::env::current_exe().expect("test binary path");
+    let target = exe.ancestors().nth(3).expect("target dir");
+    let venv = target.join(name);
+    let bin = venv.join("bin").join("python");
+    let marker = venv.join("requirements.txt");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+        let ok = Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv).status().is_ok_and(|s| s.success());
+        assert!(ok, "python3 -m venv failed: Python 3 with venv is needed for the dataset tests");
+        let mut pip = Command::new(&bin);
+        pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]);
+        if no_deps {
+            pip.arg("--no-deps");
         }
-        bin
-    })
+        let ok = pip.arg("-r").arg(&requirements).status().is_ok_and(|s| s.success());
+        assert!(ok, "pip install -r {} failed", requirements.display());
+        std::fs::write(&marker, wanted).expect("venv marker");
+    }
+    bin
 }
 
 /// Runs a script of `tests/tools` with [`python`]; returns its stdout, panics with its stderr.
