@@ -234,6 +234,57 @@ impl Client {
         }
     }
 
+    /// `POST /batches`: runs a snippet once, outside any session, as Airflow's Livy provider does.
+    /// Give `file` (a name in the gateway's jobs directory) or inline `code` and `kind`.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`] (e.g. both or neither of `file` and `code`, no such file).
+    pub async fn submit_batch(&self, request: &CreateBatch) -> Result<Batch, Error> {
+        self.call(Method::POST, "/batches", Some(request)).await
+    }
+
+    /// `GET /batches/{id}`.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`] (404 for an unknown batch).
+    pub async fn batch(&self, batch: u64) -> Result<Batch, Error> {
+        self.call(Method::GET, &format!("/batches/{batch}"), None::<&()>).await
+    }
+
+    /// `GET /batches/{id}/log`: every line of a batch's log (the run, then the result's text or
+    /// the error).
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn batch_log(&self, batch: u64) -> Result<Vec<String>, Error> {
+        let log: SessionLog = self.call(Method::GET, &format!("/batches/{batch}/log?size=-1"), None::<&()>).await?;
+        Ok(log.log)
+    }
+
+    /// `DELETE /batches/{id}`: kills the batch if it runs, and forgets it.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn delete_batch(&self, batch: u64) -> Result<(), Error> {
+        self.call::<Msg>(Method::DELETE, &format!("/batches/{batch}"), None::<&()>).await.map(drop)
+    }
+
+    /// Polls a batch until it ends (`success`, `dead` or `killed`), backing off from 1 ms to 1 s.
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn wait_batch(&self, batch: u64) -> Result<Batch, Error> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let current = self.batch(batch).await?;
+            if matches!(current.state, SessionState::Success | SessionState::Dead | SessionState::Killed) {
+                return Ok(current);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
     /// Submits a statement, waits for it, and returns its output.
     ///
     /// # Errors

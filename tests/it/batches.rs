@@ -94,3 +94,45 @@ async fn a_running_batch_is_killed_and_bad_requests_are_400() {
     let (status, _) = gw.raw(reqwest::Method::GET, "/batches/77/log", None).await;
     assert_eq!(status, 404);
 }
+
+/// Apache Airflow's Livy provider from PyPI, unmodified: its `LivyHook` (what `LivyOperator` runs)
+/// submits a snippet file of the jobs directory, polls the state to a terminal one, reads the log
+/// with the NEXUS result, and deletes a running batch, as the operator's `on_kill` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn airflow_livy_hook_runs_and_kills_batches() {
+    let config = test_config();
+    let jobs = config.data_dir.join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::write(jobs.join("series.rs"), include_str!("../../examples/snippets/time_series.rs")).unwrap();
+    std::fs::write(jobs.join("spin.wat"), crate::fixture!("spin")).unwrap();
+    let gw = gateway_with_sst(None, config).await;
+    let script = r#"
+import os, sys, time
+os.environ["AIRFLOW_CONN_LIVY_DEFAULT"] = sys.argv[1]
+from airflow.providers.apache.livy.hooks.livy import LivyHook, BatchState
+hook = LivyHook(livy_conn_id="livy_default")
+batch = hook.post_batch(file="series.rs", name="sst time series")
+while (state := hook.get_batch_state(batch)) not in hook.TERMINAL_STATES:
+    time.sleep(0.2)
+print(state.value)
+log = hook.get_batch_logs(batch, 0, 100)["log"]
+print(any('"cnt":238' in line for line in log))
+spin = hook.post_batch(file="spin.wat")
+print(hook.get_batch_state(spin).value)
+print(hook.delete_batch(spin)["msg"])
+"#;
+    let (python, url) = (crate::airflow_python().to_owned(), gw.url.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args(["-c", script, &url])
+            .env("AIRFLOW_HOME", std::env::temp_dir().join("tilegate-airflow-home"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "airflow failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.contains("[info")).collect();
+    assert_eq!(lines, ["success", "True", "running", "deleted"], "{stdout}");
+}

@@ -145,6 +145,13 @@ pub fn sparkmagic_python() -> &'static Path {
     PYTHON.get_or_init(|| venv("tilegate-sparkmagic-env", "requirements-sparkmagic.txt", true))
 }
 
+/// Python with Apache Airflow and its Livy provider (`tests/requirements-airflow.txt`, pinned,
+/// installed without dependency resolution), in a venv of its own: Airflow pins much of the world.
+pub fn airflow_python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| venv("tilegate-airflow-env", "requirements-airflow.txt", true))
+}
+
 /// The python of venv `name` under the target dir with `tests/<requirements>` installed, remade
 /// when the file changes.
 fn venv(name: &str, requirements: &str, no_deps: bool) -> PathBuf {
