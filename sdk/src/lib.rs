@@ -72,6 +72,13 @@ pub struct Client {
 impl Client {
     /// A client for the gateway at `base_url`, e.g. `http://127.0.0.1:8998`.
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # fn demo() -> Result<(), Error> {
+    /// let client = Client::new("http://127.0.0.1:8998")?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Http`] when the HTTP client cannot be built.
     pub fn new(base_url: &str) -> Result<Self, Error> {
@@ -80,6 +87,13 @@ impl Client {
 
     /// A client that sends `token` as a bearer token (a gateway with `[[users]]` needs one).
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # fn demo() -> Result<(), Error> {
+    /// let client = Client::with_token("https://tilegate.example.org", &std::env::var("TILEGATE_TOKEN").unwrap_or_default())?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Http`] when the HTTP client cannot be built or the token is not header text.
     pub fn with_token(base_url: &str, token: &str) -> Result<Self, Error> {
@@ -87,6 +101,13 @@ impl Client {
     }
 
     /// A client that signs in with HTTP Basic credentials.
+    ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # fn demo() -> Result<(), Error> {
+    /// let client = Client::with_basic("https://tilegate.example.org", "ann", "her password")?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Http`] when the HTTP client cannot be built or the credentials are not header text.
@@ -109,11 +130,24 @@ impl Client {
     }
 
     /// The gateway's base URL.
+    ///
+    /// ```
+    /// let client = tilegate_sdk::Client::new("http://127.0.0.1:8998/").unwrap();
+    /// assert_eq!(client.base_url(), "http://127.0.0.1:8998");
+    /// ```
     pub fn base_url(&self) -> &str {
         &self.base
     }
 
     /// `GET /version`.
+    ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let version = client.version().await?;
+    /// println!("Livy API {}, tilegate {}", version.version, version.tilegate_version);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
@@ -123,6 +157,16 @@ impl Client {
 
     /// `POST /sessions`.
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let session = client
+    ///     .create_session(&CreateSession { kind: Some("sql".into()), name: Some("sst".into()), ..Default::default() })
+    ///     .await?;
+    /// assert_eq!(session.default_language, Language::Sql);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`] (e.g. an invalid kind or a duplicate name).
     pub async fn create_session(&self, request: &CreateSession) -> Result<Session, Error> {
@@ -130,6 +174,15 @@ impl Client {
     }
 
     /// `GET /sessions?from&size`.
+    ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// for session in client.list_sessions(0, 100).await?.sessions {
+    ///     println!("{} {:?} {}", session.id, session.name, session.state);
+    /// }
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
@@ -139,6 +192,14 @@ impl Client {
 
     /// `GET /sessions/{id}`; `session` is an id or a name.
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let session = client.session("sst").await?; // by id or by name
+    /// println!("{}: {}", session.id, session.state);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`] (404 for an unknown session).
     pub async fn session(&self, session: impl std::fmt::Display) -> Result<Session, Error> {
@@ -147,6 +208,14 @@ impl Client {
 
     /// `GET /sessions/{id}/state`.
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let state = client.session_state(0).await?;
+    /// println!("{}", state.state);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
     pub async fn session_state(&self, session: impl std::fmt::Display) -> Result<SessionStateInfo, Error> {
@@ -154,6 +223,14 @@ impl Client {
     }
 
     /// `GET /sessions/{id}/log?from&size` (`from` defaults to the last `size` lines).
+    ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let log = client.session_log(0, None, Some(20)).await?; // the last 20 lines
+    /// log.log.iter().for_each(|line| println!("{line}"));
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
@@ -172,6 +249,13 @@ impl Client {
 
     /// `DELETE /sessions/{id}`.
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// client.delete_session(0).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
     pub async fn delete_session(&self, session: impl std::fmt::Display) -> Result<(), Error> {
@@ -179,6 +263,15 @@ impl Client {
     }
 
     /// `POST /sessions/{id}/statements`: queues a statement and returns it (normally `waiting`).
+    ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let statement = client.submit(0, Some(Language::Rust), "6 * 7").await?;
+    /// let done = client.wait(0, statement.id).await?;
+    /// println!("{:?}", done.output);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
@@ -194,6 +287,14 @@ impl Client {
 
     /// `GET /sessions/{id}/statements/{sid}`.
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let statement = client.statement(0, 3).await?;
+    /// println!("{:?} {:.0}%", statement.state, statement.progress * 100.0);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
     pub async fn statement(&self, session: impl std::fmt::Display, statement: u64) -> Result<Statement, Error> {
@@ -201,6 +302,14 @@ impl Client {
     }
 
     /// `GET /sessions/{id}/statements`.
+    ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let list = client.statements(0).await?;
+    /// println!("{} statements", list.total_statements);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
@@ -210,6 +319,14 @@ impl Client {
 
     /// `POST /sessions/{id}/statements/{sid}/cancel`.
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let statement = client.submit(0, Some(Language::Rust), "loop {}").await?;
+    /// client.cancel(0, statement.id).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
     pub async fn cancel(&self, session: impl std::fmt::Display, statement: u64) -> Result<(), Error> {
@@ -218,6 +335,15 @@ impl Client {
     }
 
     /// Polls a statement until it is final (`available` or `cancelled`), backing off from 0.5 ms to 100 ms.
+    ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let statement = client.submit(0, None, "6 * 7").await?;
+    /// let done = client.wait(0, statement.id).await?;
+    /// assert!(done.state.is_final());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
@@ -237,6 +363,17 @@ impl Client {
     /// `POST /batches`: runs a snippet once, outside any session, as Airflow's Livy provider does.
     /// Give `file` (a name in the gateway's jobs directory) or inline `code` and `kind`.
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let batch = client
+    ///     .submit_batch(&CreateBatch { file: Some("time_series.rs".into()), ..Default::default() })
+    ///     .await?;
+    /// let done = client.wait_batch(batch.id).await?;
+    /// println!("{}: {:?}", done.state, client.batch_log(batch.id).await?.last());
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`] (e.g. both or neither of `file` and `code`, no such file).
     pub async fn submit_batch(&self, request: &CreateBatch) -> Result<Batch, Error> {
@@ -244,6 +381,14 @@ impl Client {
     }
 
     /// `GET /batches/{id}`.
+    ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let batch = client.batch(0).await?;
+    /// println!("{}", batch.state);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`] (404 for an unknown batch).
@@ -254,6 +399,15 @@ impl Client {
     /// `GET /batches/{id}/log`: every line of a batch's log (the run, then the result's text or
     /// the error).
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// for line in client.batch_log(0).await? {
+    ///     println!("{line}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
     pub async fn batch_log(&self, batch: u64) -> Result<Vec<String>, Error> {
@@ -263,6 +417,13 @@ impl Client {
 
     /// `DELETE /batches/{id}`: kills the batch if it runs, and forgets it.
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// client.delete_batch(0).await?; // kills it if it still runs
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
     pub async fn delete_batch(&self, batch: u64) -> Result<(), Error> {
@@ -270,6 +431,14 @@ impl Client {
     }
 
     /// Polls a batch until it ends (`success`, `dead` or `killed`), backing off from 1 ms to 1 s.
+    ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let batch = client.submit_batch(&CreateBatch { code: Some("6 * 7".into()), ..Default::default() }).await?;
+    /// assert_eq!(client.wait_batch(batch.id).await?.state, SessionState::Success);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
@@ -287,6 +456,14 @@ impl Client {
 
     /// Submits a statement, waits for it, and returns its output.
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let output = client.run(0, Language::Rust, "6 * 7").await?;
+    /// assert_eq!(output.text(), Some("42"));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Statement`] when it failed, [`Error::Cancelled`] when it was cancelled, or a transport/API error.
     pub async fn run(&self, session: impl std::fmt::Display, language: Language, code: &str) -> Result<Output, Error> {
@@ -301,6 +478,14 @@ impl Client {
     }
 
     /// Like [`Client::run`], deserializing the `application/json` result into `T`.
+    ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let rows: Vec<(i64, f64)> = client.run_as(0, Language::Rust, "vec![(1, 0.5), (2, 1.5)]").await?;
+    /// assert_eq!(rows.len(), 2);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`Client::run`], plus [`Error::Decode`] when the result does not fit `T`.
@@ -370,6 +555,16 @@ impl Client {
     /// Submits a statement and waits for it like [`Client::run`], calling `on_progress` with each
     /// new `progress` (0 to 1) seen while it runs.
     ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let output = client
+    ///     .run_with_progress(0, Language::Rust, "dataset(\"sst\").map(|t| t.stats_by_time()).reduce_by_key(Stats::merge)", |p| eprintln!("{:.0}%", p * 100.0))
+    ///     .await?;
+    /// println!("{:?}", output.json());
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// As [`Client::run`].
     pub async fn run_with_progress(
@@ -403,6 +598,16 @@ impl Client {
     }
 
     /// The whole result of an `sql` statement as `format` bytes: `jsonl`, `csv` or `arrow`.
+    ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let statement = client.submit(0, Some(Language::Sql), "SELECT * FROM sst LIMIT 100000").await?;
+    /// client.wait(0, statement.id).await?;
+    /// let csv = client.download(0, statement.id, "csv").await?;
+    /// std::fs::write("cells.csv", csv).ok();
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Api`] (404) when the statement has no kept result, or a transport error.
