@@ -93,6 +93,8 @@ struct Inner {
 /// the user it runs as (`proxyUser`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Access {
+    /// Its id.
+    pub id: u64,
     /// The user who created it.
     pub owner: Option<String>,
     /// `proxyUser` of its request.

@@ -263,7 +263,7 @@ impl SessionCell {
     }
 
     pub(crate) fn access(&self) -> crate::Access {
-        crate::Access { owner: self.owner.clone(), proxy_user: self.request.proxy_user.clone() }
+        crate::Access { id: self.id, owner: self.owner.clone(), proxy_user: self.request.proxy_user.clone() }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SessionData> {

@@ -202,9 +202,7 @@ fn hidden(app: &AppState, caller: &Caller, path: &str) -> Option<ApiError> {
     let access = match kind {
         "sessions" => {
             let access = app.engine.session_access(&key).ok()?;
-            if let Ok(state) = app.engine.session_state(&key) {
-                tracing::Span::current().record("session", state.id);
-            }
+            tracing::Span::current().record("session", access.id);
             access
         }
         "batches" => app.batches.access(&key)?,

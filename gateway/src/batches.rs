@@ -56,6 +56,10 @@ struct BatchRow {
 }
 
 impl BatchCell {
+    fn access(&self) -> Access {
+        Access { id: self.id, owner: self.owner.clone(), proxy_user: self.request.proxy_user.clone() }
+    }
+
     fn to_row(&self) -> BatchRow {
         let (state, log) = self.run.lock().unwrap_or_else(PoisonError::into_inner).clone();
         BatchRow { owner: self.owner.clone(), request: self.request.clone(), app_id: self.app_id.clone(), state, log }
@@ -116,7 +120,7 @@ impl Batches {
     /// Who a batch belongs to; `None` when there is no such batch.
     pub(crate) fn access(&self, key: &str) -> Option<Access> {
         let batch = self.get(key).ok()?;
-        Some(Access { owner: batch.owner.clone(), proxy_user: batch.request.proxy_user.clone() })
+        Some(batch.access())
     }
 
     fn save(&self, cell: &BatchCell) {
@@ -152,10 +156,7 @@ async fn list_batches(
     ApiQuery(q): ApiQuery<Paging>,
 ) -> ApiJson<BatchList> {
     let table = app.batches.table.lock().unwrap_or_else(PoisonError::into_inner);
-    let visible: Vec<&Arc<BatchCell>> = table
-        .values()
-        .filter(|b| caller.can_see(&Access { owner: b.owner.clone(), proxy_user: b.request.proxy_user.clone() }))
-        .collect();
+    let visible: Vec<&Arc<BatchCell>> = table.values().filter(|b| caller.can_see(&b.access())).collect();
     let from = q.from.unwrap_or(0);
     let sessions =
         visible.iter().skip(from as usize).take(q.size.unwrap_or(100) as usize).map(|b| b.to_api()).collect();
