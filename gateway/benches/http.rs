@@ -7,66 +7,29 @@
 //! `available`), the same as a `rust` statement whose compiled module is cached, statement throughput with concurrent sessions, and the gateway's RSS idle and with
 //! 100 idle sessions.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tilegate_sdk::{Client, CreateSession, Language, SessionState};
 
 const ANSWER: &str = r#"(module (func (export "main") (result i32) i32.const 42))"#;
 
-struct Server {
-    child: Child,
-    url: String,
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-impl Server {
-    fn start() -> Self {
-        let data_dir = std::env::temp_dir().join(format!("tilegate-bench-{}", std::process::id()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tilegate"))
-            .args(["--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .env("TILEGATE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start tilegate");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read banner");
-        let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("banner has the URL").to_owned();
-        Self { child, url }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Process, ms, quantile, temp_dir};
 
 struct Stats {
     p50: Duration,
     p99: Duration,
 }
 
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    Stats { p50: at(0.5), p99: at(0.99) }
+fn stats(samples: Vec<Duration>) -> Stats {
+    Stats { p50: quantile(&samples, 0.5), p99: quantile(&samples, 0.99) }
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+/// The real binary on the demo dataset, in a fresh data directory.
+fn start() -> Process {
+    Process::start(env!("CARGO_BIN_EXE_tilegate"), &temp_dir("bench"), "", None)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +38,7 @@ async fn main() {
     let n = if quick { 200 } else { 2000 };
     // Memory: a fresh gateway, idle, then holding 100 idle sessions.
     let (rss_idle, rss_100) = {
-        let fresh = Server::start();
+        let fresh = start();
         let client = Client::new(&fresh.url).expect("client");
         client.version().await.expect("version");
         let idle = fresh.rss_kib();
@@ -86,7 +49,7 @@ async fn main() {
         (idle, fresh.rss_kib())
     };
 
-    let server = Server::start();
+    let server = start();
     let client = Client::new(&server.url).expect("client");
 
     // Baseline: the cheapest round trip the gateway serves.
