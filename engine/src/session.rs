@@ -442,17 +442,18 @@ async fn run_statements(
         let clock = Instant::now();
         let kernel = kernel.clone();
         let span = tracing::info_span!("statement", session = cell.id, statement = id);
-        let result = tokio::task::spawn_blocking(move || span.in_scope(|| kernel.execute(&job, &ctx)))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(session = cell.id, statement = id, "statement worker panicked: {e}");
-                Err(Failure::new(
-                    "InternalError",
-                    "the gateway failed while running this statement; it has been logged",
-                ))
-            });
+        let result_bytes = cell.limits.result_bytes;
+        // Reshaping and measuring the output are JSON work on possibly megabytes: off the reactor too.
+        let result = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| kernel.execute(&job, &ctx).map(|data| shape.apply(data)))
+                .and_then(|data| within(data, result_bytes))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(session = cell.id, statement = id, "statement worker panicked: {e}");
+            Err(Failure::new("InternalError", "the gateway failed while running this statement; it has been logged"))
+        });
         let elapsed = clock.elapsed();
-        let result = result.map(|data| shape.apply(data)).and_then(|data| within(data, cell.limits.result_bytes));
 
         let mut data = cell.lock();
         let record = &mut data.statements[index];

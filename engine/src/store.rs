@@ -381,7 +381,7 @@ fn bump(tx: &rusqlite::Transaction<'_>, key: &str, value: u64) -> Result<(), rus
 }
 
 /// Logs a failed write: the gateway keeps serving from memory, and says so.
-pub(crate) fn warn(result: Result<(), StoreError>) {
+pub fn warn(result: Result<(), StoreError>) {
     if let Err(e) = result {
         tracing::error!("could not record state: {e}");
     }

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tilegate_api::{Batch, BatchList, CreateBatch, Language, Msg, SessionLog, SessionState, SessionStateInfo};
+use tilegate_engine::store::warn;
 use tilegate_engine::{Access, Job, Kernel, RunContext, Store, StoreError};
 
 use crate::AppState;
@@ -312,10 +313,4 @@ async fn delete_batch(State(app): State<AppState>, ApiPath(key): ApiPath<String>
     app.batches.table.lock().unwrap_or_else(PoisonError::into_inner).remove(&batch.id);
     warn(app.batches.store.delete_batch(batch.id));
     Ok(ApiJson(Msg::new("deleted")))
-}
-
-fn warn(result: Result<(), StoreError>) {
-    if let Err(e) = result {
-        tracing::error!("could not record a batch: {e}");
-    }
 }
