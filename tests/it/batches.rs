@@ -107,8 +107,9 @@ async fn airflow_livy_hook_runs_and_kills_batches() {
     std::fs::write(jobs.join("spin.wat"), crate::fixture!("spin")).unwrap();
     let gw = gateway_with_sst(None, config).await;
     let script = r#"
-import os, sys, time
+import os, sys, tempfile, time
 os.environ["AIRFLOW_CONN_LIVY_DEFAULT"] = sys.argv[1]
+os.environ["AIRFLOW_HOME"] = os.path.join(tempfile.gettempdir(), "tilegate-airflow-home")
 from airflow.providers.apache.livy.hooks.livy import LivyHook, BatchState
 hook = LivyHook(livy_conn_id="livy_default")
 batch = hook.post_batch(file="series.rs", name="sst time series")
@@ -121,18 +122,7 @@ spin = hook.post_batch(file="spin.wat")
 print(hook.get_batch_state(spin).value)
 print(hook.delete_batch(spin)["msg"])
 "#;
-    let (python, url) = (crate::airflow_python().to_owned(), gw.url.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .args(["-c", script, &url])
-            .env("AIRFLOW_HOME", std::env::temp_dir().join("tilegate-airflow-home"))
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "airflow failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = crate::run_script(crate::airflow_python(), script, &[&gw.url]).await;
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.contains("[info")).collect();
     assert_eq!(lines, ["success", "True", "running", "deleted"], "{stdout}");
 }

@@ -3,7 +3,7 @@
 //! statements default to `rust`, as a sparkmagic user's would.
 
 use crate::jobs::gateway_with_sst;
-use crate::{python, test_config};
+use crate::{python, run_script, test_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pylivy_runs_rust_and_sql_statements() {
@@ -45,14 +45,7 @@ with LivySession.create(sys.argv[1], kind=SessionKind.SPARK, echo=False) as spar
 "#;
     let series = "dataset(\"sst\").bbox(-150.0, 45.0, -120.0, 60.0).time(\"2008-09-01\", \"2008-09-16\")\n    \
                   .map(|tile| tile.stats_by_time())\n    .reduce_by_key(Stats::merge)";
-    let (python, url, series) = (python().to_owned(), gw.url.clone(), series.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python).args(["-c", script, &url, &series]).output().unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "pylivy failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = run_script(python(), script, &[&gw.url, series]).await;
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, ["16 238", "16", "True", "42"], "{stdout}");
 }
@@ -87,14 +80,7 @@ with LivySession.create(url, kind=SessionKind.SPARK, auth=requests.auth.HTTPBasi
     except requests.HTTPError as e:
         print(e.response.status_code)
 "#;
-    let (python, url) = (python().to_owned(), gw.url.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python).args(["-c", script, &url]).output().unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "pylivy failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = run_script(python(), script, &[&gw.url]).await;
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, ["42", "0", "None", "401"], "{stdout}");
 }
@@ -130,18 +116,7 @@ ip.run_cell_magic("spark", "-s authed", "6 * 7")
         ..Default::default()
     }];
     let authed = crate::Gateway::start_with(tilegate_gateway::Config { users, ..test_config() }).await;
-    let (python, url, authed_url) = (crate::sparkmagic_python().to_owned(), gw.url.clone(), authed.url.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .args(["-c", script, &url, &authed_url])
-            .current_dir(std::env::temp_dir())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "sparkmagic failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = run_script(crate::sparkmagic_python(), script, &[&gw.url, &authed.url]).await;
     // The count from the gateway's own SQL, for the comparison.
     let s = gw.client.create_session(&Default::default()).await.unwrap();
     let sql = "SELECT COUNT(*) AS n FROM sst WHERE time < '2008-09-03'";

@@ -178,6 +178,22 @@ fn venv(name: &str, requirements: &str, no_deps: bool) -> PathBuf {
     bin
 }
 
+/// Runs `python -c script args...` (off the async runtime, in the temp dir) and returns its
+/// stdout; panics with stdout and stderr when it fails.
+pub async fn run_script(python: &Path, script: &'static str, args: &[&str]) -> String {
+    let python = python.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python).arg("-c").arg(script).args(args).current_dir(std::env::temp_dir()).output()
+    })
+    .await
+    .expect("script task")
+    .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "script failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 /// Runs a script of `tests/tools` with [`python`]; returns its stdout, panics with its stderr.
 pub fn run_tool(script: &str, args: &[&str]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools").join(script);
