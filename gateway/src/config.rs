@@ -81,6 +81,9 @@ pub struct Config {
     pub max_compiles: usize,
     /// Rows a `sql` statement's output shows; more are marked as truncated.
     pub sql_max_rows: usize,
+    /// Whether `sql` answers `COUNT`/`MIN`/`MAX`/`SUM`/`AVG` over tiles its filters cover whole
+    /// from the tile index, reading only the tiles they cut (off = read every cell).
+    pub sql_index_aggregates: bool,
     /// Idle sessions expire after this many seconds unless their `idleTimeout` says otherwise; 0 = never.
     pub session_idle_timeout_secs: u64,
     /// Sessions expire this many seconds after creation (once idle) unless their `ttl` says otherwise; 0 = never.
@@ -153,6 +156,7 @@ impl Default for Config {
             compile_memory_mib: 2048,
             max_compiles: 2,
             sql_max_rows: 1000,
+            sql_index_aggregates: true,
             session_idle_timeout_secs: 3600,
             session_ttl_secs: 0,
             dead_session_retention_secs: 600,

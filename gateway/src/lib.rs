@@ -96,7 +96,8 @@ impl AppState {
             output_bytes: config.output_limit_bytes,
         };
         let jobs = Jobs::new(catalog.clone(), config.worker_count(), config.tile_cache_mib << 20)
-            .map_err(|e| StartError::Workers(e.to_string()))?;
+            .map_err(|e| StartError::Workers(e.to_string()))?
+            .with_sql_index_aggregates(config.sql_index_aggregates);
         let compiler = Arc::new(Compiler::new(config.compiler()));
         // Build the guest prelude now, so the first `rust` statement compiles at full speed.
         let preparing = compiler.clone();

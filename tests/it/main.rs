@@ -17,6 +17,7 @@ mod ops;
 mod python_sdk;
 mod rust;
 mod sql;
+mod sql_index;
 mod wasm;
 
 use std::path::{Path, PathBuf};

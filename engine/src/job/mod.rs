@@ -85,6 +85,8 @@ pub struct Jobs {
     runtime: Option<tokio::runtime::Runtime>,
     workers: usize,
     cache: Arc<TileCache>,
+    /// Whether `sql` answers whole-tile aggregates from the tile index (`sql::index`).
+    sql_index_aggregates: bool,
 }
 
 impl Jobs {
@@ -99,7 +101,25 @@ impl Jobs {
             .thread_name("tile-worker")
             .enable_all()
             .build()?;
-        Ok(Self { catalog, runtime: Some(runtime), workers, cache: Arc::new(TileCache::new(cache_bytes)) })
+        Ok(Self {
+            catalog,
+            runtime: Some(runtime),
+            workers,
+            cache: Arc::new(TileCache::new(cache_bytes)),
+            sql_index_aggregates: true,
+        })
+    }
+
+    /// Whether `sql` statements answer `COUNT`/`MIN`/`MAX`/`SUM`/`AVG` over whole tiles from the
+    /// tile index (on by default; off reads every cell, as a baseline).
+    #[must_use]
+    pub fn with_sql_index_aggregates(mut self, on: bool) -> Self {
+        self.sql_index_aggregates = on;
+        self
+    }
+
+    pub(crate) fn sql_index_aggregates(&self) -> bool {
+        self.sql_index_aggregates
     }
 
     /// The decoded-tile cache's counters.

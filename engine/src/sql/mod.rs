@@ -4,6 +4,8 @@
 //! - `tables`: per dataset its cells table (`<name>`: `time, lat, lon, <variables>`, one row per
 //!   valid cell, read by the jobs' tile scan and pruned through the tile index) and its tile
 //!   index (`<name>_tiles`); the catalog (`datasets`).
+//! - `index`: the optimizer rule that answers `COUNT`/`MIN`/`MAX`/`SUM`/`AVG` from the tile index
+//!   for the tiles a query's filters cover whole, reading only the tiles they cut.
 //! - `filters`: from a query's filters on `time`/`lat`/`lon` to the selection that prunes tiles.
 //! - `output`: results as Livy's `sql` output (Spark type names) and a text table.
 //! - [`functions`]: snippet functions (`sql_function!`) as UDFs, run by the gateway's sandbox.
@@ -15,6 +17,7 @@
 
 mod filters;
 pub mod functions;
+mod index;
 pub mod output;
 mod results;
 mod tables;
@@ -26,6 +29,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::ScalarUDF;
+use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 
 use self::functions::{SnippetUdf, SqlFunction, SqlFunctions};
@@ -92,7 +96,16 @@ impl Jobs {
             .with_target_partitions(self.workers())
             .with_information_schema(true)
             .with_default_catalog_and_schema("tilegate", "public");
-        let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+        let mut state = SessionStateBuilder::new().with_config(config).with_default_features();
+        if self.sql_index_aggregates() {
+            // After filters are pushed down, before common subexpressions are factored out of the
+            // aggregates (which would hide their columns behind a projection).
+            let mut rules = Optimizer::new().rules;
+            let at = rules.iter().position(|r| r.name() == "common_sub_expression_eliminate").unwrap_or(rules.len());
+            rules.insert(at, Arc::new(index::IndexAggregates));
+            state = state.with_optimizer_rules(rules);
+        }
+        let state = state.build();
         let session = SessionContext::new_with_state(state);
         let datasets = self.catalog().list();
         session.register_table("datasets", Arc::new(tables::datasets_table(&datasets)?))?;

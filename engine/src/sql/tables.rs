@@ -1,6 +1,7 @@
 //! The tables SQL sees: per dataset, its cells (`<name>`) and its tile index (`<name>_tiles`); and
 //! the catalog of datasets (`datasets`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,11 +29,17 @@ pub(crate) struct CellsTable {
     pub(crate) variables: Vec<String>,
     pub(crate) cache: Arc<TileCache>,
     pub(crate) ctx: RunContext,
+    /// Tiles this table leaves out (the whole tiles an index-answered aggregate took from the index).
+    pub(crate) skip: Arc<HashSet<[u64; 3]>>,
 }
 
 impl std::fmt::Debug for CellsTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cells of {} ({})", self.dataset.name(), self.variables.join(", "))
+        write!(f, "cells of {} ({})", self.dataset.name(), self.variables.join(", "))?;
+        match self.skip.len() {
+            0 => Ok(()),
+            n => write!(f, " but {n} whole tiles"),
+        }
     }
 }
 
@@ -41,7 +48,18 @@ impl CellsTable {
         let info = dataset.info();
         let first = info.variables.first().map(|v| v.tile_shape.clone()).unwrap_or_default();
         let variables = info.variables.iter().filter(|v| v.tile_shape == first).map(|v| v.name.clone()).collect();
-        Self { dataset, variables, cache, ctx }
+        Self { dataset, variables, cache, ctx, skip: Arc::default() }
+    }
+
+    /// The same table without the `skip` tiles.
+    pub(crate) fn skipping(&self, skip: HashSet<[u64; 3]>) -> Self {
+        Self {
+            dataset: self.dataset.clone(),
+            variables: self.variables.clone(),
+            cache: self.cache.clone(),
+            ctx: self.ctx.clone(),
+            skip: Arc::new(skip),
+        }
     }
 }
 
@@ -70,7 +88,10 @@ impl TableProvider for CellsTable {
         let (selection, nothing) = filters::selection(filters);
         let tiles = match (nothing, self.variables.first()) {
             (false, Some(first)) => match self.dataset.select(first, &selection) {
-                Ok(tiles) => tiles,
+                Ok(mut tiles) => {
+                    tiles.retain(|t| !self.skip.contains(&t.index));
+                    tiles
+                }
                 // A bbox off the grid or a time range outside the data selects no cell.
                 Err(DatasetError::InvalidRequest(_)) => Vec::new(),
                 Err(e) => return Err(datafusion::common::DataFusionError::External(Box::new(e))),
