@@ -182,7 +182,7 @@ struct ResultFormat {
 }
 
 /// Every row of an `sql` statement's result (its output shows at most `sql_max_rows`), as JSON
-/// lines (default), CSV or an Arrow IPC stream. Errors are JSON like everywhere else.
+/// lines (default), CSV, an Arrow IPC stream or Parquet. Errors are JSON like everywhere else.
 async fn get_statement_result(
     State(app): State<AppState>,
     ApiPath((key, statement)): ApiPath<(String, String)>,
@@ -190,7 +190,7 @@ async fn get_statement_result(
 ) -> Result<Response, ApiError> {
     let name = q.format.as_deref().unwrap_or("jsonl");
     let format = Format::parse(name)
-        .ok_or_else(|| ApiError::BadRequest(format!("Invalid format '{name}': use jsonl, csv or arrow.")))?;
+        .ok_or_else(|| ApiError::BadRequest(format!("Invalid format '{name}': use jsonl, csv, arrow or parquet.")))?;
     let session = app.engine.session_state(&key)?.id;
     let statement = app.engine.statement(&key, &statement)?.id;
     let result = app.kernel.full_result(session, statement).ok_or_else(|| {

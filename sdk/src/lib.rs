@@ -597,7 +597,7 @@ impl Client {
         }
     }
 
-    /// The whole result of an `sql` statement as `format` bytes: `jsonl`, `csv` or `arrow`.
+    /// The whole result of an `sql` statement as `format` bytes: `jsonl`, `csv`, `arrow` or `parquet`.
     ///
     /// ```no_run
     /// # use tilegate_sdk::*;

@@ -207,10 +207,33 @@ async fn outputs_are_capped_and_say_so() {
     let (status, kind, arrow) = download("arrow").await;
     assert_eq!((status, kind.as_str()), (200, "application/vnd.apache.arrow.stream"));
     assert!(arrow.starts_with(&[0xff, 0xff, 0xff, 0xff]), "an Arrow IPC stream starts with a continuation marker");
+    let (status, kind, parquet) = download("parquet").await;
+    assert_eq!((status, kind.as_str()), (200, "application/vnd.apache.parquet"));
+    assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"), "a Parquet file");
+    // pyarrow and pandas read both binary formats: the same rows, columns and values as JSON lines.
+    let script = "import io, json, sys, requests, pandas, pyarrow, pyarrow.parquet\n\
+        url = sys.argv[1]\n\
+        get = lambda f: requests.get(url + '?format=' + f, timeout=30).content\n\
+        table = pyarrow.parquet.read_table(io.BytesIO(get('parquet')))\n\
+        stream = pyarrow.ipc.open_stream(get('arrow')).read_all()\n\
+        assert stream.cast(table.schema).equals(table), (stream.schema, table.schema)\n\
+        frame = pandas.read_parquet(io.BytesIO(get('parquet')))\n\
+        print(json.dumps({'rows': table.num_rows, 'columns': table.column_names,\n\
+            'types': [str(t) for t in table.schema.types], 'sum': float(frame['sst'].sum()),\n\
+            'codec': pyarrow.parquet.ParquetFile(io.BytesIO(get('parquet'))).metadata.row_group(0).column(0).compression}))";
+    let url = format!("{}/sessions/{s}/statements/0/result", gw.url);
+    let read: Value = serde_json::from_str(&crate::run_script(crate::python(), script, &[&url]).await).unwrap();
+    assert_eq!(read["rows"], total);
+    assert_eq!(read["columns"], json!(["time", "lat", "lon", "sst"]));
+    // Parquet has no seconds unit: times are milliseconds there.
+    assert_eq!(read["types"], json!(["timestamp[ms]", "double", "double", "float"]));
+    assert_eq!(read["codec"], "ZSTD");
+    let sum: f64 = rows.iter().map(|r| r["sst"].as_f64().unwrap()).sum();
+    assert!((read["sum"].as_f64().unwrap() - sum).abs() < 1e-6 * sum.abs(), "{read} vs {sum}");
     let (status, body) =
         gw.raw(reqwest::Method::GET, &format!("/sessions/{s}/statements/0/result?format=xml"), None).await;
     assert_eq!(status, 400);
-    assert!(body["msg"].as_str().unwrap().contains("jsonl, csv or arrow"), "{body}");
+    assert!(body["msg"].as_str().unwrap().contains("jsonl, csv, arrow or parquet"), "{body}");
     let (status, _) = gw.raw(reqwest::Method::GET, &format!("/sessions/{s}/statements/9/result"), None).await;
     assert_eq!(status, 404);
     let small = query(&gw, s, "SELECT 1 AS one").await.unwrap();

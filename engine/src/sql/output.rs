@@ -1,8 +1,12 @@
 //! Query results as Livy's `sql` output: `application/json` = `{"schema": <Spark StructType>,
 //! "data": [[row values], ...]}` with Spark type names, and a `text/plain` table.
 
-use datafusion::arrow::array::{Array, ArrayRef};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::common::ScalarValue;
@@ -123,15 +127,18 @@ pub enum Format {
     Csv,
     /// The Arrow IPC stream format (`application/vnd.apache.arrow.stream`).
     Arrow,
+    /// A Parquet file, zstd-compressed (`application/vnd.apache.parquet`).
+    Parquet,
 }
 
 impl Format {
-    /// The format named `jsonl`, `csv` or `arrow`.
+    /// The format named `jsonl`, `csv`, `arrow` or `parquet`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "jsonl" | "json" | "ndjson" => Some(Self::JsonLines),
             "csv" => Some(Self::Csv),
             "arrow" => Some(Self::Arrow),
+            "parquet" => Some(Self::Parquet),
             _ => None,
         }
     }
@@ -142,6 +149,7 @@ impl Format {
             Self::JsonLines => "application/x-ndjson",
             Self::Csv => "text/csv; charset=utf-8",
             Self::Arrow => "application/vnd.apache.arrow.stream",
+            Self::Parquet => "application/vnd.apache.parquet",
         }
     }
 }
@@ -179,6 +187,46 @@ pub fn write(result: &SqlResult, format: Format) -> Result<Vec<u8>, String> {
             }
             writer.finish().map_err(e)?;
         }
+        Format::Parquet => {
+            use parquet::arrow::ArrowWriter;
+            use parquet::basic::{Compression, ZstdLevel};
+            use parquet::file::properties::WriterProperties;
+            let p = |e: parquet::errors::ParquetError| e.to_string();
+            let properties =
+                WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+            let (schema, batches) = parquet_ready(result).map_err(e)?;
+            let mut writer = ArrowWriter::try_new(&mut out, schema, Some(properties)).map_err(p)?;
+            for batch in &batches {
+                writer.write(batch).map_err(p)?;
+            }
+            writer.close().map_err(p)?;
+        }
     }
     Ok(out)
+}
+
+/// The result with second timestamps as milliseconds: Parquet has no second unit, and readers
+/// (pyarrow, pandas) take seconds written as such for plain integers.
+fn parquet_ready(result: &SqlResult) -> Result<(SchemaRef, Vec<RecordBatch>), ArrowError> {
+    let widen = |t: &DataType| match t {
+        DataType::Timestamp(TimeUnit::Second, tz) => DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+        other => other.clone(),
+    };
+    let fields: Vec<Field> =
+        result.schema.fields().iter().map(|f| f.as_ref().clone().with_data_type(widen(f.data_type()))).collect();
+    let schema = Arc::new(Schema::new_with_metadata(fields, result.schema.metadata().clone()));
+    let batches = result
+        .batches
+        .iter()
+        .map(|batch| {
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(schema.clone(), columns)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((schema, batches))
 }
