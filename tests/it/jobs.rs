@@ -121,9 +121,11 @@ async fn nexus_time_series_over_a_sharded_store_matches_numpy() {
     let store = datasets.join("sst.zarr");
     run_tool("reference.py", &["shard", plain.to_str().unwrap(), store.to_str().unwrap()]);
     let gw = Gateway::start_with(config).await;
-    // A tile is a shard here: 2 days x 90 x 90, 4 x 1 x 2 of them.
+    // A tile is an inner chunk (1 day x 45 x 45, 8 x 2 x 4 of them), read alone from its shard
+    // (2 days x 90 x 90) through the shard index.
     let (_, info) = gw.raw(reqwest::Method::GET, "/datasets/sst", None).await;
-    assert_eq!(info["variables"][0]["tile_shape"], serde_json::json!([2, 90, 90]), "{info}");
+    assert_eq!(info["variables"][0]["tile_shape"], serde_json::json!([1, 45, 45]), "{info}");
+    assert_eq!(info["variables"][0]["tiles"], 64, "{info}");
     let global = run_json(&gw, &guest!("global_timeseries")).await;
     assert_rows_match(&global, &reference("timeseries", &store, &WHOLE), &STATS);
     let seed = run_json(&gw, &guest!("timeseries")).await;

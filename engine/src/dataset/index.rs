@@ -14,7 +14,7 @@ use super::zarr::ZArray;
 use super::{Dataset, Error, Stats, Tile};
 
 /// Bump when the index format or its statistics change: old files are then rebuilt.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct IndexFile {

@@ -1,11 +1,17 @@
 //! Zarr stores as xarray writes them (v2 and v3, directory stores): metadata read directly (dims,
 //! dtype, CF attributes, which zarrs passes through undecoded), chunks decoded by zarrs.
+//!
+//! In a sharded v3 array the unit read is the inner chunk (zarrs' subchunk): a tile is an inner
+//! chunk, read alone through the shard's index, so a selection reads only the inner chunks it
+//! covers and shards may be as large as a writer likes.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use zarrs::array::{Array, ArraySubset};
+use zarrs::array::{
+    Array, ArrayShardedExt, ArrayShardedReadableExt, ArrayShardedReadableExtCache, ArraySubset, CodecOptions,
+};
 use zarrs::filesystem::FilesystemStore;
 
 use super::Error;
@@ -77,12 +83,15 @@ pub(crate) struct ZArray {
     pub(crate) name: String,
     pub(crate) dims: Vec<String>,
     pub(crate) shape: Vec<u64>,
+    /// The tile shape: the chunk shape, or the inner chunk shape of a sharded array.
     pub(crate) chunks: Vec<u64>,
     pub(crate) dtype: Dtype,
     pub(crate) attributes: Map<String, Value>,
     /// The array-level fill value of a v2 array (where xarray keeps `_FillValue`).
     pub(crate) v2_fill: Option<f64>,
     pub(crate) array: Array<FilesystemStore>,
+    /// Shard indexes read so far, when the array is sharded (tiles are inner chunks).
+    shards: Option<ArrayShardedReadableExtCache>,
 }
 
 /// Lists the arrays directly under the store root.
@@ -147,7 +156,14 @@ pub(crate) fn open_array(
         return Err(bad("shape, chunks and dimension names disagree in length".into()));
     }
     let array = Array::open(store.clone(), &format!("/{name}")).map_err(|e| bad(e.to_string()))?;
-    Ok(ZArray { name: name.to_owned(), dims, shape, chunks, dtype, attributes, v2_fill, array })
+    let (chunks, shards) = match array.subchunk_shape() {
+        Some(inner) if array.is_exclusively_sharded() && inner.len() == shape.len() => {
+            let shards = ArrayShardedReadableExtCache::new(&array);
+            (inner.iter().map(|n| n.get()).collect(), Some(shards))
+        }
+        _ => (chunks, None),
+    };
+    Ok(ZArray { name: name.to_owned(), dims, shape, chunks, dtype, attributes, v2_fill, array, shards })
 }
 
 fn names_of(values: &[Value]) -> Vec<String> {
@@ -224,10 +240,23 @@ impl ZArray {
     /// written (all fill). The vector has the full chunk shape, C order, padding included.
     #[allow(clippy::unnecessary_cast)]
     pub(crate) fn read_chunk(&self, index: &[u64], decode: impl Fn(f64) -> f32) -> Result<Option<Vec<f32>>, Error> {
-        let values: Result<Option<Vec<f32>>, _> = with_type!(self.dtype, T => self
+        let corrupt = |e: &dyn std::fmt::Display| Error::Corrupt(format!("array '{}' chunk {index:?}: {e}", self.name));
+        let Some(shards) = &self.shards else {
+            let values: Result<Option<Vec<f32>>, _> = with_type!(self.dtype, T => self
+                .array
+                .retrieve_chunk_if_exists::<Vec<T>>(index)
+                .map(|chunk| chunk.map(|v| v.into_iter().map(|x| decode(x as f64)).collect())));
+            return values.map_err(|e| corrupt(&e));
+        };
+        // An inner chunk that was never written (or whose shard was not) is all fill.
+        if self.array.subchunk_byte_range(shards, index).map_err(|e| corrupt(&e))?.is_none() {
+            return Ok(None);
+        }
+        let options = CodecOptions::default();
+        let values: Result<Vec<f32>, _> = with_type!(self.dtype, T => self
             .array
-            .retrieve_chunk_if_exists::<Vec<T>>(index)
-            .map(|chunk| chunk.map(|v| v.into_iter().map(|x| decode(x as f64)).collect())));
-        values.map_err(|e| Error::Corrupt(format!("array '{}' chunk {index:?}: {e}", self.name)))
+            .retrieve_subchunk_opt::<Vec<T>>(shards, index, &options)
+            .map(|v| v.into_iter().map(|x| decode(x as f64)).collect()));
+        values.map(Some).map_err(|e| corrupt(&e))
     }
 }
