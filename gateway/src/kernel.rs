@@ -295,6 +295,12 @@ impl TileFunctions for WasmFunctions {
     fn row(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, JobError> {
         self.call(2, key, value)
     }
+
+    /// `<module sha256>_<trampoline>_<function>` of map, reduce and row.
+    fn identity(&self) -> String {
+        let places: Vec<String> = self.ids.iter().flatten().map(u32::to_string).collect();
+        format!("{}_{}", self.workers.program.hash(), places.join("_"))
+    }
 }
 
 impl Kernel for SandboxKernel {

@@ -39,6 +39,10 @@ pub trait TileFunctions: Send + Sync + 'static {
     /// # Errors
     /// The conversion failed.
     fn row(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, JobError>;
+    /// What these functions are, by content: the module's hash and the functions' places in it.
+    /// It names the job's UDFs (`tile_map_<identity>`, `tile_reduce_<identity>`), so that a UDF is
+    /// never known by a name alone and two modules never share one.
+    fn identity(&self) -> String;
 }
 
 /// Why a job failed, as a statement's error output names it.

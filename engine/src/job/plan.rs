@@ -2,7 +2,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, ListArray, StructArray};
@@ -25,9 +25,6 @@ use super::{JobError, TileCache, TileFunctions};
 use crate::RunContext;
 use crate::dataset::{Dataset, Selection, Tile};
 
-/// Tells UDFs of different jobs apart (they compare by job, not by their functions).
-static NEXT_JOB: AtomicU64 = AtomicU64::new(0);
-
 pub(super) struct Job {
     pub(super) dataset: Arc<Dataset>,
     pub(super) variable: String,
@@ -41,7 +38,7 @@ pub(super) struct Job {
 
 impl Job {
     pub(super) async fn run(self) -> Result<Vec<u8>, JobError> {
-        let id = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
+        let identity = self.functions.identity();
         let total = self.tiles.len();
         if total == 0 {
             self.ctx.set_progress(1.0);
@@ -59,7 +56,7 @@ impl Job {
         });
         let table = Arc::new(TileTable { scan, tiles: self.tiles });
         let map = ScalarUDF::from(MapUdf {
-            id,
+            name: format!("tile_map_{identity}"),
             signature: Signature::exact(vec![DataType::Binary], Volatility::Volatile),
             functions: self.functions.clone(),
             ctx: self.ctx.clone(),
@@ -68,7 +65,7 @@ impl Job {
             total,
         });
         let reduce = AggregateUDF::from(ReduceUdaf {
-            id,
+            name: format!("tile_reduce_{identity}"),
             signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable),
             functions: self.functions.clone(),
         });
@@ -175,7 +172,8 @@ fn pair_item() -> FieldRef {
 
 /// The map: one tile in, its `(key, value)` pairs out.
 struct MapUdf {
-    id: u64,
+    /// `tile_map_<module hash and function places>`: its identity.
+    name: String,
     signature: Signature,
     functions: Arc<dyn TileFunctions>,
     ctx: RunContext,
@@ -186,13 +184,13 @@ struct MapUdf {
 
 impl std::fmt::Debug for MapUdf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "tile_map(job {})", self.id)
+        f.write_str(&self.name)
     }
 }
 
 impl PartialEq for MapUdf {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
+        self.name == other.name
     }
 }
 
@@ -200,13 +198,13 @@ impl Eq for MapUdf {}
 
 impl Hash for MapUdf {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.id.hash(state);
+        self.name.hash(state);
     }
 }
 
 impl ScalarUDFImpl for MapUdf {
     fn name(&self) -> &str {
-        "tile_map"
+        &self.name
     }
 
     fn signature(&self) -> &Signature {
@@ -278,20 +276,21 @@ fn decode_pairs(bytes: &[u8], keys: &mut BinaryBuilder, values: &mut BinaryBuild
 
 /// The reduce: merges a key's values pairwise.
 struct ReduceUdaf {
-    id: u64,
+    /// `tile_reduce_<module hash and function places>`: its identity.
+    name: String,
     signature: Signature,
     functions: Arc<dyn TileFunctions>,
 }
 
 impl std::fmt::Debug for ReduceUdaf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "tile_reduce(job {})", self.id)
+        f.write_str(&self.name)
     }
 }
 
 impl PartialEq for ReduceUdaf {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
+        self.name == other.name
     }
 }
 
@@ -299,13 +298,13 @@ impl Eq for ReduceUdaf {}
 
 impl Hash for ReduceUdaf {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.id.hash(state);
+        self.name.hash(state);
     }
 }
 
 impl AggregateUDFImpl for ReduceUdaf {
     fn name(&self) -> &str {
-        "tile_reduce"
+        &self.name
     }
 
     fn signature(&self) -> &Signature {
