@@ -23,6 +23,10 @@ const ANSWERED: &[&str] = &[
      WHERE lat > -90 AND lat < 89.9 AND time >= '2008-09-02' AND time < '2008-09-04T00:00:00.5'",
     "SELECT time, AVG(sst) AS mean FROM sst WHERE lat <= 0 GROUP BY time HAVING COUNT(*) > 10 ORDER BY mean DESC LIMIT 3",
     "SELECT COUNT(sst), MIN(sst) FROM sst WHERE 0 <= lat AND time = '2008-09-03'",
+    "SELECT date_trunc('month', time) AS month, COUNT(*), AVG(sst), MAX(sst) FROM sst WHERE lat >= 0 \
+     GROUP BY 1 ORDER BY 1",
+    "SELECT extract(month FROM time) AS m, extract(year FROM time) AS y, MIN(sst) FROM sst \
+     GROUP BY extract(month FROM time), extract(year FROM time) ORDER BY y, m LIMIT 4",
 ];
 
 /// Queries it must leave alone (they still answer the same).
@@ -34,6 +38,7 @@ const LEFT_ALONE: &[&str] = &[
     "SELECT COUNT(*), MAX(sst) FROM sst WHERE lat > 100",
     "SELECT COUNT(*) FROM sst WHERE lat BETWEEN 45 AND 60 AND lon BETWEEN -150 AND -120",
     "SELECT STDDEV_POP(sst), COUNT(*) FROM sst WHERE time = '2008-09-01'",
+    "SELECT date_trunc('month', time), lon > 0 AS east, COUNT(*) FROM sst GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 4",
 ];
 
 async fn session(gw: &Gateway) -> u64 {

@@ -1,6 +1,7 @@
 //! Aggregates the tile index answers: `COUNT`, `MIN`, `MAX`, `SUM` and `AVG` of a dataset's
-//! variables, over the whole table or `GROUP BY time`, filtered only by `time`/`lat`/`lon`
-//! comparisons. Every tile the filters cover whole contributes its index statistics (count, min,
+//! variables, over the whole table or grouped by functions of `time` alone (`time`,
+//! `date_trunc('month', time)`, `extract(month FROM time)`, ...), filtered only by
+//! `time`/`lat`/`lon` comparisons. Every tile the filters cover whole contributes its index statistics (count, min,
 //! max, sum: no cell is read); only the tiles the filters cut are read.
 //!
 //! The rewrite, when it applies (`EXPLAIN` shows it):
@@ -17,7 +18,7 @@
 //! Counts, minima and maxima are exact. Sums and means add the same values in another order (per
 //! tile in f64, then tile sums), so they agree with reading every cell to rounding (~1e-12
 //! relative). Anything else (`COUNT(DISTINCT ..)`, a filter on a value, `GROUP BY lat`, a
-//! `COUNT(*)` over several variables, tiles spanning several times under `GROUP BY time`) is left
+//! `COUNT(*)` over several variables, tiles spanning several times when grouping) is left
 //! to DataFusion as written.
 
 use std::collections::{BTreeMap, HashSet};
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, Float64Builder, Int64Builder, RecordBatch, TimestampSecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::default_table_source::{DefaultTableSource, provider_as_source};
-use datafusion::common::tree_node::Transformed;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::datasource::MemTable;
 use datafusion::functions_aggregate::average::Avg;
@@ -89,11 +90,15 @@ struct Input<'a> {
 /// covered whole, so nothing would be saved).
 fn answer(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     let Some(input) = input(&aggregate.input) else { return Ok(None) };
-    let by_time = match aggregate.group_expr.as_slice() {
-        [] => false,
-        [Expr::Column(c)] if c.name == "time" => true,
-        _ => return Ok(None),
+    // Groups must be functions of `time` alone (`time`, `date_trunc('month', time)`, ...): the
+    // partial rows then carry each tile's time, and the merge groups by the same expressions.
+    let of_time = |e: &Expr| {
+        !matches!(e, Expr::GroupingSet(_)) && !e.is_volatile() && e.column_refs().iter().all(|c| c.name == "time")
     };
+    if !aggregate.group_expr.iter().all(of_time) {
+        return Ok(None);
+    }
+    let by_time = !aggregate.group_expr.is_empty();
     let Some(wanted) = aggregates(aggregate, input.cells) else { return Ok(None) };
     let conjuncts: Vec<&Expr> = input.predicate.into_iter().chain(&input.scan.filters).flat_map(conjuncts).collect();
     let Some(bounds) = conjuncts.iter().map(|e| bound(e)).collect::<Option<Vec<_>>>() else { return Ok(None) };
@@ -111,7 +116,12 @@ fn answer(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     let cut = cut_tiles(&input, skip, variables, by_time)?;
     let partial = LogicalPlanBuilder::from(index_scan).union(cut)?.build()?;
 
-    let group: Vec<Expr> = if by_time { vec![col("time")] } else { Vec::new() };
+    let group: Vec<Expr> = aggregate
+        .group_expr
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Ok(unqualified_time(e.clone())?.alias(format!("__group{i}"))))
+        .collect::<Result<_>>()?;
     let merged = variables.iter().flat_map(|v| {
         [
             sum(col(part(v, "cnt"))).alias(part(v, "cnt")),
@@ -121,9 +131,9 @@ fn answer(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         ]
     });
     let mut out: Vec<Expr> = Vec::new();
-    if by_time {
-        let (qualifier, field) = aggregate.schema.qualified_field(0);
-        out.push(col("time").alias_qualified(qualifier.cloned(), field.name()));
+    for i in 0..aggregate.group_expr.len() {
+        let (qualifier, field) = aggregate.schema.qualified_field(i);
+        out.push(col(format!("__group{i}")).alias_qualified(qualifier.cloned(), field.name()));
     }
     for (i, (kind, variable)) in wanted.iter().enumerate() {
         let (qualifier, field) = aggregate.schema.qualified_field(aggregate.group_expr.len() + i);
@@ -139,6 +149,15 @@ fn answer(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     }
     let plan = LogicalPlanBuilder::from(partial).aggregate(group, merged)?.project(out)?.build()?;
     Ok(Some(plan))
+}
+
+/// `e` with its `time` column unqualified: the merge reads it from the union of partial rows.
+fn unqualified_time(e: Expr) -> Result<Expr> {
+    e.transform(|e| match e {
+        Expr::Column(c) if c.name == "time" => Ok(Transformed::yes(col("time"))),
+        other => Ok(Transformed::no(other)),
+    })
+    .data()
 }
 
 /// The aggregate's input when it is a scan of an unrestricted cells table, possibly under a
