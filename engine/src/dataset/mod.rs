@@ -183,6 +183,11 @@ impl Dataset {
         &self.name
     }
 
+    /// Cell-centre latitudes of the grid.
+    pub(crate) fn lats(&self) -> &[f64] {
+        &self.lats
+    }
+
     /// Variable names.
     pub fn variable_names(&self) -> impl Iterator<Item = &str> {
         self.variables.keys().map(String::as_str)

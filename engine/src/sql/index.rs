@@ -1,14 +1,15 @@
-//! Aggregates the tile index answers: `COUNT`, `MIN`, `MAX`, `SUM` and `AVG` of a dataset's
-//! variables, over the whole table or grouped by functions of `time` alone (`time`,
-//! `date_trunc('month', time)`, `extract(month FROM time)`, ...), filtered only by
-//! `time`/`lat`/`lon` comparisons. Every tile the filters cover whole contributes its index statistics (count, min,
+//! Aggregates the tile index answers: `COUNT`, `MIN`, `MAX`, `SUM`, `AVG`, `VAR_POP`, `VAR_SAMP`,
+//! `STDDEV_POP` and `STDDEV` of a dataset's variables, and the cos(lat) weighting of NEXUS means
+//! (`SUM(v * cos(radians(lat)))`, `SUM(cos(radians(lat)))`), over the whole table or grouped by
+//! functions of `time` alone (`time`, `date_trunc('month', time)`, `extract(month FROM time)`,
+//! ...), filtered only by `time`/`lat`/`lon` comparisons. Every tile the filters cover whole contributes its index statistics (count, min,
 //! max, sum: no cell is read); only the tiles the filters cut are read.
 //!
 //! The rewrite, when it applies (`EXPLAIN` shows it):
 //!
 //! ```text
 //! Aggregate [..]                         Projection [the same columns, types and names]
-//!   Filter [time/lat/lon]          =>      Aggregate [sum of counts, min of mins, max of maxes, sum of sums]
+//!   Filter [time/lat/lon]          =>      Aggregate [sums of counts and sums, min of mins, max of maxes, M2 merge]
 //!     TableScan <dataset>                    Union
 //!                                              TableScan tile_index(<dataset>)   (whole tiles)
 //!                                              Projection ← Aggregate [..] ← Filter ← TableScan <dataset>
@@ -17,27 +18,38 @@
 //!
 //! Counts, minima and maxima are exact. Sums and means add the same values in another order (per
 //! tile in f64, then tile sums), so they agree with reading every cell to rounding (~1e-12
-//! relative). Anything else (`COUNT(DISTINCT ..)`, a filter on a value, `GROUP BY lat`, a
+//! relative); variances merge the tiles' M2 with Chan's formula ([`M2Merge`]), as DataFusion's
+//! own accumulators do. The weighted sums are taken from the index only when the grid's
+//! latitudes are exact in `f32` (the cells table's type), so the weights are SQL's to the bit. Anything else (`COUNT(DISTINCT ..)`, a filter on a value, `GROUP BY lat`, a
 //! `COUNT(*)` over several variables, tiles spanning several times when grouping) is left
 //! to DataFusion as written.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Float64Builder, Int64Builder, RecordBatch, TimestampSecondArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Builder, Int64Builder, RecordBatch, TimestampSecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, Schema, TimeUnit};
 use datafusion::catalog::default_table_source::{DefaultTableSource, provider_as_source};
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::datasource::MemTable;
+use datafusion::functions::math;
+use datafusion::functions::math::expr_fn::sqrt;
 use datafusion::functions_aggregate::average::Avg;
 use datafusion::functions_aggregate::count::Count;
-use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum, var_pop};
 use datafusion::functions_aggregate::min_max::{Max, Min};
+use datafusion::functions_aggregate::stddev::{Stddev, StddevPop};
 use datafusion::functions_aggregate::sum::Sum;
-use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::functions_aggregate::variance::{VariancePopulation, VarianceSample};
+use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
-    Aggregate, Between, BinaryExpr, Expr, LogicalPlan, LogicalPlanBuilder, Operator, TableScan, cast,
+    Accumulator, Aggregate, AggregateUDF, AggregateUDFImpl, Between, BinaryExpr, Expr, LogicalPlan, LogicalPlanBuilder,
+    Operator, ScalarUDF, Signature, TableScan, Volatility, cast, when,
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use datafusion::prelude::{coalesce, col, lit};
@@ -77,7 +89,30 @@ enum Kind {
     Max,
     Sum,
     Avg,
+    VarPop,
+    VarSamp,
+    StddevPop,
+    StddevSamp,
+    /// `SUM(v * cos(radians(lat)))`: the index's cos(lat)-weighted sum.
+    WeightedSum,
+    /// `SUM(cos(radians(lat)))` over one variable's cells: the index's weight.
+    Weight,
 }
+
+impl Kind {
+    /// Whether the merge needs the partial M2 (sum of squared deviations).
+    fn spread(self) -> bool {
+        matches!(self, Self::VarPop | Self::VarSamp | Self::StddevPop | Self::StddevSamp)
+    }
+
+    /// Whether the merge needs the cos(lat)-weighted parts.
+    fn weighted(self) -> bool {
+        matches!(self, Self::WeightedSum | Self::Weight)
+    }
+}
+
+/// The partial columns of a variable: Int64 `cnt`, then Float64 the rest.
+const PARTS: [&str; 7] = ["cnt", "min", "max", "sum", "m2", "wsum", "weight"];
 
 /// The aggregate's input as the rule needs it: the cells table, its scan and filters.
 struct Input<'a> {
@@ -105,6 +140,13 @@ fn answer(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     let Some(whole) = whole_tiles(input.cells, &conjuncts, &bounds, by_time)? else { return Ok(None) };
 
     let variables = &input.cells.variables;
+    let needs: Vec<(String, bool, bool)> = variables
+        .iter()
+        .map(|v| {
+            let asks = |f: fn(Kind) -> bool| wanted.iter().any(|(k, w)| w == v && f(*k));
+            (v.clone(), asks(Kind::spread), asks(Kind::weighted))
+        })
+        .collect();
     let index = index_table(&whole, variables, by_time)?;
     let index_scan = LogicalPlanBuilder::scan(
         format!("tile_index({})", input.cells.dataset.name()),
@@ -113,7 +155,7 @@ fn answer(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     )?
     .build()?;
     let skip: HashSet<[u64; 3]> = whole.keys().copied().collect();
-    let cut = cut_tiles(&input, skip, variables, by_time)?;
+    let cut = cut_tiles(&input, skip, &needs, by_time)?;
     let partial = LogicalPlanBuilder::from(index_scan).union(cut)?.build()?;
 
     let group: Vec<Expr> = aggregate
@@ -122,12 +164,17 @@ fn answer(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         .enumerate()
         .map(|(i, e)| Ok(unqualified_time(e.clone())?.alias(format!("__group{i}"))))
         .collect::<Result<_>>()?;
+    let m2_merge = AggregateUDF::from(M2Merge::default());
     let merged = variables.iter().flat_map(|v| {
+        let c = |p: &str| col(part(v, p));
         [
-            sum(col(part(v, "cnt"))).alias(part(v, "cnt")),
-            min(col(part(v, "min"))).alias(part(v, "min")),
-            max(col(part(v, "max"))).alias(part(v, "max")),
-            sum(col(part(v, "sum"))).alias(part(v, "sum")),
+            sum(c("cnt")).alias(part(v, "cnt")),
+            min(c("min")).alias(part(v, "min")),
+            max(c("max")).alias(part(v, "max")),
+            sum(c("sum")).alias(part(v, "sum")),
+            m2_merge.call(vec![c("cnt"), c("sum"), c("m2")]).alias(part(v, "m2")),
+            sum(c("wsum")).alias(part(v, "wsum")),
+            sum(c("weight")).alias(part(v, "weight")),
         ]
     });
     let mut out: Vec<Expr> = Vec::new();
@@ -138,12 +185,21 @@ fn answer(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     for (i, (kind, variable)) in wanted.iter().enumerate() {
         let (qualifier, field) = aggregate.schema.qualified_field(aggregate.group_expr.len() + i);
         let column = |p: &str| col(part(variable, p));
+        let n = || cast(column("cnt"), DataType::Float64);
+        let var_pop = || when(column("cnt").gt(lit(0i64)), column("m2") / n()).end();
+        let var_samp = || when(column("cnt").gt(lit(1i64)), column("m2") / (n() - lit(1.0))).end();
         let expr = match kind {
             Kind::Count => coalesce(vec![column("cnt"), lit(0i64)]),
             Kind::Min => column("min"),
             Kind::Max => column("max"),
             Kind::Sum => column("sum"),
-            Kind::Avg => column("sum") / cast(column("cnt"), DataType::Float64),
+            Kind::Avg => column("sum") / n(),
+            Kind::VarPop => var_pop()?,
+            Kind::VarSamp => var_samp()?,
+            Kind::StddevPop => sqrt(var_pop()?),
+            Kind::StddevSamp => sqrt(var_samp()?),
+            Kind::WeightedSum => column("wsum"),
+            Kind::Weight => column("weight"),
         };
         out.push(cast(expr, field.data_type().clone()).alias_qualified(qualifier.cloned(), field.name()));
     }
@@ -199,6 +255,19 @@ fn aggregates(aggregate: &Aggregate, cells: &CellsTable) -> Option<Vec<(Kind, St
                 return None;
             }
             let inner = func.inner().as_ref();
+            let arg = match &params.args[0] {
+                // SUM and AVG widen a float column to f64 (exact).
+                Expr::Cast(c) if c.field.data_type() == &DataType::Float64 => c.expr.as_ref(),
+                other => other,
+            };
+            if inner.is::<Sum>() {
+                if let Some(variable) = weighted_value(arg, cells) {
+                    return Some((Kind::WeightedSum, variable));
+                }
+                if one_variable && is_cos_lat(arg) && lat_f32_exact(cells) {
+                    return Some((Kind::Weight, cells.variables[0].clone()));
+                }
+            }
             let kind = if inner.is::<Count>() {
                 Kind::Count
             } else if inner.is::<Min>() {
@@ -209,13 +278,16 @@ fn aggregates(aggregate: &Aggregate, cells: &CellsTable) -> Option<Vec<(Kind, St
                 Kind::Sum
             } else if inner.is::<Avg>() {
                 Kind::Avg
+            } else if inner.is::<VariancePopulation>() {
+                Kind::VarPop
+            } else if inner.is::<VarianceSample>() {
+                Kind::VarSamp
+            } else if inner.is::<StddevPop>() {
+                Kind::StddevPop
+            } else if inner.is::<Stddev>() {
+                Kind::StddevSamp
             } else {
                 return None;
-            };
-            let arg = match &params.args[0] {
-                // SUM and AVG widen a float column to f64 (exact).
-                Expr::Cast(c) if c.field.data_type() == &DataType::Float64 => c.expr.as_ref(),
-                other => other,
             };
             let variable = match arg {
                 Expr::Column(c) if cells.variables.contains(&c.name) => c.name.clone(),
@@ -233,6 +305,45 @@ fn aggregates(aggregate: &Aggregate, cells: &CellsTable) -> Option<Vec<(Kind, St
             Some((kind, variable))
         })
         .collect()
+}
+
+/// The variable `v` of `v * cos(radians(lat))` (either order), when the index's weights are
+/// exactly the weights SQL computes.
+fn weighted_value(e: &Expr, cells: &CellsTable) -> Option<String> {
+    let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Multiply, right }) = e else { return None };
+    let variable = |e: &Expr| match e {
+        Expr::Cast(c) if c.field.data_type() == &DataType::Float64 => match c.expr.as_ref() {
+            Expr::Column(c) if cells.variables.contains(&c.name) => Some(c.name.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let found = match (variable(left), variable(right)) {
+        (Some(v), None) if is_cos_lat(right) => Some(v),
+        (None, Some(v)) if is_cos_lat(left) => Some(v),
+        _ => None,
+    };
+    found.filter(|_| lat_f32_exact(cells))
+}
+
+/// `cos(radians(lat))`, with DataFusion's own `cos` and `radians` (not a session's function of
+/// the same name).
+fn is_cos_lat(e: &Expr) -> bool {
+    let call = |e: &Expr, f: &Arc<ScalarUDF>| match e {
+        Expr::ScalarFunction(ScalarFunction { func, args }) if Arc::ptr_eq(func, f) && args.len() == 1 => {
+            Some(args[0].clone())
+        }
+        _ => None,
+    };
+    call(e, &math::cos())
+        .and_then(|inner| call(&inner, &math::radians()))
+        .is_some_and(|arg| matches!(arg, Expr::Column(c) if c.name == "lat"))
+}
+
+/// Whether the cells table's latitudes (f32 cell centres) are the index's (f64) exactly, so that
+/// SQL's `cos(radians(lat))` is the index's weight to the last bit.
+fn lat_f32_exact(cells: &CellsTable) -> bool {
+    cells.dataset.lats().iter().all(|&l| f64::from(l as f32) == l)
 }
 
 fn conjuncts(e: &Expr) -> Vec<&Expr> {
@@ -373,7 +484,7 @@ fn part(variable: &str, part: &str) -> String {
     format!("__{variable}__{part}")
 }
 
-/// The partial columns: `[time,] then per variable cnt, min, max, sum`.
+/// The partial columns: `[time,] then per variable the [`PARTS`]`.
 fn partial_schema(variables: &[String], by_time: bool) -> Schema {
     let mut fields = Vec::new();
     if by_time {
@@ -381,7 +492,7 @@ fn partial_schema(variables: &[String], by_time: bool) -> Schema {
     }
     for v in variables {
         fields.push(Field::new(part(v, "cnt"), DataType::Int64, true));
-        for p in ["min", "max", "sum"] {
+        for p in &PARTS[1..] {
             fields.push(Field::new(part(v, p), DataType::Float64, true));
         }
     }
@@ -405,7 +516,14 @@ fn index_table(
         let mut cnt = Int64Builder::new();
         stats().for_each(|s| cnt.append_value(s.map_or(0, |s| s.count as i64)));
         columns.push(Arc::new(cnt.finish()));
-        for get in [|s: Stats| s.min, |s: Stats| s.max, |s: Stats| s.sum] {
+        for get in [
+            |s: Stats| s.min,
+            |s: Stats| s.max,
+            |s: Stats| s.sum,
+            |s: Stats| s.m2,
+            |s: Stats| s.wsum,
+            |s: Stats| s.weight,
+        ] {
             let mut b = Float64Builder::new();
             stats().for_each(|s| b.append_option(s.map(get)));
             columns.push(Arc::new(b.finish()));
@@ -417,7 +535,12 @@ fn index_table(
 
 /// The cut tiles' part: the original filter over the cells of every selected tile but the whole
 /// ones, aggregated into the partial columns.
-fn cut_tiles(input: &Input<'_>, skip: HashSet<[u64; 3]>, variables: &[String], by_time: bool) -> Result<LogicalPlan> {
+fn cut_tiles(
+    input: &Input<'_>,
+    skip: HashSet<[u64; 3]>,
+    variables: &[(String, bool, bool)],
+    by_time: bool,
+) -> Result<LogicalPlan> {
     let cells = input.cells.skipping(skip);
     let scan = input.scan;
     let mut plan = LogicalPlanBuilder::scan_with_filters(
@@ -431,20 +554,132 @@ fn cut_tiles(input: &Input<'_>, skip: HashSet<[u64; 3]>, variables: &[String], b
     }
     let value = |v: &str| Expr::Column(Column::new(Some(scan.table_name.clone()), v));
     let group: Vec<Expr> = if by_time { vec![col("time")] } else { Vec::new() };
-    let aggregates = variables.iter().flat_map(|v| {
-        [
+    let lat = Expr::Column(Column::new(Some(scan.table_name.clone()), "lat"));
+    let weight = math::cos().call(vec![math::radians().call(vec![lat])]);
+    let mut aggregates = Vec::new();
+    let mut columns: Vec<Expr> = if by_time { vec![col("time")] } else { Vec::new() };
+    for (v, spread, weighted) in variables {
+        let x = || cast(value(v), DataType::Float64);
+        aggregates.extend([
             count(value(v)).alias(part(v, "cnt")),
             min(value(v)).alias(part(v, "min")),
             max(value(v)).alias(part(v, "max")),
-            sum(cast(value(v), DataType::Float64)).alias(part(v, "sum")),
-        ]
-    });
-    let mut columns: Vec<Expr> = if by_time { vec![col("time")] } else { Vec::new() };
-    for v in variables {
+            sum(x()).alias(part(v, "sum")),
+        ]);
         columns.push(col(part(v, "cnt")));
         columns.extend(["min", "max", "sum"].map(|p| cast(col(part(v, p)), DataType::Float64).alias(part(v, p))));
+        // M2 and the weighted sums only when asked: they cost a pass of arithmetic per cell.
+        if *spread {
+            aggregates.push(var_pop(x()).alias(part(v, "var")));
+            columns.push((col(part(v, "var")) * cast(col(part(v, "cnt")), DataType::Float64)).alias(part(v, "m2")));
+        } else {
+            columns.push(lit(ScalarValue::Float64(None)).alias(part(v, "m2")));
+        }
+        if *weighted {
+            let valid_weight = when(value(v).is_not_null(), weight.clone()).end()?;
+            aggregates
+                .extend([sum(x() * weight.clone()).alias(part(v, "wsum")), sum(valid_weight).alias(part(v, "weight"))]);
+            columns.extend([col(part(v, "wsum")), col(part(v, "weight"))]);
+        } else {
+            columns.extend(["wsum", "weight"].map(|p| lit(ScalarValue::Float64(None)).alias(part(v, p))));
+        }
     }
     plan.aggregate(group, aggregates)?.project(columns)?.build()
+}
+
+/// Merges partial `(count, sum, M2)` rows into the total M2 with Chan's formula, so variances
+/// from the index are as exact as DataFusion's own (no sum-of-squares cancellation).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct M2Merge {
+    signature: Signature,
+}
+
+impl Default for M2Merge {
+    fn default() -> Self {
+        let types = vec![DataType::Int64, DataType::Float64, DataType::Float64];
+        Self { signature: Signature::exact(types, Volatility::Immutable) }
+    }
+}
+
+impl AggregateUDFImpl for M2Merge {
+    fn name(&self) -> &str {
+        "tile_m2_merge"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::<Moments>::default())
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(["count", "mean", "m2"]
+            .map(|p| Arc::new(Field::new(format_state_name(args.name, p), DataType::Float64, true)))
+            .to_vec())
+    }
+}
+
+/// Count, mean and M2 of the rows merged so far.
+#[derive(Debug, Default)]
+struct Moments {
+    n: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    /// Chan et al.: the union's mean and M2 from the parts'.
+    fn merge(&mut self, n: f64, mean: f64, m2: f64) {
+        if n <= 0.0 {
+            return;
+        }
+        let total = self.n + n;
+        let delta = mean - self.mean;
+        self.mean += delta * n / total;
+        self.m2 += m2 + delta * delta * self.n * n / total;
+        self.n = total;
+    }
+}
+
+impl Accumulator for Moments {
+    /// Rows of `(count, sum, M2)`; a row with any null has no cells.
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let n = values[0].as_primitive::<Int64Type>();
+        let (sum, m2) = (values[1].as_primitive::<Float64Type>(), values[2].as_primitive::<Float64Type>());
+        for i in 0..n.len() {
+            if n.is_valid(i) && sum.is_valid(i) && m2.is_valid(i) && n.value(i) > 0 {
+                let count = n.value(i) as f64;
+                self.merge(count, sum.value(i) / count, m2.value(i));
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let [n, mean, m2] = [0, 1, 2].map(|i| states[i].as_primitive::<Float64Type>());
+        for i in 0..n.len() {
+            self.merge(n.value(i), mean.value(i), m2.value(i));
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok([self.n, self.mean, self.m2].map(|v| ScalarValue::Float64(Some(v))).to_vec())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Float64((self.n > 0.0).then_some(self.m2)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
 }
 
 #[cfg(test)]
