@@ -312,6 +312,12 @@ async fn multi_variable_datasets_are_one_table() {
     assert_eq!(answer["data"], counts);
     let both = query(&gw, s, "SELECT COUNT(*) FROM ocean WHERE sst IS NOT NULL AND wind IS NOT NULL").await.unwrap();
     assert!(both["data"][0][0].as_u64().unwrap() > 0);
+    // Whole-table counts come from the tile index (per variable), and agree with numpy too.
+    let totals = query(&gw, s, "SELECT COUNT(sst), COUNT(wind) FROM ocean").await.unwrap();
+    let sum = |i: usize| counts.as_array().unwrap().iter().map(|d| d[i].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(totals["data"], json!([[sum(1), sum(2)]]));
+    let plan = query(&gw, s, "EXPLAIN SELECT COUNT(sst), COUNT(wind) FROM ocean").await.unwrap();
+    assert!(plan.to_string().contains("tile_index(ocean)"), "{plan}");
 }
 
 /// Filters on time, lat and lon prune tiles before any is read: the plan lists only the tiles

@@ -218,6 +218,7 @@ def two_vars(out):
     wind = (5 + rng.normal(0, 2, (3, lat.size, lon.size))).astype(np.float32)
     sst[:, :10, :] = np.nan                      # sst missing in the south
     wind[:, :, :20] = np.nan                     # wind missing in the west
+    sst[0, :30, :60] = np.nan                    # day 0: a whole tile without sst, with some wind
     ds = xr.Dataset({"sst": (("time", "lat", "lon"), sst), "wind": (("time", "lat", "lon"), wind)},
                     coords={"time": time, "lat": lat, "lon": lon})
     ds.to_zarr(out, zarr_format=2, mode="w", encoding={v: {"chunks": (1, 30, 60)} for v in ("sst", "wind")})

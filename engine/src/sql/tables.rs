@@ -1,7 +1,7 @@
 //! The tables SQL sees: per dataset, its cells (`<name>`) and its tile index (`<name>_tiles`); and
 //! the catalog of datasets (`datasets`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -17,7 +17,7 @@ use datafusion::prelude::Expr;
 
 use super::filters;
 use crate::RunContext;
-use crate::dataset::{Dataset, Error as DatasetError};
+use crate::dataset::{Dataset, Error as DatasetError, Tile};
 use crate::job::TileCache;
 use crate::job::scan::{self, Layout, ScanContext};
 
@@ -86,18 +86,21 @@ impl TableProvider for CellsTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let (selection, nothing) = filters::selection(filters);
-        let tiles = match (nothing, self.variables.first()) {
-            (false, Some(first)) => match self.dataset.select(first, &selection) {
-                Ok(mut tiles) => {
-                    tiles.retain(|t| !self.skip.contains(&t.index));
-                    tiles
+        // Every tile where any variable has data (a cell is a row when any variable is valid).
+        let mut tiles: BTreeMap<[u64; 3], Tile> = BTreeMap::new();
+        for variable in self.variables.iter().filter(|_| !nothing) {
+            match self.dataset.select(variable, &selection) {
+                Ok(selected) => {
+                    for tile in selected.into_iter().filter(|t| !self.skip.contains(&t.index)) {
+                        tiles.entry(tile.index).or_insert(tile);
+                    }
                 }
                 // A bbox off the grid or a time range outside the data selects no cell.
-                Err(DatasetError::InvalidRequest(_)) => Vec::new(),
+                Err(DatasetError::InvalidRequest(_)) => break,
                 Err(e) => return Err(datafusion::common::DataFusionError::External(Box::new(e))),
-            },
-            _ => Vec::new(),
-        };
+            }
+        }
+        let tiles: Vec<Tile> = tiles.into_values().collect();
         let schema = self.schema();
         if tiles.is_empty() {
             let projected = match projection {
