@@ -117,8 +117,9 @@ fn item_keys(stmt: &syn::Stmt) -> Option<Vec<String>> {
     use syn::Item;
     let item = match stmt {
         syn::Stmt::Item(item) => item,
-        syn::Stmt::Macro(m) if m.mac.path.is_ident("sql_function") => {
-            // One export per function name: a later declaration replaces an earlier one.
+        syn::Stmt::Macro(m) if m.mac.path.is_ident("sql_function") || m.mac.path.is_ident("sql_aggregate") => {
+            // One SQL function per name, scalar or aggregate: a later declaration replaces an
+            // earlier one of either kind.
             let name = m.mac.tokens.clone().into_iter().next().map(|t| t.to_string()).unwrap_or_default();
             return Some(vec![format!("name:sbx_sql__{name}")]);
         }
@@ -154,7 +155,7 @@ fn item_keys(stmt: &syn::Stmt) -> Option<Vec<String>> {
 }
 
 /// Macros whose invocations in statement position declare items (kept for later cells).
-const ITEM_MACROS: &[&str] = &["macro_rules", "record", "thread_local", "sql_function"];
+const ITEM_MACROS: &[&str] = &["macro_rules", "record", "thread_local", "sql_function", "sql_aggregate"];
 
 /// `name:X` for every `struct X` / `enum X` / `static X` inside an item macro's tokens.
 fn declared_names(tokens: proc_macro2::TokenStream) -> Vec<String> {
@@ -258,6 +259,17 @@ mod tests {
         assert_eq!(cell.names().collect::<Vec<_>>(), ["Warm", "twice"]);
         let text = cell.items_file(&none());
         assert!(text.contains("record!") && text.contains("macro_rules!") && !text.contains("println"));
+    }
+
+    #[test]
+    fn sql_functions_and_aggregates_share_one_name_each() {
+        let cell = Cell::parse("sql_function!(f(f64) -> f64);\nsql_aggregate!(g(f64, f64) -> f64 = G);");
+        assert_eq!(cell.names().collect::<Vec<_>>(), ["sbx_sql__f", "sbx_sql__g"]);
+        // An aggregate `f` in a later cell replaces the scalar `f`.
+        let later = Cell::parse("sql_aggregate!(f(f64) -> f64 = F);");
+        let redefined: HashSet<&str> = later.names().collect();
+        let text = cell.items_file(&redefined);
+        assert!(!text.contains("sql_function!") && text.contains("sql_aggregate!(g"), "{text}");
     }
 
     #[test]

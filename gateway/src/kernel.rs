@@ -12,7 +12,7 @@ use tilegate_compiler::{Cell, Compiler};
 use tilegate_engine::dataset::{Selection, cf};
 use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions};
 use tilegate_engine::sql::SqlResult;
-use tilegate_engine::sql::functions::{EXPORT_PREFIX, SqlFunction, SqlFunctions};
+use tilegate_engine::sql::functions::{AGGREGATE_EXPORT_PREFIX, EXPORT_PREFIX, SqlFunction, SqlFunctions};
 
 /// A session's snippet SQL functions and what runs them.
 type SnippetFunctions = (Vec<SqlFunction>, Arc<dyn SqlFunctions>);
@@ -119,11 +119,13 @@ impl SandboxKernel {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The session's snippet SQL functions (`sql_function!` in earlier cells): those cells' items
-    /// compiled into one module (cached like any cell) whose `sbx_sql__*` exports run in workers.
+    /// The session's snippet SQL functions (`sql_function!` and `sql_aggregate!` in earlier
+    /// cells): those cells' items compiled into one module (cached like any cell) whose
+    /// `sbx_sql__*` and `sbx_sqlagg__*` exports run in workers.
     fn sql_functions(&self, job: &Job, ctx: &RunContext) -> Result<Option<SnippetFunctions>, Failure> {
         let earlier = self.lock_kept().get(&job.session_id).map(|k| k.cells.clone()).unwrap_or_default();
-        if !earlier.iter().any(|(_, cell)| cell.source().contains("sql_function!")) {
+        let declares = |source: &str| source.contains("sql_function!") || source.contains("sql_aggregate!");
+        if !earlier.iter().any(|(_, cell)| declares(cell.source())) {
             return Ok(None);
         }
         let compiled =
@@ -135,8 +137,11 @@ impl SandboxKernel {
                 }
             })?;
         let program = self.sandbox.compile(&compiled.wasm).map_err(sandbox_failure)?;
-        let list: Vec<SqlFunction> =
-            program.exports(EXPORT_PREFIX).iter().filter_map(|e| SqlFunction::from_export(e)).collect();
+        let list: Vec<SqlFunction> = [EXPORT_PREFIX, AGGREGATE_EXPORT_PREFIX]
+            .into_iter()
+            .flat_map(|prefix| program.exports(prefix))
+            .filter_map(|e| SqlFunction::from_export(&e))
+            .collect();
         let workers = Workers {
             sandbox: self.sandbox.clone(),
             program,

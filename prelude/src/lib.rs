@@ -23,7 +23,8 @@
 //! - [`session`]: the statement's session, its named JSON values ([`Session::set`], [`Session::get`]
 //!   as [`Json`]); `spark` and `sqlContext` for sparkmagic's bootstrap.
 //! - [`nexus`]: NEXUS's response shapes for the shipped algorithms' rows.
-//! - [`sql_function!`]: makes a plain fn (`f64`, `i64`, `bool` in and out) callable from SQL.
+//! - [`sql_function!`]: makes a plain fn (`f64`, `i64`, `bool` in and out) callable from SQL;
+//!   [`sql_aggregate!`] does the same for an aggregate ([`SqlAggregate`]: update, merge, finish).
 //! - [`record!`]: declares a struct that is a [`Value`] (a custom key, value or result).
 //! - [`abi`]: the exports ([`export_main!`]) and the host imports (`sbx.print`, `sbx.panic`,
 //!   `sbx.run_job`, `sbx.session_get`, `sbx.session_set`).
@@ -45,9 +46,9 @@ mod value;
 pub use job::{Job, Mapped, Rows, dataset};
 pub use json::Json;
 pub use session::{Session, session, spark, sqlContext};
-pub use sql::SqlType;
+pub use sql::{SqlAggregate, SqlType};
 #[doc(hidden)]
-pub use sql::{sql_invoke, sql_type_named};
+pub use sql::{SqlArgs, sql_aggregate_bytes, sql_aggregate_invoke, sql_invoke, sql_type_named};
 pub use stats::Stats;
 pub use tile::{Tile, encode_tile};
 pub use value::{Time, Value, json_string, value_field_decode, value_field_encode};

@@ -370,3 +370,108 @@ async fn snippet_functions_are_callable_from_sql() {
     let (_, evalue) = query(&gw, other, "SELECT kelvin(1.0)").await.unwrap_err();
     assert!(evalue.contains("kelvin"), "{evalue}");
 }
+
+/// Aggregates a `rust` cell declares with `sql_aggregate!` run sandboxed from the session's SQL,
+/// with and without `GROUP BY`, and agree with the same numbers computed by built-in SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snippet_aggregates_are_callable_from_sql() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let s = gw.client.create_session(&CreateSession::default()).await.unwrap().id;
+    let cell = r#"
+record! { #[derive(Default)] struct GeoMean { n: u64, logs: f64 } }
+impl SqlAggregate<f64> for GeoMean {
+    type Output = f64;
+    fn update(&mut self, x: f64) { if x > 0.0 { self.n += 1; self.logs += x.ln(); } }
+    fn merge(&mut self, other: Self) { self.n += other.n; self.logs += other.logs; }
+    fn finish(self) -> Option<f64> { (self.n > 0).then(|| (self.logs / self.n as f64).exp()) }
+}
+sql_aggregate!(geomean(f64) -> f64 = GeoMean);
+
+record! { #[derive(Default)] struct WeightedMean { sum: f64, weight: f64 } }
+impl SqlAggregate<(f64, f64)> for WeightedMean {
+    type Output = f64;
+    fn update(&mut self, (x, w): (f64, f64)) { self.sum += x * w; self.weight += w; }
+    fn merge(&mut self, other: Self) { self.sum += other.sum; self.weight += other.weight; }
+    fn finish(self) -> Option<f64> { (self.weight != 0.0).then(|| self.sum / self.weight) }
+}
+sql_aggregate!(wmean(f64, f64) -> f64 = WeightedMean);
+
+record! { #[derive(Default)] struct Fails { n: u64 } }
+impl SqlAggregate<f64> for Fails {
+    type Output = i64;
+    fn update(&mut self, x: f64) { if x > 28.5 { panic!("too hot: {x}") } self.n += 1; }
+    fn merge(&mut self, other: Self) { self.n += other.n; }
+    fn finish(self) -> Option<i64> { Some(self.n as i64) }
+}
+sql_aggregate!(fails(f64) -> i64 = Fails);
+"#;
+    gw.client.run(s, Language::Rust, cell).await.unwrap();
+    // Ours next to built-in SQL's: the geometric mean of the positive values, the cos(lat)-weighted
+    // mean, and the same over the northern hemisphere only (a null weight skips the row).
+    let columns = "geomean(x), exp(avg(CASE WHEN x > 0 THEN ln(x) END)), \
+                   wmean(x, w), sum(x * w) / sum(w), \
+                   wmean(x, CASE WHEN lat > 0 THEN w END), sum(CASE WHEN lat > 0 THEN x * w END) / sum(CASE WHEN lat > 0 THEN w END)";
+    let cells =
+        "(SELECT time, lat, lon, CAST(sst AS DOUBLE) AS x, cos(radians(CAST(lat AS DOUBLE))) AS w FROM sst) AS c";
+    let agree = |row: &Value| {
+        for pair in [0, 2, 4] {
+            let (ours, theirs) = (row[pair].as_f64(), row[pair + 1].as_f64());
+            let (Some(ours), Some(theirs)) = (ours, theirs) else { panic!("{row}") };
+            assert!(
+                (ours - theirs).abs() <= 1e-9 * theirs.abs(),
+                "column {pair}: ours {ours}, built-in {theirs} in {row}"
+            );
+        }
+    };
+    let by_day =
+        query(&gw, s, &format!("SELECT {columns}, time FROM {cells} GROUP BY time ORDER BY time")).await.unwrap();
+    let days = by_day["data"].as_array().unwrap();
+    let count = query(&gw, s, "SELECT COUNT(DISTINCT time) FROM sst").await.unwrap();
+    assert_eq!(json!(days.len()), count["data"][0][0]);
+    days.iter().for_each(agree);
+    let all = query(&gw, s, &format!("SELECT {columns} FROM {cells}")).await.unwrap();
+    agree(&all["data"][0]);
+    // One group per grid cell (tens of thousands of groups) of the degrees above 25 °C: the
+    // groups agree, including the NULL of cells never that warm.
+    let sql = format!(
+        "SELECT COUNT(*), SUM(CASE WHEN ours IS NULL AND theirs IS NULL OR abs(ours - theirs) <= 1e-9 * abs(theirs) \
+         THEN 1 ELSE 0 END), COUNT(ours) FROM (SELECT geomean(x - 25) AS ours, \
+         exp(avg(CASE WHEN x > 25 THEN ln(x - 25) END)) AS theirs FROM {cells} GROUP BY lat, lon)"
+    );
+    let cells_agree = query(&gw, s, &sql).await.unwrap();
+    let row = &cells_agree["data"][0];
+    assert!(row[0].as_u64().unwrap() > 40_000 && row[0] == row[1], "{cells_agree}");
+    assert!((1..row[0].as_u64().unwrap()).contains(&row[2].as_u64().unwrap()), "{cells_agree}");
+    // No rows, or only nulls: NULL.
+    let empty =
+        query(&gw, s, "SELECT geomean(x), wmean(x, x) FROM (VALUES (CAST(NULL AS DOUBLE))) AS v(x)").await.unwrap();
+    assert_eq!(empty["data"], json!([[null, null]]));
+
+    // A panic fails the statement with its message and the aggregate's name; the session goes on.
+    for sql in ["SELECT fails(sst) FROM sst", "SELECT time, fails(sst) FROM sst GROUP BY time"] {
+        let (ename, evalue) = query(&gw, s, sql).await.unwrap_err();
+        assert_eq!(ename, "Panic", "{evalue}");
+        assert!(evalue.contains("too hot") && evalue.contains("SQL aggregate fails"), "{evalue}");
+    }
+    let counted =
+        query(&gw, s, "SELECT fails(sst), COUNT(sst) FROM sst WHERE time = '2008-09-01' AND sst < 20").await.unwrap();
+    assert_eq!(counted["data"][0][0], counted["data"][0][1], "{counted}");
+    // Wrong arguments are planning errors naming the function.
+    for sql in ["SELECT wmean(sst) FROM sst", "SELECT geomean('warm')"] {
+        let (ename, evalue) = query(&gw, s, sql).await.unwrap_err();
+        assert_eq!(ename, "SqlError", "{evalue}");
+        assert!(evalue.contains("geomean") || evalue.contains("wmean"), "{evalue}");
+    }
+    // Redeclared in a later cell: the new definition wins (here a count, with another type).
+    let later = "record! { #[derive(Default)] struct Count { n: i64 } }\n\
+                 impl SqlAggregate<f64> for Count { type Output = i64; fn update(&mut self, _: f64) { self.n += 1; } \
+                 fn merge(&mut self, o: Self) { self.n += o.n; } fn finish(self) -> Option<i64> { Some(self.n) } }\n\
+                 sql_aggregate!(geomean(f64) -> i64 = Count);";
+    gw.client.run(s, Language::Rust, later).await.unwrap();
+    let answer = query(&gw, s, "SELECT geomean(x) FROM (VALUES (1.0), (2.0), (NULL), (-4.0)) AS v(x)").await.unwrap();
+    assert_eq!(answer["data"], json!([[3]]));
+    // Another session has none of them.
+    let other = sql_session(&gw).await;
+    let (_, evalue) = query(&gw, other, "SELECT wmean(1.0, 1.0)").await.unwrap_err();
+    assert!(evalue.contains("wmean"), "{evalue}");
+}

@@ -1,7 +1,9 @@
 //! Snippet functions callable from SQL: a `rust` cell declares `sql_function!(kelvin(f64) -> f64)`;
-//! its module then exports `sbx_sql__kelvin__f64__f64`, and a query can call `kelvin(sst)`. The
-//! gateway runs the calls in sandbox workers ([`SqlFunctions`]); this module turns Arrow columns
-//! into the wire format of `sandbox/ABI.md` and back.
+//! its module then exports `sbx_sql__kelvin__f64__f64`, and a query can call `kelvin(sst)`. An
+//! aggregate, `sql_aggregate!(geomean(f64) -> f64 = GeoMean)`, exports
+//! `sbx_sqlagg__geomean__f64__f64` and becomes an aggregate function (`aggregate`). The gateway
+//! runs the calls in sandbox workers ([`SqlFunctions`]); this module turns Arrow columns into the
+//! wire format of `sandbox/ABI.md` and back.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -9,13 +11,30 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::{DataFusionError, Result};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    AggregateUDF, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
 
 use crate::job::JobError;
 use crate::job::scan::external;
 
+mod aggregate;
+
 /// The export-name prefix of snippet SQL functions.
 pub const EXPORT_PREFIX: &str = "sbx_sql__";
+
+/// The export-name prefix of snippet SQL aggregates.
+pub const AGGREGATE_EXPORT_PREFIX: &str = "sbx_sqlagg__";
+
+/// Whether a snippet function is called per row or per group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FunctionKind {
+    /// `sql_function!`: one value per row.
+    Scalar,
+    /// `sql_aggregate!`: one value per group of rows.
+    Aggregate,
+}
 
 /// A snippet function as its export declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,16 +47,36 @@ pub struct SqlFunction {
     pub ret: DataType,
     /// The wasm export that runs it.
     pub export: String,
+    /// Scalar or aggregate.
+    pub kind: FunctionKind,
 }
 
 impl SqlFunction {
-    /// Reads `sbx_sql__<name>__<arg>_<arg>__<ret>` (types `f64`, `i64`, `bool`).
+    /// Reads `sbx_sql__<name>__<arg>_<arg>__<ret>` (types `f64`, `i64`, `bool`), or the same
+    /// after `sbx_sqlagg__` for an aggregate (which takes at least one argument).
     pub fn from_export(export: &str) -> Option<Self> {
-        let rest = export.strip_prefix(EXPORT_PREFIX)?;
+        let (kind, rest) = match export.strip_prefix(EXPORT_PREFIX) {
+            Some(rest) => (FunctionKind::Scalar, rest),
+            None => (FunctionKind::Aggregate, export.strip_prefix(AGGREGATE_EXPORT_PREFIX)?),
+        };
         let mut parts = rest.rsplitn(3, "__");
         let (ret, args, name) = (parts.next()?, parts.next()?, parts.next()?);
-        let args = if args.is_empty() { Vec::new() } else { args.split('_').map(data_type).collect::<Option<_>>()? };
-        Some(Self { name: name.to_owned(), args, ret: data_type(ret)?, export: export.to_owned() })
+        let args: Vec<DataType> =
+            if args.is_empty() { Vec::new() } else { args.split('_').map(data_type).collect::<Option<_>>()? };
+        if name.is_empty() || (kind == FunctionKind::Aggregate && args.is_empty()) {
+            return None;
+        }
+        Some(Self { name: name.to_owned(), args, ret: data_type(ret)?, export: export.to_owned(), kind })
+    }
+
+    /// Makes the function callable from `session`'s queries, run by `runner`.
+    pub(crate) fn register(&self, session: &SessionContext, runner: Arc<dyn SqlFunctions>) {
+        match self.kind {
+            FunctionKind::Scalar => session.register_udf(ScalarUDF::from(SnippetUdf::new(self.clone(), runner))),
+            FunctionKind::Aggregate => {
+                session.register_udaf(AggregateUDF::from(aggregate::SnippetUdaf::new(self.clone(), runner)))
+            }
+        }
     }
 }
 
@@ -128,30 +167,52 @@ impl ScalarUDFImpl for SnippetUdf {
 /// `u32 rows, u32 cols`, then per column `u8 type`, `rows` validity bytes, `rows * 8` value bytes.
 fn encode(columns: &[ArrayRef], rows: usize) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(8 + columns.len() * (1 + rows * 9));
-    out.extend_from_slice(&(rows as u32).to_le_bytes());
-    out.extend_from_slice(&(columns.len() as u32).to_le_bytes());
+    encode_into(&mut out, columns, rows, None)?;
+    Ok(out)
+}
+
+/// Appends [`encode`]'s format for the rows `pick` lists (every one of the `rows` when `None`).
+fn encode_into(out: &mut Vec<u8>, columns: &[ArrayRef], rows: usize, pick: Option<&[u32]>) -> Result<()> {
+    let n = pick.map_or(rows, <[u32]>::len);
+    let (Ok(n32), Ok(cols)) = (u32::try_from(n), u32::try_from(columns.len())) else {
+        return Err(DataFusionError::Execution(format!("a batch of {n} rows is too large for a snippet function")));
+    };
+    out.reserve(8 + columns.len() * (1 + n * 9));
+    out.extend_from_slice(&n32.to_le_bytes());
+    out.extend_from_slice(&cols.to_le_bytes());
     for column in columns {
         out.push(tag(column.data_type()));
-        out.extend((0..rows).map(|i| u8::from(column.is_valid(i))));
+        match column.logical_nulls() {
+            Some(nulls) => each(pick, rows, |i| out.push(u8::from(nulls.is_valid(i)))),
+            None => each(pick, rows, |_| out.push(1)),
+        }
         match column.data_type() {
-            DataType::Float64 => column
-                .as_primitive::<Float64Type>()
-                .values()
-                .iter()
-                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            DataType::Float64 => {
+                let values = column.as_primitive::<Float64Type>().values();
+                each(pick, rows, |i| out.extend_from_slice(&values[i].to_le_bytes()));
+            }
             DataType::Int64 => {
-                column.as_primitive::<Int64Type>().values().iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()))
+                let values = column.as_primitive::<Int64Type>().values();
+                each(pick, rows, |i| out.extend_from_slice(&values[i].to_le_bytes()));
             }
             DataType::Boolean => {
                 let b = column.as_boolean();
-                (0..rows).for_each(|i| out.extend_from_slice(&i64::from(b.value(i)).to_le_bytes()))
+                each(pick, rows, |i| out.extend_from_slice(&i64::from(b.value(i)).to_le_bytes()));
             }
             other => {
                 return Err(DataFusionError::Plan(format!("snippet functions take f64, i64 or bool, not {other}")));
             }
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Calls `f` on each row to send, in order: those `pick` lists, or all `rows`.
+fn each(pick: Option<&[u32]>, rows: usize, f: impl FnMut(usize)) {
+    match pick {
+        Some(pick) => pick.iter().map(|&i| i as usize).for_each(f),
+        None => (0..rows).for_each(f),
+    }
 }
 
 /// `u8 type`, `rows` validity bytes, `rows * 8` value bytes.
@@ -207,6 +268,15 @@ mod tests {
         assert_eq!(SqlFunction::from_export("sbx_sql__pi____f64").unwrap().args, []);
         assert!(SqlFunction::from_export("sbx_sql__x__str__f64").is_none());
         assert!(SqlFunction::from_export("sbx_main").is_none());
+        assert_eq!(SqlFunction::from_export("sbx_sql__kelvin__f64__f64").unwrap().kind, FunctionKind::Scalar);
+        let f = SqlFunction::from_export("sbx_sqlagg__w_mean__f64_f64__f64").unwrap();
+        assert_eq!(
+            (f.name.as_str(), f.args.len(), &f.ret, f.kind),
+            ("w_mean", 2, &DataType::Float64, FunctionKind::Aggregate)
+        );
+        // An aggregate has arguments (its rows); a function has a name.
+        assert!(SqlFunction::from_export("sbx_sqlagg__n____i64").is_none());
+        assert!(SqlFunction::from_export("sbx_sql______f64").is_none());
     }
 
     #[test]

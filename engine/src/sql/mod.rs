@@ -8,7 +8,8 @@
 //!   for the tiles a query's filters cover whole, reading only the tiles they cut.
 //! - `filters`: from a query's filters on `time`/`lat`/`lon` to the selection that prunes tiles.
 //! - `output`: results as Livy's `sql` output (Spark type names) and a text table.
-//! - [`functions`]: snippet functions (`sql_function!`) as UDFs, run by the gateway's sandbox.
+//! - [`functions`]: snippet functions (`sql_function!`, `sql_aggregate!`) as UDFs and UDAFs, run by
+//!   the gateway's sandbox.
 //! - `results`: a session's kept JSON values (earlier results, `session().set` values) as tables.
 //!
 //! Only queries run: DDL, DML (`COPY`, `INSERT`, `CREATE EXTERNAL TABLE`, ...) and `SET`-like
@@ -28,11 +29,10 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 
-use self::functions::{SnippetUdf, SqlFunction, SqlFunctions};
+use self::functions::{SqlFunction, SqlFunctions};
 
 use crate::RunContext;
 use crate::job::{JobError, Jobs};
@@ -72,7 +72,7 @@ impl Jobs {
     ) -> Result<SqlResult, JobError> {
         let session = self.sql_context(ctx).map_err(sql_error)?;
         for (function, runner) in functions.iter().flat_map(|(list, runner)| list.iter().map(move |f| (f, runner))) {
-            session.register_udf(ScalarUDF::from(SnippetUdf::new(function.clone(), runner.clone())));
+            function.register(&session, runner.clone());
         }
         for (name, json) in kept {
             let taken = session.table_exist(name.as_str()).unwrap_or(true);
