@@ -61,7 +61,8 @@ pub(crate) fn selection(filters: &[Expr]) -> (Selection, bool) {
     (selection, empty)
 }
 
-fn conjuncts(e: &Expr) -> Vec<&Expr> {
+/// The terms of a conjunction (`a AND b AND c`), or the expression itself.
+pub(super) fn conjuncts(e: &Expr) -> Vec<&Expr> {
     match e {
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
             let mut all = conjuncts(left);

@@ -54,7 +54,7 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use datafusion::prelude::{coalesce, col, lit};
 
-use super::filters;
+use super::filters::{self, conjuncts};
 use super::tables::CellsTable;
 use crate::dataset::{Error as DatasetError, Tile};
 use prelude::Stats;
@@ -344,17 +344,6 @@ fn is_cos_lat(e: &Expr) -> bool {
 /// SQL's `cos(radians(lat))` is the index's weight to the last bit.
 fn lat_f32_exact(cells: &CellsTable) -> bool {
     cells.dataset.lats().iter().all(|&l| f64::from(l as f32) == l)
-}
-
-fn conjuncts(e: &Expr) -> Vec<&Expr> {
-    match e {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
-            let mut all = conjuncts(left);
-            all.extend(conjuncts(right));
-            all
-        }
-        other => vec![other],
-    }
 }
 
 /// A condition on one axis: every value `v` of the column with `lo <= v <= hi` (or `<`, per the
