@@ -172,24 +172,33 @@ pub fn encode_tile(
         out.extend_from_slice(&w.to_le_bytes());
     }
     times.iter().for_each(|t| out.extend_from_slice(&t.to_le_bytes()));
-    lats.iter().chain(lons).for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    extend_f32(out, lats);
+    extend_f32(out, lons);
     let Some([keep_t, keep_y, keep_x]) = keep else {
         // Everything selected: a straight copy (this runs for every cell the gateway reads).
-        values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        extend_f32(out, values);
         return;
     };
     let (nlat, nlon) = (lats.len(), lons.len());
+    let start = out.len();
+    out.resize(start + 4 * values.len(), 0);
     let nan = f32::NAN.to_le_bytes();
-    for (t, plane) in values.chunks(nlat * nlon).enumerate() {
-        for (y, row) in plane.chunks(nlon).enumerate() {
-            if !(keep_t[t] && keep_y[y]) {
-                (0..row.len()).for_each(|_| out.extend_from_slice(&nan));
-                continue;
-            }
-            for (v, &k) in row.iter().zip(keep_x) {
-                out.extend_from_slice(&if k { v.to_le_bytes() } else { nan });
-            }
+    let rows = out[start..].chunks_exact_mut(4 * nlon.max(1)).zip(values.chunks_exact(nlon.max(1)));
+    for (r, (row_out, row)) in rows.enumerate() {
+        let selected_row = keep_t[r / nlat.max(1)] && keep_y[r % nlat.max(1)];
+        for ((cell, v), &k) in row_out.chunks_exact_mut(4).zip(row).zip(keep_x) {
+            cell.copy_from_slice(&if selected_row && k { v.to_le_bytes() } else { nan });
         }
+    }
+}
+
+/// Appends `values` as little-endian bytes, in one sized copy (LLVM turns it into a `memcpy` on
+/// little-endian targets; `extend_from_slice` per value checks capacity every time).
+fn extend_f32(out: &mut Vec<u8>, values: &[f32]) {
+    let start = out.len();
+    out.resize(start + 4 * values.len(), 0);
+    for (cell, v) in out[start..].chunks_exact_mut(4).zip(values) {
+        cell.copy_from_slice(&v.to_le_bytes());
     }
 }
 

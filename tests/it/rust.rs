@@ -264,3 +264,39 @@ dataset("sst").bbox(-180.0, -10.0, -90.0, 10.0).time("2008-09-01", "2008-09-08")
     let other = session(&gw).await;
     assert_eq!(ok(&gw, other, "session().get(\"threshold\").is_none()").await.json(), Some(&json!(true)));
 }
+
+/// The statistics kernel a job runs (`Stats::of_rows`, `simd128` vectors in wasm) against the
+/// plain one-cell-at-a-time `Stats::of`, both in real wasmtime, on every time step of every tile
+/// of an xarray store (land NaNs, 45-column rows that leave a remainder after the vector steps,
+/// and a bbox that cuts tiles).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vectorised_stats_kernel_agrees_with_the_plain_one() {
+    let gw = gateway_with_sst(Some("3"), test_config()).await;
+    let s = session(&gw).await;
+    let check = r#"record! { struct Gap { worst: f64, steps: u64, cells: u64 } }
+fn gap(tile: &Tile) -> Vec<(u32, Gap)> {
+    let weights = tile.row_weights();
+    (0..tile.times.len())
+        .map(|t| {
+            let (fast, plain) = (tile.stats_at(t, &weights), Stats::of(tile.weighted(t)));
+            let rel = |a: f64, b: f64| if a == b { 0.0 } else { (a - b).abs() / b.abs().max(1e-12) };
+            let count = if fast.count == plain.count { 0.0 } else { f64::INFINITY };
+            let worst = [
+                rel(fast.min, plain.min), rel(fast.max, plain.max), rel(fast.sum, plain.sum),
+                rel(fast.wsum, plain.wsum), rel(fast.weight, plain.weight), rel(fast.m2, plain.m2), count,
+            ]
+            .into_iter()
+            .fold(0.0, f64::max);
+            (0, Gap { worst, steps: 1, cells: plain.count })
+        })
+        .collect()
+}
+dataset("sst")BOX.map(gap).reduce_by_key(|a, b| Gap { worst: a.worst.max(b.worst), steps: a.steps + b.steps, cells: a.cells + b.cells })"#;
+    for bbox in ["", ".bbox(-151.0, -33.0, 77.0, 61.0)"] {
+        let rows = ok(&gw, s, &check.replace("BOX", bbox)).await.json().cloned().unwrap();
+        let gap = &rows[0];
+        assert!(gap["steps"].as_u64().unwrap() >= 8, "{bbox}: {rows}");
+        assert!(gap["cells"].as_u64().unwrap() > 1000, "{bbox}: {rows}");
+        assert!(gap["worst"].as_f64().unwrap() <= 1e-9, "{bbox}: the kernels differ: {rows}");
+    }
+}

@@ -143,7 +143,7 @@ fn chunk_stats(
     decoder: super::cf::Decoder,
     cos_lat: &[f64],
 ) -> Result<Option<Stats>, Error> {
-    let Some(raw) = z.read_chunk(&index, |r| decoder.decode(r))? else { return Ok(None) };
+    let Some(raw) = z.read_chunk(&index, &decoder)? else { return Ok(None) };
     let [t, y, x] = ranges(z, index);
     let (cy, cx) = (z.chunks[1] as usize, z.chunks[2] as usize);
     let cells = (0..t.len()).flat_map(move |ti| {

@@ -293,12 +293,16 @@ impl Dataset {
         let v = self.variable(variable)?;
         let [t, y, x] = index::ranges(&v.z, tile.index);
         let decoder = v.decoder;
-        let raw = v.z.read_chunk(&tile.index, |r| decoder.decode(r)).map_err(|e| self.tile_error(variable, tile, e))?;
+        let raw = v.z.read_chunk(&tile.index, &decoder).map_err(|e| self.tile_error(variable, tile, e))?;
         let (cy, cx) = (v.z.chunks[1] as usize, v.z.chunks[2] as usize);
-        let mut values = Vec::with_capacity(t.len() * y.len() * x.len());
+        let cells = t.len() * y.len() * x.len();
+        let mut values = Vec::new();
         match raw {
-            None => values.resize(t.len() * y.len() * x.len(), f32::NAN),
+            None => values.resize(cells, f32::NAN),
+            // A chunk inside the grid has no padding: its values are the tile's as they are.
+            Some(raw) if raw.len() == cells => values = raw,
             Some(raw) => {
+                values.reserve_exact(cells);
                 for ti in 0..t.len() {
                     for yi in 0..y.len() {
                         let row = (ti * cy + yi) * cx;

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use zarrs::array::{
     Array, ArrayShardedExt, ArrayShardedReadableExt, ArrayShardedReadableExtCache, ArraySubset, CodecOptions,
+    ElementOwned,
 };
 use zarrs::filesystem::FilesystemStore;
 
 use super::Error;
+use super::cf::Decoder;
 
 /// Zarr format of a store.
 pub(crate) fn format_of(path: &Path) -> Option<u8> {
@@ -239,24 +241,38 @@ impl ZArray {
     /// One chunk, decoded to physical values (NaN = missing); `None` when the chunk was never
     /// written (all fill). The vector has the full chunk shape, C order, padding included.
     #[allow(clippy::unnecessary_cast)]
-    pub(crate) fn read_chunk(&self, index: &[u64], decode: impl Fn(f64) -> f32) -> Result<Option<Vec<f32>>, Error> {
+    pub(crate) fn read_chunk(&self, index: &[u64], decoder: &Decoder) -> Result<Option<Vec<f32>>, Error> {
         let corrupt = |e: &dyn std::fmt::Display| Error::Corrupt(format!("array '{}' chunk {index:?}: {e}", self.name));
-        let Some(shards) = &self.shards else {
-            let values: Result<Option<Vec<f32>>, _> = with_type!(self.dtype, T => self
-                .array
-                .retrieve_chunk_if_exists::<Vec<T>>(index)
-                .map(|chunk| chunk.map(|v| v.into_iter().map(|x| decode(x as f64)).collect())));
-            return values.map_err(|e| corrupt(&e));
-        };
-        // An inner chunk that was never written (or whose shard was not) is all fill.
-        if self.array.subchunk_byte_range(shards, index).map_err(|e| corrupt(&e))?.is_none() {
-            return Ok(None);
+        if let Some(shards) = &self.shards {
+            // An inner chunk that was never written (or whose shard was not) is all fill.
+            if self.array.subchunk_byte_range(shards, index).map_err(|e| corrupt(&e))?.is_none() {
+                return Ok(None);
+            }
         }
-        let options = CodecOptions::default();
-        let values: Result<Vec<f32>, _> = with_type!(self.dtype, T => self
-            .array
-            .retrieve_subchunk_opt::<Vec<T>>(shards, index, &options)
-            .map(|v| v.into_iter().map(|x| decode(x as f64)).collect()));
-        values.map(Some).map_err(|e| corrupt(&e))
+        // Unscaled f32, the common case, is decoded in place; anything else through f64.
+        if matches!(self.dtype, Dtype::F32) {
+            let mut values = self.retrieve::<f32>(index).map_err(|e| corrupt(&e))?;
+            if let Some(values) = &mut values
+                && !decoder.decode_f32_in_place(values)
+            {
+                values.iter_mut().for_each(|v| *v = decoder.decode(f64::from(*v)));
+            }
+            return Ok(values);
+        }
+        let values: Result<Option<Vec<f32>>, _> = with_type!(self.dtype, T => self
+            .retrieve::<T>(index)
+            .map(|chunk| chunk.map(|v| v.into_iter().map(|x| decoder.decode(x as f64)).collect())));
+        values.map_err(|e| corrupt(&e))
+    }
+
+    /// One chunk as stored: an inner chunk of a sharded array, or a whole chunk (`None` when it was
+    /// never written; the caller has checked a sharded one exists).
+    fn retrieve<T: ElementOwned>(&self, index: &[u64]) -> Result<Option<Vec<T>>, zarrs::array::ArrayError> {
+        match &self.shards {
+            Some(shards) => {
+                self.array.retrieve_subchunk_opt::<Vec<T>>(shards, index, &CodecOptions::default()).map(Some)
+            }
+            None => self.array.retrieve_chunk_if_exists::<Vec<T>>(index),
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     ArrayRef, BinaryArray, Float32Array, Float64Array, RecordBatch, RecordBatchOptions, TimestampSecondArray,
 };
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
@@ -216,7 +217,10 @@ impl FileOpener for TileOpener {
         Ok(async move {
             let batch = match scan.layout {
                 Layout::Encoded => {
-                    let column: ArrayRef = Arc::new(BinaryArray::from_iter_values([read(&scan, &tile)?]));
+                    // The encoded bytes become the array's buffer as they are: no copy.
+                    let bytes = read(&scan, &tile)?;
+                    let offsets = OffsetBuffer::from_lengths([bytes.len()]);
+                    let column: ArrayRef = Arc::new(BinaryArray::new(offsets, Buffer::from_vec(bytes), None));
                     RecordBatch::try_new(schema(), vec![column])?.project(&columns)?
                 }
                 Layout::Cells => read_cells(&scan, &tile, &columns)?,
