@@ -359,8 +359,10 @@ impl Worker {
     /// # Errors
     /// The limit hit, [`Error::Cancelled`], or the guest's failure ([`Error::Panic`], [`Error::Trap`], [`Error::Abi`]).
     pub fn invoke(&mut self, tramp: u32, func: u32, a: &[u8], b: &[u8]) -> Result<Vec<u8>, Error> {
-        let invoke = self.invoke.clone();
-        self.call_with(a, b, move |store, ptr| {
+        // Borrowed, not cloned: a clone of the typed function registers its type again, which
+        // cost more than the call itself on a reduce of small values.
+        let Self { store, memory, prepare, invoke, limits, max_stack, .. } = self;
+        call_with(store, memory, prepare, limits, *max_stack, a, b, |store, ptr| {
             invoke.call(store, (tramp as i32, func as i32, ptr as i32, a.len() as i32, b.len() as i32))
         })
     }
@@ -377,41 +379,48 @@ impl Worker {
             .instance
             .get_typed_func::<(i32, i32), i64>(&mut self.store, name)
             .map_err(|_| Error::MissingEntry(format!("the module has no export `{name}: (i32, i32) -> i64`")))?;
-        self.call_with(input, &[], move |store, ptr| func.call(store, (ptr as i32, input.len() as i32)))
-    }
-
-    /// Writes `a` and `b` into a prepared buffer, runs `call(store, ptr)`, and reads its output.
-    fn call_with(
-        &mut self,
-        a: &[u8],
-        b: &[u8],
-        call: impl FnOnce(&mut Store<HostState>, usize) -> wasmtime::Result<i64>,
-    ) -> Result<Vec<u8>, Error> {
-        let b_at = a.len().div_ceil(8) * 8;
-        let total = i32::try_from(b_at + b.len()).map_err(|_| Error::Abi("input over 2 GiB".into()))?;
-        let result = (|| -> Result<Vec<u8>, Failure> {
-            let ptr = self.prepare.call(&mut self.store, total)? as u32 as usize;
-            let abi = |what: String| Failure::Sandbox(Error::Abi(what));
-            self.memory
-                .write(&mut self.store, ptr, a)
-                .map_err(|_| abi(format!("`sbx_prepare` returned {ptr}, outside memory")))?;
-            self.memory.write(&mut self.store, ptr + b_at, b).map_err(|_| abi("input outside memory".into()))?;
-            let packed = call(&mut self.store, ptr)? as u64;
-            let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
-            if out_len > self.limits.output_bytes {
-                return Err(Failure::Sandbox(Error::OutputLimit { size: out_len, limit: self.limits.output_bytes }));
-            }
-            self.memory
-                .data(&self.store)
-                .get(out_ptr..out_ptr + out_len)
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| abi(format!("the call returned bytes {out_ptr}+{out_len}, outside memory")))
-        })();
-        result.map_err(|f| match f {
-            Failure::Wasm(e) => classify(e, self.store.data(), &self.limits, self.max_stack),
-            Failure::Sandbox(e) => e,
+        let Self { store, memory, prepare, limits, max_stack, .. } = self;
+        call_with(store, memory, prepare, limits, *max_stack, input, &[], |store, ptr| {
+            func.call(store, (ptr as i32, input.len() as i32))
         })
     }
+}
+
+/// Writes `a` and `b` into a buffer from `sbx_prepare`, runs `call(store, ptr)`, and reads its
+/// output: a [`Worker`]'s calls, over its fields (borrowed apart, so no function is cloned).
+#[allow(clippy::too_many_arguments)]
+fn call_with(
+    store: &mut Store<HostState>,
+    memory: &wasmtime::Memory,
+    prepare: &wasmtime::TypedFunc<i32, i32>,
+    limits: &Limits,
+    max_stack: usize,
+    a: &[u8],
+    b: &[u8],
+    call: impl FnOnce(&mut Store<HostState>, usize) -> wasmtime::Result<i64>,
+) -> Result<Vec<u8>, Error> {
+    let b_at = a.len().div_ceil(8) * 8;
+    let total = i32::try_from(b_at + b.len()).map_err(|_| Error::Abi("input over 2 GiB".into()))?;
+    let result = (|| -> Result<Vec<u8>, Failure> {
+        let ptr = prepare.call(&mut *store, total)? as u32 as usize;
+        let abi = |what: String| Failure::Sandbox(Error::Abi(what));
+        memory.write(&mut *store, ptr, a).map_err(|_| abi(format!("`sbx_prepare` returned {ptr}, outside memory")))?;
+        memory.write(&mut *store, ptr + b_at, b).map_err(|_| abi("input outside memory".into()))?;
+        let packed = call(&mut *store, ptr)? as u64;
+        let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+        if out_len > limits.output_bytes {
+            return Err(Failure::Sandbox(Error::OutputLimit { size: out_len, limit: limits.output_bytes }));
+        }
+        memory
+            .data(&*store)
+            .get(out_ptr..out_ptr + out_len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| abi(format!("the call returned bytes {out_ptr}+{out_len}, outside memory")))
+    })();
+    result.map_err(|f| match f {
+        Failure::Wasm(e) => classify(e, store.data(), limits, max_stack),
+        Failure::Sandbox(e) => e,
+    })
 }
 
 impl Drop for Sandbox {

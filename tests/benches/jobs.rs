@@ -6,10 +6,11 @@
 //! Data: daily 0.25° SST in 1 x 180 x 180 tiles, written by `tests/tools/make_sst_zarr.py` (Zarr v3).
 //! Figures: global and seed-bbox time series as a wasm job vs native (same tiles, same stats, zarrs
 //! decode), global decode-only time, 1 worker vs 2, a second identical query from the tile cache;
-//! the same time series as one `sql` query; count/min/max/avg queries (global, a box that cuts
+//! the same time series as one `sql` query; the time-average map snippet (a reduce per pixel) as a
+//! `rust` statement against a native per-pixel pass; count/min/max/avg queries (global, a box that cuts
 //! tiles, per day) answered from the tile index for whole tiles vs a gateway reading every cell.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -85,6 +86,52 @@ fn native(dataset: &Dataset, tiles: &[Tile], selection: &Selection, threads: usi
     days.into_inner().expect("lock").len()
 }
 
+/// The time-average map natively: per pixel inside the selection, the stats of its valid values
+/// over the selected time steps (one `HashMap` per thread, merged at the end). Returns the pixels.
+fn native_pixels(dataset: &Dataset, tiles: &[Tile], selection: &Selection, threads: usize) -> usize {
+    type Pixels = HashMap<(u32, u32), Stats>;
+    let next = AtomicUsize::new(0);
+    let found: Mutex<Vec<Pixels>> = Mutex::default();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut pixels = Pixels::new();
+                while let Some(tile) = tiles.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let data = dataset.read_tile("sst", tile).expect("tile");
+                    let (nlat, nlon) = (data.lats.len(), data.lons.len());
+                    let [w, s, e, n] = selection.bbox.unwrap_or([-180.0, -90.0, 360.0, 90.0]);
+                    let (t0, t1) = selection.time.unwrap_or((i64::MIN, i64::MAX));
+                    for (t, time) in data.times.iter().enumerate() {
+                        for (y, &lat) in data.lats.iter().enumerate() {
+                            for (x, &lon) in data.lons.iter().enumerate() {
+                                let v = data.values[(t * nlat + y) * nlon + x];
+                                let inside = (t0..=t1).contains(time)
+                                    && (s..=n).contains(&f64::from(lat))
+                                    && (w..=e).contains(&f64::from(lon));
+                                if inside && !v.is_nan() {
+                                    let w = f64::from(lat).to_radians().cos();
+                                    let one = Stats::of([(v, w)].into_iter());
+                                    let pixel = pixels.entry((lat.to_bits(), lon.to_bits())).or_default();
+                                    *pixel = pixel.merge(one);
+                                }
+                            }
+                        }
+                    }
+                }
+                found.lock().expect("lock").push(pixels);
+            });
+        }
+    });
+    let mut all = Pixels::new();
+    for part in found.into_inner().expect("lock") {
+        for (key, stats) in part {
+            let pixel = all.entry(key).or_default();
+            *pixel = pixel.merge(stats);
+        }
+    }
+    all.len()
+}
+
 async fn gateway(
     data_dir: &Path,
     workers: usize,
@@ -115,6 +162,15 @@ async fn job(client: &Client, code: &str) -> (Duration, usize) {
     let clock = Instant::now();
     let out = client.run(s.id, Language::Wasm, code).await.expect("job");
     let rows = out.json().and_then(|j| j.as_array()).map_or(0, Vec::len);
+    (clock.elapsed(), rows)
+}
+
+/// Runs a `rust` statement; returns its time and its `data` rows (a NEXUS map's grid).
+async fn rust(client: &Client, code: &str) -> (Duration, Vec<serde_json::Value>) {
+    let s = client.create_session(&CreateSession::default()).await.expect("session");
+    let clock = Instant::now();
+    let out = client.run(s.id, Language::Rust, code).await.expect("rust statement");
+    let rows = out.json().and_then(|j| j["data"].as_array()).cloned().unwrap_or_default();
     (clock.elapsed(), rows)
 }
 
@@ -186,7 +242,12 @@ async fn main() {
         bbox: Some([-150.0, 45.0, -120.0, 60.0]),
         time: Some((1_220_227_200, 1_220_227_200 + 15 * 86_400)),
     };
+    let map_box = Selection {
+        bbox: Some([-160.0, 20.0, -100.0, 60.0]),
+        time: Some((1_220_227_200, 1_220_227_200 + 90 * 86_400)),
+    };
     let global_tiles = dataset.select("sst", &global).expect("select");
+    let map_tiles = dataset.select("sst", &map_box).expect("select");
     let seed_tiles = dataset.select("sst", &seed).expect("select");
 
     let timed = |f: &dyn Fn() -> usize| {
@@ -197,6 +258,7 @@ async fn main() {
     let (decode_only, _) = timed(&|| native(&dataset, &global_tiles, &global, 2, false));
     let (native_global, native_days) = timed(&|| native(&dataset, &global_tiles, &global, 2, true));
     let (native_seed, _) = timed(&|| native(&dataset, &seed_tiles, &seed, 2, true));
+    let (native_map, native_pixels) = timed(&|| native_pixels(&dataset, &map_tiles, &map_box, 2));
     // The machine's own 1-vs-2 scaling on the same work, to read the job's speed-up against.
     let (native_global_1, _) = timed(&|| native(&dataset, &global_tiles, &global, 1, true));
 
@@ -215,6 +277,21 @@ async fn main() {
     for query in INDEX_QUERIES.iter().chain([&global_series.as_str()]) {
         indexed.push(sql(&two, query).await);
     }
+    // The NEXUS time-average map (a key per pixel: one reduce per pixel and day) as a `rust`
+    // statement, the shipped snippet over 91 days of a 60 x 40 degree box.
+    let snippet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/snippets/time_average_map.rs");
+    let snippet = std::fs::read_to_string(snippet).expect("time_average_map.rs");
+    let map_code = snippet
+        .replace(".bbox(-150.0, 40.0, -130.0, 50.0)", ".bbox(-160.0, 20.0, -100.0, 60.0)")
+        .replace(r#".time("2008-09-01", "2008-09-30")"#, r#".time("2008-09-01", "2008-11-30")"#);
+    assert!(map_code.contains("-160.0") && map_code.contains("2008-11-30"), "the snippet's box and times moved");
+    rust(&two, &map_code).await; // warm: compile
+    let (wasm_map, grid) = rust(&two, &map_code).await;
+    let map_pixels = grid
+        .iter()
+        .flat_map(|r| r.as_array().cloned().unwrap_or_default())
+        .filter(|c| c["cnt"].as_f64().unwrap_or(0.0) > 0.0)
+        .count();
     let _ = stop2.send(());
     let (plain, stop4) = gateway(&dir, 2, 0, false).await;
     let mut read = Vec::new();
@@ -244,6 +321,7 @@ async fn main() {
     let (cache_warm, _) = job(&cached, &global_code).await;
     let _ = stop3.send(());
     assert_eq!(wasm_days, native_days, "the wasm job and the native pass disagree on the days");
+    assert_eq!(map_pixels, native_pixels, "the time-average map and the native pass disagree on the pixels");
 
     println!(
         "tilegate job benchmark: {days} days of 0.25 deg SST in 1x180x180 tiles ({} tiles, {} with data)",
@@ -292,6 +370,13 @@ async fn main() {
         "seed bbox SQL query (vs seed native)",
         secs(sql_seed),
         secs(sql_seed) / secs(native_seed)
+    );
+    println!("{:<52} {:>9.3} {:>8.2}", "time-average map, 91 days x 38,400 pixels, native", secs(native_map), 1.0);
+    println!(
+        "{:<52} {:>9.3} {:>8.2}",
+        "  the same as a rust statement (snippet)",
+        secs(wasm_map),
+        secs(wasm_map) / secs(native_map)
     );
     let labels = INDEX_LABELS.iter().chain(["global NEXUS time series"].iter());
     for ((label, (from_index, _)), (from_cells, _)) in labels.zip(&indexed).zip(&read) {
