@@ -165,22 +165,24 @@ async fn job(client: &Client, code: &str) -> (Duration, usize) {
     (clock.elapsed(), rows)
 }
 
-/// Runs a `rust` statement; returns its time and its `data` rows (a NEXUS map's grid).
-async fn rust(client: &Client, code: &str) -> (Duration, Vec<serde_json::Value>) {
+/// Runs a statement of `language` in a new session; returns its time and its output's `data`
+/// (a query's rows, a NEXUS map's grid).
+async fn data_of(client: &Client, language: Language, code: &str) -> (Duration, Vec<serde_json::Value>) {
     let s = client.create_session(&CreateSession::default()).await.expect("session");
     let clock = Instant::now();
-    let out = client.run(s.id, Language::Rust, code).await.expect("rust statement");
+    let out = client.run(s.id, language, code).await.expect("statement");
     let rows = out.json().and_then(|j| j["data"].as_array()).cloned().unwrap_or_default();
     (clock.elapsed(), rows)
 }
 
-/// Runs a `sql` statement; returns its time and rows.
+/// Runs a `rust` statement (see [`data_of`]).
+async fn rust(client: &Client, code: &str) -> (Duration, Vec<serde_json::Value>) {
+    data_of(client, Language::Rust, code).await
+}
+
+/// Runs a `sql` statement (see [`data_of`]).
 async fn sql(client: &Client, query: &str) -> (Duration, Vec<serde_json::Value>) {
-    let s = client.create_session(&CreateSession::default()).await.expect("session");
-    let clock = Instant::now();
-    let out = client.run(s.id, Language::Sql, query).await.expect("query");
-    let rows = out.json().and_then(|j| j["data"].as_array()).cloned().unwrap_or_default();
-    (clock.elapsed(), rows)
+    data_of(client, Language::Sql, query).await
 }
 
 /// Aggregates the tile index answers for whole tiles (`sql_index_aggregates`), timed against a
@@ -371,7 +373,7 @@ async fn main() {
         secs(sql_seed),
         secs(sql_seed) / secs(native_seed)
     );
-    println!("{:<52} {:>9.3} {:>8.2}", "time-average map, 91 days x 38,400 pixels, native", secs(native_map), 1.0);
+    println!("{:<52} {:>9.3} {:>8.2}", "time-average map, 60x40 deg, Sep-Nov: native", secs(native_map), 1.0);
     println!(
         "{:<52} {:>9.3} {:>8.2}",
         "  the same as a rust statement (snippet)",
