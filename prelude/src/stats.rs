@@ -124,6 +124,17 @@ struct RowSums {
 }
 
 impl RowSums {
+    /// The sums of a kernel's 4 lanes: per-lane counts, minima and maxima, and d, d^2 already summed.
+    fn of_lanes(count: [u32; 4], d: f64, d2: f64, lo: [f32; 4], hi: [f32; 4]) -> Self {
+        Self {
+            count: count.iter().map(|&c| u64::from(c)).sum(),
+            d,
+            d2,
+            min: lo.iter().fold(f64::INFINITY, |m, &v| m.min(f64::from(v))),
+            max: hi.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v))),
+        }
+    }
+
     /// Adds the valid cells of `values` one by one (a row's last few, after the vector steps).
     fn add_scalars(&mut self, values: &[f32], k: f64) {
         for &v in values.iter().filter(|v| !v.is_nan()) {
@@ -174,13 +185,7 @@ mod lanes {
                 d2[l] += dx * dx;
             }
         }
-        let mut sums = RowSums {
-            count: n.iter().map(|&c| u64::from(c)).sum(),
-            d: d.iter().sum(),
-            d2: d2.iter().sum(),
-            min: lo.iter().fold(f64::INFINITY, |m, &v| m.min(f64::from(v))),
-            max: hi.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v))),
-        };
+        let mut sums = RowSums::of_lanes(n, d.iter().sum(), d2.iter().sum(), lo, hi);
         sums.add_scalars(chunks.remainder(), k);
         sums
     }
@@ -223,35 +228,27 @@ mod simd {
         }
         let d = f64x2_add(d_low, d_high);
         let d2 = f64x2_add(d2_low, d2_high);
-        let mut sums = RowSums {
-            count: [
-                i32x4_extract_lane::<0>(n),
-                i32x4_extract_lane::<1>(n),
-                i32x4_extract_lane::<2>(n),
-                i32x4_extract_lane::<3>(n),
+        let count = [
+            i32x4_extract_lane::<0>(n),
+            i32x4_extract_lane::<1>(n),
+            i32x4_extract_lane::<2>(n),
+            i32x4_extract_lane::<3>(n),
+        ];
+        let f32s = |v: v128| {
+            [
+                f32x4_extract_lane::<0>(v),
+                f32x4_extract_lane::<1>(v),
+                f32x4_extract_lane::<2>(v),
+                f32x4_extract_lane::<3>(v),
             ]
-            .iter()
-            .map(|&c| c as u64)
-            .sum::<u64>(),
-            d: f64x2_extract_lane::<0>(d) + f64x2_extract_lane::<1>(d),
-            d2: f64x2_extract_lane::<0>(d2) + f64x2_extract_lane::<1>(d2),
-            min: [
-                f32x4_extract_lane::<0>(lo),
-                f32x4_extract_lane::<1>(lo),
-                f32x4_extract_lane::<2>(lo),
-                f32x4_extract_lane::<3>(lo),
-            ]
-            .iter()
-            .fold(f64::INFINITY, |m, &v| m.min(f64::from(v))),
-            max: [
-                f32x4_extract_lane::<0>(hi),
-                f32x4_extract_lane::<1>(hi),
-                f32x4_extract_lane::<2>(hi),
-                f32x4_extract_lane::<3>(hi),
-            ]
-            .iter()
-            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v))),
         };
+        let mut sums = RowSums::of_lanes(
+            count.map(|c| c as u32),
+            f64x2_extract_lane::<0>(d) + f64x2_extract_lane::<1>(d),
+            f64x2_extract_lane::<0>(d2) + f64x2_extract_lane::<1>(d2),
+            f32s(lo),
+            f32s(hi),
+        );
         sums.add_scalars(chunks.remainder(), k);
         sums
     }
