@@ -203,6 +203,18 @@ fn time_series_sql(filter: &str) -> String {
     )
 }
 
+/// One line of the table: the label, the time (if any) and a ratio (if any).
+fn line(label: &str, seconds: Option<Duration>, ratio: Option<f64>) {
+    let time = seconds.map_or(String::new(), |d| format!("{:.3}", secs(d)));
+    let ratio = ratio.map_or(String::new(), |r| format!("{r:.3}"));
+    println!("{label:<52} {time:>9} {ratio:>8}");
+}
+
+/// `a / b`, as a ratio for [`line`].
+fn over(a: Duration, b: Duration) -> Option<f64> {
+    Some(secs(a) / secs(b))
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -332,69 +344,26 @@ async fn main() {
     );
     println!("tile index build at registration: {:.2} s", secs(index_build));
     println!("{:<52} {:>9} {:>8}", "", "seconds", "ratio");
-    println!("{:<52} {:>9.3} {:>8}", "global decode only (2 threads)", secs(decode_only), "");
-    println!("{:<52} {:>9.3} {:>8.2}", "global native single pass (2 threads) = base", secs(native_global), 1.0);
-    println!(
-        "{:<52} {:>9.3} {:>8.2}",
-        "global wasm job, 2 workers  (goal <= 1.3 x native)",
-        secs(wasm_global),
-        secs(wasm_global) / secs(native_global)
-    );
-    println!(
-        "{:<52} {:>9.3} {:>8.2}",
-        "  vs decode only              (goal <= 1.2)",
-        secs(wasm_global),
-        secs(wasm_global) / secs(decode_only)
-    );
-    println!(
-        "{:<52} {:>9.3} {:>8.2}",
-        "global wasm job, 1 worker: 1-vs-2 speed-up (goal >= 1.8)",
-        secs(wasm_global_1),
-        secs(wasm_global_1) / secs(wasm_global)
-    );
-    println!(
-        "{:<52} {:>9.3} {:>8.2}",
-        "  native pass, 1 thread: the machine's own speed-up",
-        secs(native_global_1),
-        secs(native_global_1) / secs(native_global)
-    );
-    println!("{:<52} {:>9.3} {:>8.2}", "seed bbox native (16 days)", secs(native_seed), 1.0);
-    println!("{:<52} {:>9.3} {:>8.2}", "seed bbox wasm job", secs(wasm_seed), secs(wasm_seed) / secs(native_seed));
-    println!(
-        "{:<52} {:>9.3} {:>8.2}",
-        "global time series as one SQL query, cells read",
-        secs(sql_global),
-        secs(sql_global) / secs(native_global)
-    );
-    println!("{:<52} {:>9} {:>8.2}", "  vs the wasm map/reduce job", "", secs(sql_global) / secs(wasm_global));
-    println!(
-        "{:<52} {:>9.3} {:>8.2}",
-        "seed bbox SQL query (vs seed native)",
-        secs(sql_seed),
-        secs(sql_seed) / secs(native_seed)
-    );
-    println!("{:<52} {:>9.3} {:>8.2}", "time-average map, 60x40 deg, Sep-Nov: native", secs(native_map), 1.0);
-    println!(
-        "{:<52} {:>9.3} {:>8.2}",
-        "  the same as a rust statement (snippet)",
-        secs(wasm_map),
-        secs(wasm_map) / secs(native_map)
-    );
+    line("global decode only (2 threads)", Some(decode_only), None);
+    line("global native single pass (2 threads) = base", Some(native_global), Some(1.0));
+    line("global wasm job, 2 workers  (goal <= 1.3 x native)", Some(wasm_global), over(wasm_global, native_global));
+    line("  vs decode only              (goal <= 1.2)", Some(wasm_global), over(wasm_global, decode_only));
+    let speed_up = "global wasm job, 1 worker: 1-vs-2 speed-up (goal >= 1.8)";
+    line(speed_up, Some(wasm_global_1), over(wasm_global_1, wasm_global));
+    let machine = "  native pass, 1 thread: the machine's own speed-up";
+    line(machine, Some(native_global_1), over(native_global_1, native_global));
+    line("seed bbox native (16 days)", Some(native_seed), Some(1.0));
+    line("seed bbox wasm job", Some(wasm_seed), over(wasm_seed, native_seed));
+    line("global time series as one SQL query, cells read", Some(sql_global), over(sql_global, native_global));
+    line("  vs the wasm map/reduce job", None, over(sql_global, wasm_global));
+    line("seed bbox SQL query (vs seed native)", Some(sql_seed), over(sql_seed, native_seed));
+    line("time-average map, 60x40 deg, Sep-Nov: native", Some(native_map), Some(1.0));
+    line("  the same as a rust statement (snippet)", Some(wasm_map), over(wasm_map, native_map));
     let labels = INDEX_LABELS.iter().chain(["global NEXUS time series"].iter());
     for ((label, (from_index, _)), (from_cells, _)) in labels.zip(&indexed).zip(&read) {
-        println!("{:<52} {:>9.3} {:>8.2}", format!("{label}: reading every cell"), secs(*from_cells), 1.0);
-        println!(
-            "{:<52} {:>9.3} {:>8.3}",
-            "  the same, whole tiles from the tile index",
-            secs(*from_index),
-            secs(*from_index) / secs(*from_cells)
-        );
+        line(&format!("{label}: reading every cell"), Some(*from_cells), Some(1.0));
+        line("  the same, whole tiles from the tile index", Some(*from_index), over(*from_index, *from_cells));
     }
-    println!("{:<52} {:>9.3} {:>8.2}", "global wasm job, tile cache cold", secs(cache_cold), 1.0);
-    println!(
-        "{:<52} {:>9.3} {:>8.2}",
-        "global wasm job, same query again from the cache",
-        secs(cache_warm),
-        secs(cache_warm) / secs(cache_cold)
-    );
+    line("global wasm job, tile cache cold", Some(cache_cold), Some(1.0));
+    line("global wasm job, same query again from the cache", Some(cache_warm), over(cache_warm, cache_cold));
 }
