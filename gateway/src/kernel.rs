@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tilegate_api::Language;
 use tilegate_compiler::{Cell, Compiler};
 use tilegate_engine::dataset::{Selection, cf};
-use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions};
+use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions, fold_pairwise};
 use tilegate_engine::sql::SqlResult;
 use tilegate_engine::sql::functions::{AGGREGATE_EXPORT_PREFIX, EXPORT_PREFIX, SqlFunction, SqlFunctions};
 
@@ -198,7 +198,8 @@ impl SandboxKernel {
                 values: values.clone(),
                 idle: Mutex::new(Vec::new()),
             };
-            let functions = WasmFunctions { workers, ids: [request.map, request.reduce, request.row] };
+            let functions =
+                WasmFunctions { workers, ids: [request.map, request.reduce, request.row], fold: request.fold };
             jobs.run(&spec, Arc::new(functions), &ctx).map_err(|e| JobFailure { ename: e.ename, message: e.message })
         })
     }
@@ -215,6 +216,9 @@ struct JobRequest {
     /// `[trampoline, function]` table indices.
     map: [u32; 2],
     reduce: [u32; 2],
+    /// The reduce over many keys at once (modules without it are reduced a pair per call).
+    #[serde(default)]
+    fold: Option<[u32; 2]>,
     row: [u32; 2],
 }
 
@@ -273,6 +277,8 @@ struct WasmFunctions {
     workers: Workers,
     /// `[trampoline, function]` of map, reduce and row.
     ids: [[u32; 2]; 3],
+    /// `[trampoline, function]` of the batched reduce, when the module has one.
+    fold: Option<[u32; 2]>,
 }
 
 impl WasmFunctions {
@@ -297,13 +303,20 @@ impl TileFunctions for WasmFunctions {
         self.call(1, a, b)
     }
 
+    fn fold(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        match self.fold {
+            Some([tramp, func]) => self.workers.with(|w| w.invoke(tramp, func, input, &[])),
+            None => fold_pairwise(input, |a, b| self.reduce(a, b)),
+        }
+    }
+
     fn row(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, JobError> {
         self.call(2, key, value)
     }
 
-    /// `<module sha256>_<trampoline>_<function>` of map, reduce and row.
+    /// `<module sha256>_<trampoline>_<function>` of map, reduce, row and fold (if any).
     fn identity(&self) -> String {
-        let places: Vec<String> = self.ids.iter().flatten().map(u32::to_string).collect();
+        let places: Vec<String> = self.ids.iter().chain(&self.fold).flatten().map(u32::to_string).collect();
         format!("{}_{}", self.workers.program.hash(), places.join("_"))
     }
 }

@@ -71,6 +71,7 @@ impl<K: Value, V: Value> Mapped<K, V> {
     pub fn reduce_by_key(self, f: fn(V, V) -> V) -> Rows {
         let map_tramp: Trampoline = map_trampoline::<K, V>;
         let reduce_tramp: Trampoline = reduce_trampoline::<V>;
+        let fold_tramp: Trampoline = fold_trampoline::<V>;
         let row_tramp: Trampoline = row_trampoline::<K, V>;
         let j = &self.job;
         let mut spec = String::from("{\"dataset\":");
@@ -97,8 +98,14 @@ impl<K: Value, V: Value> Mapped<K, V> {
             None => spec.push_str("null"),
         }
         spec.push_str(&format!(
-            ",\"map\":[{},{}],\"reduce\":[{},{}],\"row\":[{},0]}}",
-            map_tramp as usize, self.map, reduce_tramp as usize, f as usize, row_tramp as usize
+            ",\"map\":[{},{}],\"reduce\":[{},{}],\"fold\":[{},{}],\"row\":[{},0]}}",
+            map_tramp as usize,
+            self.map,
+            reduce_tramp as usize,
+            f as usize,
+            fold_tramp as usize,
+            f as usize,
+            row_tramp as usize
         ));
         let json = String::from_utf8(abi::host_run_job(spec.as_bytes())).unwrap_or_default();
         Rows::new(json, Some(self.job))
@@ -150,6 +157,80 @@ fn reduce_trampoline<V: Value>(f: usize, a: &[u8], b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A state sent (and returned) for a group without one yet.
+const FRESH: u32 = u32::MAX;
+
+/// The reduce over many groups at once (the host's batched reduce; wire format in
+/// `sandbox/ABI.md`): input `u32 op = 1, u32 groups`, each group's value (`u32 len` and bytes,
+/// or `FRESH`), `u32 n`, then `n` times `u32 group` and a value to reduce into it, in order;
+/// output `u32 groups` and each group's value after.
+fn fold_trampoline<V: Value>(f: usize, input: &[u8], _: &[u8]) -> Vec<u8> {
+    // SAFETY: `f` came from `Mapped::reduce_by_key` as this exact fn type.
+    let f: fn(V, V) -> V = unsafe { core::mem::transmute(f) };
+    let mut batch = Batch { input, at: 0 };
+    assert_eq!(batch.word(), 1, "reduce: a batch that is not a merge");
+    let groups = batch.word() as usize;
+    let mut states: Vec<Option<V>> = (0..groups).map(|_| batch.value()).collect();
+    for _ in 0..batch.word() {
+        let group = batch.word() as usize;
+        assert!(group < groups, "reduce: group {group} of {groups}");
+        if let Some(b) = batch.value() {
+            let state = &mut states[group];
+            *state = Some(match state.take() {
+                None => b,
+                Some(a) => f(a, b),
+            });
+        }
+    }
+    let mut out = Vec::with_capacity(4 + 64 * groups);
+    out.extend_from_slice(&(groups as u32).to_le_bytes());
+    for state in &states {
+        match state {
+            Some(v) => crate::value::value_field_encode(v, &mut out),
+            None => out.extend_from_slice(&FRESH.to_le_bytes()),
+        }
+    }
+    out
+}
+
+/// What the batched reduce returns for `input`, as bytes: the same code, callable off wasm (the
+/// host's tests run it natively).
+#[doc(hidden)]
+pub fn job_fold_bytes<V: Value>(f: fn(V, V) -> V, input: &[u8]) -> Vec<u8> {
+    fold_trampoline::<V>(f as usize, input, &[])
+}
+
+/// Reads a fold's input.
+struct Batch<'a> {
+    input: &'a [u8],
+    at: usize,
+}
+
+impl Batch<'_> {
+    fn word(&mut self) -> u32 {
+        let Some(b) = self.input.get(self.at..self.at + 4) else {
+            panic!("reduce: a batch of {} bytes ends early", self.input.len())
+        };
+        self.at += 4;
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// A value (`u32 len` and its encoding), or `None` for `FRESH`.
+    fn value<V: Value>(&mut self) -> Option<V> {
+        match self.word() {
+            FRESH => None,
+            len => {
+                let end = self.at + len as usize;
+                let Some(bytes) = self.input.get(self.at..end) else {
+                    panic!("reduce: a batch of {} bytes ends early", self.input.len())
+                };
+                self.at = end;
+                Some(V::decode(bytes))
+            }
+        }
+    }
+}
+
 /// The key's JSON, a newline, then the row's JSON (the host sorts by the first, returns the second).
 fn row_trampoline<K: Value, V: Value>(_: usize, key: &[u8], value: &[u8]) -> Vec<u8> {
     let (k, v) = (K::decode(key), V::decode(value));
@@ -158,4 +239,58 @@ fn row_trampoline<K: Value, V: Value>(_: usize, key: &[u8], value: &[u8]) -> Vec
     out.push('\n');
     out.push_str(&row_json(&k, &v));
     out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(a: f64, b: f64) -> f64 {
+        a + b
+    }
+
+    /// `u32 n` and the states (`None` = fresh).
+    fn states(out: &mut Vec<u8>, states: &[Option<f64>]) {
+        out.extend_from_slice(&(states.len() as u32).to_le_bytes());
+        for s in states {
+            match s {
+                Some(v) => crate::value::value_field_encode(v, out),
+                None => out.extend_from_slice(&FRESH.to_le_bytes()),
+            }
+        }
+    }
+
+    /// A fold input: `states`, then `(group, value)` pairs.
+    fn batch(groups: &[Option<f64>], pairs: &[(u32, f64)]) -> Vec<u8> {
+        let mut input = 1u32.to_le_bytes().to_vec();
+        states(&mut input, groups);
+        input.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+        for (g, v) in pairs {
+            input.extend_from_slice(&g.to_le_bytes());
+            crate::value::value_field_encode(v, &mut input);
+        }
+        input
+    }
+
+    #[test]
+    fn fold_reduces_each_value_into_its_group_in_order() {
+        let input = batch(&[Some(1.0), None, None], &[(0, 2.0), (1, 5.0), (0, 4.0), (1, 0.5)]);
+        // Group 2 saw nothing: it stays fresh.
+        let mut want = Vec::new();
+        states(&mut want, &[Some(7.0), Some(5.5), None]);
+        assert_eq!(job_fold_bytes::<f64>(add, &input), want);
+    }
+
+    #[test]
+    #[should_panic(expected = "reduce: group 3 of 2")]
+    fn fold_refuses_a_group_out_of_range() {
+        job_fold_bytes::<f64>(add, &batch(&[None, None], &[(3, 1.0)]));
+    }
+
+    #[test]
+    #[should_panic(expected = "ends early")]
+    fn fold_refuses_a_short_batch() {
+        let input = batch(&[Some(1.0)], &[(0, 2.0)]);
+        job_fold_bytes::<f64>(add, &input[..input.len() - 3]);
+    }
 }

@@ -43,6 +43,8 @@ mod stats;
 mod tile;
 mod value;
 
+#[doc(hidden)]
+pub use job::job_fold_bytes;
 pub use job::{Job, Mapped, Rows, dataset};
 pub use json::Json;
 pub use session::{Session, session, spark, sqlContext};

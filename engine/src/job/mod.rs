@@ -6,7 +6,8 @@
 //!   only slices stock file scans correctly); each tile becomes one row holding the tile's bytes,
 //!   cells outside the selection set to NaN;
 //! - map is a scalar UDF returning the tile's `(key, value)` pairs as `List<Struct<key, value>>`;
-//! - reduce is an aggregate UDF merging the values of a key, pairwise, in any grouping.
+//! - reduce is an aggregate UDF merging the values of a key, in any grouping: the keys a batch
+//!   touches in one [`TileFunctions::fold`] call (`states`).
 //!
 //! What map, reduce and the final rows *do* comes from a [`TileFunctions`] the caller supplies
 //! (the gateway's runs wasm in the sandbox); the engine only moves bytes. Work runs on the
@@ -15,6 +16,9 @@
 mod cache;
 pub(crate) mod plan;
 pub(crate) mod scan;
+pub(crate) mod states;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -34,6 +38,18 @@ pub trait TileFunctions: Send + Sync + 'static {
     /// # Errors
     /// The reduce failed.
     fn reduce(&self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, JobError>;
+    /// Many values reduced into many keys' values at once, in order: the input is a merge call's
+    /// (`sandbox/ABI.md`: `u32 1, u32 groups`, their values or `FRESH`, `u32 n`, `n` times a group
+    /// and a value), the output `u32 groups` and the values after. By default one [`reduce`] per
+    /// value, [`fold_pairwise`].
+    ///
+    /// [`reduce`]: TileFunctions::reduce
+    ///
+    /// # Errors
+    /// A reduce failed, or the input is malformed.
+    fn fold(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        fold_pairwise(input, |a, b| self.reduce(a, b))
+    }
     /// The result row of a key: the key's JSON, a newline, the row's JSON.
     ///
     /// # Errors
@@ -43,6 +59,55 @@ pub trait TileFunctions: Send + Sync + 'static {
     /// It names the job's UDFs (`tile_map_<identity>`, `tile_reduce_<identity>`), so that a UDF is
     /// never known by a name alone and two modules never share one.
     fn identity(&self) -> String;
+}
+
+/// [`TileFunctions::fold`] with a `reduce` call per value: for functions without a batched reduce.
+///
+/// # Errors
+/// A reduce failed, or the input is malformed (an `AbiError`).
+pub fn fold_pairwise(
+    input: &[u8],
+    reduce: impl Fn(&[u8], &[u8]) -> Result<Vec<u8>, JobError>,
+) -> Result<Vec<u8>, JobError> {
+    let bad = || JobError::new("AbiError", format!("a reduce batch of {} bytes is malformed", input.len()));
+    let mut at = 0;
+    let word = |at: &mut usize| {
+        let w = input.get(*at..*at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or_else(bad);
+        *at += 4;
+        w
+    };
+    let value = |at: &mut usize| -> Result<Option<&[u8]>, JobError> {
+        match word(at)? {
+            states::FRESH => Ok(None),
+            len => {
+                let bytes = input.get(*at..*at + len as usize).ok_or_else(bad)?;
+                *at += len as usize;
+                Ok(Some(bytes))
+            }
+        }
+    };
+    if word(&mut at)? != states::MERGE {
+        return Err(bad());
+    }
+    let groups = word(&mut at)? as usize;
+    let mut values: Vec<Option<Vec<u8>>> =
+        (0..groups).map(|_| Ok(value(&mut at)?.map(<[u8]>::to_vec))).collect::<Result<_, JobError>>()?;
+    for _ in 0..word(&mut at)? {
+        let group = word(&mut at)? as usize;
+        let slot = values.get_mut(group).ok_or_else(bad)?;
+        if let Some(b) = value(&mut at)? {
+            *slot = Some(match slot.take() {
+                None => b.to_vec(),
+                Some(a) => reduce(&a, b)?,
+            });
+        }
+    }
+    let mut out = Vec::with_capacity(4 + values.iter().flatten().map(|v| 4 + v.len()).sum::<usize>());
+    out.extend_from_slice(&(groups as u32).to_le_bytes());
+    for v in &values {
+        states::put_state(&mut out, v.as_deref());
+    }
+    Ok(out)
 }
 
 /// Why a job failed, as a statement's error output names it.

@@ -5,22 +5,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, ListArray, StructArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, ListArray, StructArray};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, GroupsAccumulator, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, ident};
 
 use super::scan::{self, Layout, ScanContext, external};
+use super::states::{GroupStates, NewStates, OneState, StateCalls, merge_in_calls, read_states};
 use super::{JobError, TileCache, TileFunctions};
 use crate::RunContext;
 use crate::dataset::{Dataset, Selection, Tile};
@@ -67,7 +68,7 @@ impl Job {
         let reduce = AggregateUDF::from(ReduceUdaf {
             name: format!("tile_reduce_{identity}"),
             signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable),
-            functions: self.functions.clone(),
+            calls: Arc::new(Folds { functions: self.functions.clone() }),
         });
         let batches = async {
             session
@@ -88,7 +89,7 @@ impl Job {
         let mut rows = Vec::new();
         for batch in &batches {
             let (keys, values) = (batch.column(0).as_binary::<i32>(), batch.column(1).as_binary::<i32>());
-            for i in 0..batch.num_rows() {
+            for i in (0..batch.num_rows()).filter(|&i| values.is_valid(i)) {
                 let out = self.functions.row(keys.value(i), values.value(i))?;
                 let split = out.iter().position(|&b| b == b'\n').unwrap_or(out.len());
                 let key: serde_json::Value = serde_json::from_slice(&out[..split]).unwrap_or(serde_json::Value::Null);
@@ -274,12 +275,12 @@ fn decode_pairs(bytes: &[u8], keys: &mut BinaryBuilder, values: &mut BinaryBuild
     Ok(n)
 }
 
-/// The reduce: merges a key's values pairwise.
+/// The reduce: merges a key's values, in any grouping.
 struct ReduceUdaf {
     /// `tile_reduce_<module hash and function places>`: its identity.
     name: String,
     signature: Signature,
-    functions: Arc<dyn TileFunctions>,
+    calls: Arc<Folds>,
 }
 
 impl std::fmt::Debug for ReduceUdaf {
@@ -316,49 +317,57 @@ impl AggregateUDFImpl for ReduceUdaf {
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(Reducer { functions: self.functions.clone(), value: None }))
+        Ok(Box::new(OneState::new(self.calls.clone())))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         Ok(vec![Arc::new(Field::new(format_state_name(args.name, "value"), DataType::Binary, true))])
     }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    /// Every key's value in one buffer, and one fold call per batch for all the keys it touches
+    /// (a per-pixel map has tens of thousands of keys per tile).
+    fn create_groups_accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(GroupStates::new(self.calls.clone())))
+    }
 }
 
-struct Reducer {
+/// The reduce's steps: a value is its own state, so update and merge both fold values into the
+/// keys' values, and finishing is handing the values over.
+struct Folds {
     functions: Arc<dyn TileFunctions>,
-    value: Option<Vec<u8>>,
 }
 
-impl std::fmt::Debug for Reducer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Reducer({:?} bytes)", self.value.as_ref().map(Vec::len))
-    }
-}
-
-impl Accumulator for Reducer {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        for v in values[0].as_binary::<i32>().iter().flatten() {
-            self.value = Some(match self.value.take() {
-                None => v.to_vec(),
-                Some(acc) => self.functions.reduce(&acc, v).map_err(external)?,
-            });
-        }
-        Ok(())
+impl StateCalls for Folds {
+    fn name(&self) -> &str {
+        "reduce"
     }
 
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.update_batch(states)
+    fn update(
+        &self,
+        states: &[Option<&[u8]>],
+        columns: &[ArrayRef],
+        _rows: usize,
+        pick: &[u32],
+        groups: Option<&[u32]>,
+    ) -> Result<NewStates> {
+        let values = columns[0].as_binary::<i32>();
+        let group = |i: usize| groups.map_or(0, |groups| groups[i]);
+        self.merge(states, pick.iter().enumerate().map(|(i, &row)| (group(i), values.value(row as usize))))
     }
 
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Binary(self.value.clone())])
+    fn merge<'a>(&self, states: &[Option<&[u8]>], others: impl Iterator<Item = (u32, &'a [u8])>) -> Result<NewStates> {
+        merge_in_calls(states, others, |input| {
+            let output = self.functions.fold(&input).map_err(external)?;
+            read_states(output, states.len())
+                .map_err(|why| external(JobError::new("AbiError", format!("reduce: its output {why}"))))
+        })
     }
 
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Binary(self.value.clone()))
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.value.as_ref().map_or(0, Vec::capacity)
+    fn finish(&self, states: &[Option<&[u8]>]) -> Result<ArrayRef> {
+        Ok(Arc::new(states.iter().copied().collect::<BinaryArray>()))
     }
 }

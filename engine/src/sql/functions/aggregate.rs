@@ -1,34 +1,25 @@
 //! Snippet aggregates (`sql_aggregate!`) as DataFusion aggregate functions. A group's state is the
-//! guest's encoding of its `SqlAggregate` value, kept here as bytes (a `Binary` state column, so
-//! DataFusion aggregates partitions in parallel and merges them); the guest updates, merges and
-//! finishes states in batches (the wire format is in `sandbox/ABI.md`):
-//!
-//! - [`SnippetGroups`], with `GROUP BY`: one call per input batch for all the groups it touches;
-//! - [`SnippetAccumulator`], without (and in window functions): one call per batch for the one group.
+//! guest's encoding of its `SqlAggregate` value, kept as bytes by `job::states` (a `Binary` state
+//! column, so DataFusion aggregates partitions in parallel and merges them); the guest updates,
+//! merges and finishes states in batches (the wire format is in `sandbox/ABI.md`).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray};
-use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::concat;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::{DataFusionError, Result, ScalarValue, not_impl_err};
+use datafusion::common::{DataFusionError, Result, not_impl_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::{AggregateOrderSensitivity, format_state_name};
-use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility};
+use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, GroupsAccumulator, Signature, Volatility};
 
 use super::{SqlFunction, SqlFunctions, decode, encode_into};
 use crate::job::JobError;
 use crate::job::scan::external;
-
-/// The operations of an `sbx_sqlagg__*` call (its input's first word).
-const UPDATE: u32 = 0;
-const MERGE: u32 = 1;
-const FINISH: u32 = 2;
-
-/// A group that has seen no row yet, sent instead of a state's length.
-const FRESH: u32 = u32::MAX;
+use crate::job::states::{
+    FINISH, GroupStates, NewStates, OneState, StateCalls, UPDATE, header, merge_in_calls, read_states,
+};
 
 /// At most this many groups, or about this many state bytes, per finish call: keeps each call's
 /// input and output well under the sandbox's memory and output caps.
@@ -94,7 +85,7 @@ impl AggregateUDFImpl for SnippetUdaf {
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         self.refuse_distinct(&args)?;
-        Ok(Box::new(SnippetAccumulator { calls: self.calls.clone(), state: None }))
+        Ok(Box::new(OneState::new(self.calls.clone())))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -107,7 +98,7 @@ impl AggregateUDFImpl for SnippetUdaf {
 
     fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
         self.refuse_distinct(&args)?;
-        Ok(Box::new(SnippetGroups::new(self.calls.clone())))
+        Ok(Box::new(GroupStates::new(self.calls.clone())))
     }
 
     /// The guest's merge may see states in any grouping and order (sandbox/ABI.md), so an
@@ -131,8 +122,31 @@ impl Calls {
         })
     }
 
-    /// The states after the rows `pick` lists (none of them with a null argument) are added to
-    /// `states`; `groups[i]` is the index in `states` of row `pick[i]` (`None`: one state).
+    /// Reads the states of an update or merge output.
+    fn states_of(&self, step: &str, bytes: Vec<u8>, expected: usize) -> Result<NewStates> {
+        read_states(bytes, expected).map_err(|why| self.abi_error(step, why))
+    }
+
+    fn malformed(&self, step: &str, e: DataFusionError) -> DataFusionError {
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<JobError>() {
+                Ok(job) => self.abi_error(step, job.message),
+                Err(other) => DataFusionError::External(other),
+            },
+            other => other,
+        }
+    }
+
+    fn abi_error(&self, step: &str, why: String) -> DataFusionError {
+        external(JobError::new("AbiError", format!("SQL aggregate {} ({step}): its output {why}", self.function.name)))
+    }
+}
+
+impl StateCalls for Calls {
+    fn name(&self) -> &str {
+        &self.function.name
+    }
+
     fn update(
         &self,
         states: &[Option<&[u8]>],
@@ -151,20 +165,8 @@ impl Calls {
         self.states_of("update", self.call("update", &input)?, states.len())
     }
 
-    /// The states after each `(index in states, other state)` of `others` is merged in.
-    fn merge<'a>(
-        &self,
-        states: &[Option<&[u8]>],
-        others: impl ExactSizeIterator<Item = (u32, &'a [u8])>,
-    ) -> Result<NewStates> {
-        let mut input = Vec::new();
-        header(&mut input, MERGE, states);
-        input.extend_from_slice(&(others.len() as u32).to_le_bytes());
-        for (group, state) in others {
-            input.extend_from_slice(&group.to_le_bytes());
-            put_state(&mut input, Some(state));
-        }
-        self.states_of("merge", self.call("merge", &input)?, states.len())
+    fn merge<'a>(&self, states: &[Option<&[u8]>], others: impl Iterator<Item = (u32, &'a [u8])>) -> Result<NewStates> {
+        merge_in_calls(states, others, |input| self.states_of("merge", self.call("merge", &input)?, states.len()))
     }
 
     /// The groups' values, a column of the return type, in as many calls as keep each one small.
@@ -193,323 +195,6 @@ impl Calls {
             many => Ok(concat(&many.iter().map(AsRef::as_ref).collect::<Vec<_>>())?),
         }
     }
-
-    /// Reads `u32 n` and `n` states (`u32 len`, bytes) from an update or merge output.
-    fn states_of(&self, step: &str, bytes: Vec<u8>, expected: usize) -> Result<NewStates> {
-        let bad = |why: String| self.abi_error(step, why);
-        let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        let n = word(0).ok_or_else(|| bad(format!("is {} bytes, with no count", bytes.len())))?;
-        if n != expected {
-            return Err(bad(format!("has {n} states for {expected} groups")));
-        }
-        let mut at = 4;
-        let mut spans = Vec::with_capacity(n);
-        for _ in 0..n {
-            let len = word(at).filter(|len| at + 4 + len <= bytes.len()).ok_or_else(|| bad("ends early".into()))?;
-            spans.push((at + 4, len));
-            at += 4 + len;
-        }
-        if at != bytes.len() {
-            return Err(bad(format!("has {} bytes after its states", bytes.len() - at)));
-        }
-        Ok(NewStates { bytes, spans })
-    }
-
-    fn malformed(&self, step: &str, e: DataFusionError) -> DataFusionError {
-        match e {
-            DataFusionError::External(inner) => match inner.downcast::<JobError>() {
-                Ok(job) => self.abi_error(step, job.message),
-                Err(other) => DataFusionError::External(other),
-            },
-            other => other,
-        }
-    }
-
-    fn abi_error(&self, step: &str, why: String) -> DataFusionError {
-        external(JobError::new("AbiError", format!("SQL aggregate {} ({step}): its output {why}", self.function.name)))
-    }
-}
-
-/// An update or merge output: its bytes, and where each group's new state is in them.
-#[derive(Debug)]
-struct NewStates {
-    bytes: Vec<u8>,
-    /// Per group, (start, length) in `bytes`.
-    spans: Vec<(usize, usize)>,
-}
-
-impl NewStates {
-    fn get(&self, i: usize) -> &[u8] {
-        let (at, len) = self.spans[i];
-        &self.bytes[at..at + len]
-    }
-
-    /// The bytes that are no state (counts and lengths).
-    fn overhead(&self) -> usize {
-        self.bytes.len() - self.spans.iter().map(|(_, len)| len).sum::<usize>()
-    }
-}
-
-/// `u32 op, u32 groups`, then each state.
-fn header(out: &mut Vec<u8>, op: u32, states: &[Option<&[u8]>]) {
-    out.extend_from_slice(&op.to_le_bytes());
-    out.extend_from_slice(&(states.len() as u32).to_le_bytes());
-    states.iter().for_each(|s| put_state(out, *s));
-}
-
-/// `u32 len` and the bytes, or `FRESH` for a group with no rows yet.
-fn put_state(out: &mut Vec<u8>, state: Option<&[u8]>) {
-    match state {
-        Some(bytes) => {
-            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            out.extend_from_slice(bytes);
-        }
-        None => out.extend_from_slice(&FRESH.to_le_bytes()),
-    }
-}
-
-/// The rows to send: those the filter keeps (all without one) whose arguments are all non-null.
-fn picked(columns: &[ArrayRef], rows: usize, filter: Option<&BooleanArray>) -> Vec<u32> {
-    let mut keep: Option<BooleanBuffer> = filter.map(|f| match f.nulls() {
-        Some(nulls) => f.values() & nulls.inner(),
-        None => f.values().clone(),
-    });
-    for nulls in columns.iter().filter_map(|c| c.logical_nulls()) {
-        keep = Some(match keep {
-            Some(keep) => &keep & nulls.inner(),
-            None => nulls.into_inner(),
-        });
-    }
-    match keep {
-        Some(keep) => keep.set_indices().map(|row| row as u32).collect(),
-        None => (0..rows as u32).collect(),
-    }
-}
-
-/// The aggregate of one group (no `GROUP BY`, window functions).
-struct SnippetAccumulator {
-    calls: Arc<Calls>,
-    /// `None` until a row arrives.
-    state: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for SnippetAccumulator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}({:?} bytes)", self.calls.function.name, self.state.as_ref().map(Vec::len))
-    }
-}
-
-impl Accumulator for SnippetAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let rows = values.first().map_or(0, |v| v.len());
-        let pick = picked(values, rows, None);
-        if !pick.is_empty() {
-            let new = self.calls.update(&[self.state.as_deref()], values, rows, &pick, None)?;
-            self.state = Some(new.get(0).to_vec());
-        }
-        Ok(())
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let states = states[0].as_binary::<i32>();
-        let others: Vec<(u32, &[u8])> = states.iter().flatten().map(|s| (0, s)).collect();
-        if !others.is_empty() {
-            let new = self.calls.merge(&[self.state.as_deref()], others.into_iter())?;
-            self.state = Some(new.get(0).to_vec());
-        }
-        Ok(())
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Binary(self.state.clone())])
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        let column = self.calls.finish(&[self.state.as_deref()])?;
-        ScalarValue::try_from_array(&column, 0)
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.state.as_ref().map_or(0, Vec::capacity)
-    }
-}
-
-/// The aggregate of every group of a `GROUP BY`: their states by group index, back to back in
-/// one buffer (a call replaces thousands of small states at once; one allocation per state would
-/// cost more than the call).
-struct SnippetGroups {
-    calls: Arc<Calls>,
-    /// The states' bytes, with gaps where states were replaced.
-    data: Vec<u8>,
-    /// Per group, where its state is in `data` (`None` until a row arrives).
-    spans: Vec<Option<Span>>,
-    /// Bytes of `data` no span points at.
-    garbage: usize,
-    /// Scratch, as long as `spans`: a group's number in the current call, `u32::MAX` if none.
-    slots: Vec<u32>,
-}
-
-/// Where a state is in [`SnippetGroups::data`].
-#[derive(Debug, Clone, Copy)]
-struct Span {
-    at: usize,
-    len: usize,
-}
-
-impl SnippetGroups {
-    fn new(calls: Arc<Calls>) -> Self {
-        Self { calls, data: Vec::new(), spans: Vec::new(), garbage: 0, slots: Vec::new() }
-    }
-
-    /// Numbers the distinct groups of `rows` in order of appearance: returns the groups and,
-    /// per row, its group's number.
-    fn number(&mut self, rows: impl Iterator<Item = usize>) -> (Vec<usize>, Vec<u32>) {
-        let (mut groups, mut numbers) = (Vec::new(), Vec::new());
-        for group in rows {
-            let slot = &mut self.slots[group];
-            if *slot == u32::MAX {
-                *slot = groups.len() as u32;
-                groups.push(group);
-            }
-            numbers.push(*slot);
-        }
-        groups.iter().for_each(|&g| self.slots[g] = u32::MAX);
-        (groups, numbers)
-    }
-
-    fn grow(&mut self, total_num_groups: usize) {
-        if self.spans.len() < total_num_groups {
-            self.spans.resize(total_num_groups, None);
-            self.slots.resize(total_num_groups, u32::MAX);
-        }
-    }
-
-    fn bytes_of(&self, span: Option<Span>) -> Option<&[u8]> {
-        span.map(|s| &self.data[s.at..s.at + s.len])
-    }
-
-    /// The states of `groups` as the next call sends them.
-    fn current(&self, groups: &[usize]) -> Vec<Option<&[u8]>> {
-        groups.iter().map(|&g| self.bytes_of(self.spans[g])).collect()
-    }
-
-    /// Keeps the new states of `groups`: the whole output is appended, and the old states
-    /// become garbage, collected once it is half of the buffer.
-    fn store(&mut self, groups: &[usize], new: NewStates) {
-        let base = self.data.len();
-        self.data.extend_from_slice(&new.bytes);
-        self.garbage += new.overhead();
-        for (&group, &(at, len)) in groups.iter().zip(&new.spans) {
-            if let Some(old) = self.spans[group].replace(Span { at: base + at, len }) {
-                self.garbage += old.len;
-            }
-        }
-        if self.garbage > (1 << 20) && self.garbage > self.data.len() / 2 {
-            self.compact();
-        }
-    }
-
-    /// Copies the live states into a new buffer, in group order.
-    fn compact(&mut self) {
-        let mut data = Vec::with_capacity(self.data.len() - self.garbage);
-        for span in self.spans.iter_mut().flatten() {
-            let at = data.len();
-            data.extend_from_slice(&self.data[span.at..span.at + span.len]);
-            span.at = at;
-        }
-        self.data = data;
-        self.garbage = 0;
-    }
-
-    /// Runs `f` on the states `emit_to` asks for, then forgets them.
-    fn take<T>(&mut self, emit_to: EmitTo, f: impl FnOnce(&[Option<&[u8]>]) -> T) -> T {
-        let taken = emit_to.take_needed(&mut self.spans);
-        self.slots.truncate(self.spans.len());
-        let states: Vec<Option<&[u8]>> = taken.iter().map(|&span| self.bytes_of(span)).collect();
-        let out = f(&states);
-        if self.spans.is_empty() {
-            self.data.clear();
-            self.garbage = 0;
-        } else {
-            self.garbage += taken.iter().flatten().map(|s| s.len).sum::<usize>();
-        }
-        out
-    }
-}
-
-impl GroupsAccumulator for SnippetGroups {
-    fn update_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        opt_filter: Option<&BooleanArray>,
-        total_num_groups: usize,
-    ) -> Result<()> {
-        self.grow(total_num_groups);
-        let pick = picked(values, group_indices.len(), opt_filter);
-        if pick.is_empty() {
-            return Ok(());
-        }
-        let (groups, numbers) = self.number(pick.iter().map(|&row| group_indices[row as usize]));
-        let numbers = (groups.len() > 1).then_some(numbers.as_slice());
-        let new = self.calls.update(&self.current(&groups), values, group_indices.len(), &pick, numbers)?;
-        self.store(&groups, new);
-        Ok(())
-    }
-
-    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
-        self.grow(total_num_groups);
-        let others = values[0].as_binary::<i32>();
-        let rows: Vec<usize> = (0..others.len()).filter(|&row| others.is_valid(row)).collect();
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let (groups, numbers) = self.number(rows.iter().map(|&row| group_indices[row]));
-        let pairs = numbers.into_iter().zip(rows.iter().map(|&row| others.value(row)));
-        let new = self.calls.merge(&self.current(&groups), pairs)?;
-        self.store(&groups, new);
-        Ok(())
-    }
-
-    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let calls = self.calls.clone();
-        self.take(emit_to, |states| calls.finish(states))
-    }
-
-    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let states = self.take(emit_to, |states| states.iter().copied().collect::<BinaryArray>());
-        Ok(vec![Arc::new(states)])
-    }
-
-    /// Each row its own group (DataFusion skips partial aggregation when groups barely shrink):
-    /// still one call for the whole batch.
-    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
-        let rows = values.first().map_or(0, |v| v.len());
-        let pick = picked(values, rows, opt_filter);
-        let mut out = BinaryBuilder::with_capacity(rows, 0);
-        if pick.is_empty() {
-            (0..rows).for_each(|_| out.append_null());
-            return Ok(vec![Arc::new(out.finish())]);
-        }
-        let fresh = vec![None; pick.len()];
-        let numbers: Vec<u32> = (0..pick.len() as u32).collect();
-        let numbers = (pick.len() > 1).then_some(numbers.as_slice());
-        let new = self.calls.update(&fresh, values, rows, &pick, numbers)?;
-        let mut next = pick.iter().enumerate().peekable();
-        for row in 0..rows as u32 {
-            match next.next_if(|(_, picked)| **picked == row) {
-                Some((i, _)) => out.append_value(new.get(i)),
-                None => out.append_null(),
-            }
-        }
-        Ok(vec![Arc::new(out.finish())])
-    }
-
-    fn size(&self) -> usize {
-        self.data.capacity()
-            + self.spans.capacity() * std::mem::size_of::<Option<Span>>()
-            + self.slots.capacity() * std::mem::size_of::<u32>()
-    }
 }
 
 #[cfg(test)]
@@ -524,7 +209,10 @@ mod tests {
     use prelude::{SqlAggregate, sql_aggregate_bytes};
 
     use super::*;
+    use crate::job::states::picked;
     use crate::sql::functions::FunctionKind;
+    use datafusion::arrow::array::{Array, AsArray, BooleanArray};
+    use datafusion::logical_expr::EmitTo;
 
     prelude::record! {
         #[derive(Default)]
@@ -746,7 +434,7 @@ mod tests {
 
     #[test]
     fn group_states_survive_compaction_and_partial_emits() {
-        let mut acc = SnippetGroups::new(wmean_calls());
+        let mut acc = GroupStates::new(wmean_calls());
         let n = 1000;
         // (sum, weight) per group, as the aggregate adds them.
         let mut want = vec![(0.0f64, 0.0f64); n];
@@ -766,7 +454,7 @@ mod tests {
             }
         }
         // 100 rounds of 1000 states of 28 bytes, well over the 1 MiB of garbage that compacts.
-        assert!(acc.data.len() < 100 * 1000 * 28 / 2, "{} bytes kept", acc.data.len());
+        assert!(acc.held().0 < 100 * 1000 * 28 / 2, "{} bytes kept", acc.held().0);
         let mean = |(sum, weight): (f64, f64)| sum / weight;
         assert_eq!(
             values(&acc.evaluate(EmitTo::First(10)).unwrap()),
@@ -774,7 +462,7 @@ mod tests {
         );
         // The next ten leave as states and finish in another accumulator; the rest stay put.
         let states = acc.state(EmitTo::First(10)).unwrap();
-        let mut other = SnippetGroups::new(wmean_calls());
+        let mut other = GroupStates::new(wmean_calls());
         other.merge_batch(&states, &(0..10).collect::<Vec<_>>(), 10).unwrap();
         assert_eq!(
             values(&other.evaluate(EmitTo::All).unwrap()),
@@ -784,7 +472,7 @@ mod tests {
             values(&acc.evaluate(EmitTo::All).unwrap()),
             want[20..].iter().map(|&p| mean(p)).collect::<Vec<_>>()
         );
-        assert_eq!((acc.data.len(), acc.spans.len(), acc.garbage), (0, 0, 0));
+        assert_eq!(acc.held(), (0, 0, 0));
     }
 
     #[test]
@@ -811,7 +499,7 @@ mod tests {
             runner: Arc::new(Native::default()),
         };
         let ok = [1, 0, 0, 0, 2, 0, 0, 0, 9, 9];
-        assert_eq!(calls.states_of("merge", ok.to_vec(), 1).unwrap().get(0), [9, 9]);
+        assert_eq!(calls.states_of("merge", ok.to_vec(), 1).unwrap().get(0), Some(&[9u8, 9][..]));
         for (bad, groups) in [(&ok[..], 2), (&ok[..9], 1), (&[1, 0, 0][..], 1), (&[0, 0, 0, 0, 1][..], 0)] {
             let DataFusionError::External(e) = calls.states_of("merge", bad.to_vec(), groups).unwrap_err() else {
                 panic!()

@@ -1,0 +1,121 @@
+//! A per-pixel job run natively (the prelude's code, as a sandbox worker runs it in wasm) over the
+//! demo dataset: the batched reduce and the pairwise one give the rows a direct pass over the
+//! tiles gives, and the batched one in far fewer calls.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use prelude::{Stats, Tile, Value, job_fold_bytes, value_field_encode};
+
+use super::*;
+
+/// The time-average map's functions: per valid cell, `((lat, lon), Stats)`; reduce merges.
+struct PerPixel {
+    batched: bool,
+    reduces: AtomicUsize,
+    folds: AtomicUsize,
+}
+
+impl PerPixel {
+    fn new(batched: bool) -> Arc<Self> {
+        Arc::new(Self { batched, reduces: AtomicUsize::new(0), folds: AtomicUsize::new(0) })
+    }
+}
+
+impl TileFunctions for PerPixel {
+    fn map(&self, tile: &[u8]) -> Result<Vec<u8>, JobError> {
+        let tile = Tile::from_bytes(tile);
+        let pairs: Vec<_> = (0..tile.times.len()).flat_map(|t| tile.pixel_stats(t)).collect();
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in &pairs {
+            value_field_encode(k, &mut out);
+            value_field_encode(v, &mut out);
+        }
+        Ok(out)
+    }
+
+    fn reduce(&self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.reduces.fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        Stats::decode(a).merge(Stats::decode(b)).encode(&mut out);
+        Ok(out)
+    }
+
+    fn fold(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.folds.fetch_add(1, Ordering::Relaxed);
+        if self.batched {
+            Ok(job_fold_bytes::<Stats>(Stats::merge, input))
+        } else {
+            fold_pairwise(input, |a, b| self.reduce(a, b))
+        }
+    }
+
+    fn row(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, JobError> {
+        let ((lat, lon), stats) = (<(f32, f32)>::decode(key), Stats::decode(value));
+        let mut key = String::new();
+        (lat, lon).to_json(&mut key);
+        Ok(format!("{key}\n[{lat},{lon},{},{}]", stats.count, stats.sum).into_bytes())
+    }
+
+    fn identity(&self) -> String {
+        format!("per_pixel_{}", self.batched)
+    }
+}
+
+/// `(lat, lon) -> (count, sum)` from a job's rows.
+fn pixels(json: &[u8]) -> BTreeMap<(i64, i64), (u64, f64)> {
+    let rows: Vec<(f32, f32, u64, f64)> = serde_json::from_slice(json).unwrap();
+    rows.into_iter().map(|(lat, lon, n, sum)| (((lat * 100.0) as i64, (lon * 100.0) as i64), (n, sum))).collect()
+}
+
+#[test]
+fn batched_and_pairwise_reduces_match_a_direct_pass() {
+    let dir = std::env::temp_dir().join(format!("tilegate-engine-per-pixel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let catalog = Arc::new(Catalog::open(&dir, true, 2).unwrap());
+    let jobs = Jobs::new(catalog.clone(), 2, 64 << 20).unwrap();
+    let (west, south, east, north) = (-150.0, 40.0, -130.0, 50.0);
+    let selection = Selection { bbox: Some([west, south, east, north]), time: None };
+    let spec = JobSpec { dataset: "sst".into(), variable: None, selection };
+
+    // Directly: every valid cell of the selected tiles inside the box, inclusive.
+    let dataset = catalog.get("sst").unwrap();
+    let variable = dataset.variable_or_first(None);
+    let mut want = BTreeMap::new();
+    let tiles = dataset.select(&variable, &selection).unwrap();
+    for tile in &tiles {
+        let data = dataset.read_tile(&variable, tile).unwrap();
+        let (nlat, nlon) = (data.lats.len(), data.lons.len());
+        for (i, &v) in data.values.iter().enumerate() {
+            let (lat, lon) = (data.lats[i / nlon % nlat], data.lons[i % nlon]);
+            let inside = (south..=north).contains(&f64::from(lat)) && (west..=east).contains(&f64::from(lon));
+            if inside && !v.is_nan() {
+                let e = want.entry(((lat * 100.0) as i64, (lon * 100.0) as i64)).or_insert((0u64, 0.0f64));
+                *e = (e.0 + 1, e.1 + f64::from(v));
+            }
+        }
+    }
+    assert!(want.len() > 100, "{} pixels", want.len());
+
+    for batched in [true, false] {
+        let functions = PerPixel::new(batched);
+        let rows = jobs.run(&spec, functions.clone(), &RunContext::default()).unwrap();
+        let got = pixels(&rows);
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "batched: {batched}");
+        for (pixel, &(n, sum)) in &want {
+            let (got_n, got_sum) = got[pixel];
+            assert_eq!(got_n, n, "{pixel:?}");
+            assert!((got_sum - sum).abs() <= 1e-9 * sum.abs(), "{pixel:?}: {got_sum} vs {sum}");
+        }
+        let (folds, reduces) = (functions.folds.load(Ordering::Relaxed), functions.reduces.load(Ordering::Relaxed));
+        let values: u64 = want.values().map(|v| v.0).sum();
+        if batched {
+            // A call per batch of keys (a tile's pairs, a partition's states), not per value.
+            assert!(reduces == 0 && folds <= tiles.len() + 8, "{folds} folds for {} tiles", tiles.len());
+        } else {
+            // Each merges two live values into one: from one per value down to one per pixel.
+            assert_eq!(reduces as u64, values - want.len() as u64);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
