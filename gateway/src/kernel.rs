@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tilegate_api::Language;
 use tilegate_compiler::{Cell, Compiler};
 use tilegate_engine::dataset::{Selection, cf};
-use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions, fold_pairwise};
+use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions, fold_pairwise, rows_one_by_one};
 use tilegate_engine::sql::SqlResult;
 use tilegate_engine::sql::functions::{AGGREGATE_EXPORT_PREFIX, EXPORT_PREFIX, SqlFunction, SqlFunctions};
 
@@ -198,8 +198,12 @@ impl SandboxKernel {
                 values: values.clone(),
                 idle: Mutex::new(Vec::new()),
             };
-            let functions =
-                WasmFunctions { workers, ids: [request.map, request.reduce, request.row], fold: request.fold };
+            let functions = WasmFunctions {
+                workers,
+                ids: [request.map, request.reduce, request.row],
+                fold: request.fold,
+                rows: request.rows,
+            };
             jobs.run(&spec, Arc::new(functions), &ctx).map_err(|e| JobFailure { ename: e.ename, message: e.message })
         })
     }
@@ -220,6 +224,9 @@ struct JobRequest {
     #[serde(default)]
     fold: Option<[u32; 2]>,
     row: [u32; 2],
+    /// The rows of many keys at once (modules without it are asked a key per call).
+    #[serde(default)]
+    rows: Option<[u32; 2]>,
 }
 
 impl JobRequest {
@@ -279,6 +286,8 @@ struct WasmFunctions {
     ids: [[u32; 2]; 3],
     /// `[trampoline, function]` of the batched reduce, when the module has one.
     fold: Option<[u32; 2]>,
+    /// `[trampoline, 0]` of the batched rows, when the module has them.
+    rows: Option<[u32; 2]>,
 }
 
 impl WasmFunctions {
@@ -314,9 +323,17 @@ impl TileFunctions for WasmFunctions {
         self.call(2, key, value)
     }
 
-    /// `<module sha256>_<trampoline>_<function>` of map, reduce, row and fold (if any).
+    fn rows(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        match self.rows {
+            Some([tramp, func]) => self.workers.with(|w| w.invoke(tramp, func, input, &[])),
+            None => rows_one_by_one(input, |k, v| self.row(k, v)),
+        }
+    }
+
+    /// `<module sha256>_<trampoline>_<function>` of map, reduce, row, then fold and rows (if any).
     fn identity(&self) -> String {
-        let places: Vec<String> = self.ids.iter().chain(&self.fold).flatten().map(u32::to_string).collect();
+        let batched = self.fold.iter().chain(&self.rows);
+        let places: Vec<String> = self.ids.iter().chain(batched).flatten().map(u32::to_string).collect();
         format!("{}_{}", self.workers.program.hash(), places.join("_"))
     }
 }

@@ -72,6 +72,7 @@ impl<K: Value, V: Value> Mapped<K, V> {
         let map_tramp: Trampoline = map_trampoline::<K, V>;
         let reduce_tramp: Trampoline = reduce_trampoline::<V>;
         let fold_tramp: Trampoline = fold_trampoline::<V>;
+        let rows_tramp: Trampoline = rows_trampoline::<K, V>;
         let row_tramp: Trampoline = row_trampoline::<K, V>;
         let j = &self.job;
         let mut spec = String::from("{\"dataset\":");
@@ -98,14 +99,15 @@ impl<K: Value, V: Value> Mapped<K, V> {
             None => spec.push_str("null"),
         }
         spec.push_str(&format!(
-            ",\"map\":[{},{}],\"reduce\":[{},{}],\"fold\":[{},{}],\"row\":[{},0]}}",
+            ",\"map\":[{},{}],\"reduce\":[{},{}],\"fold\":[{},{}],\"row\":[{},0],\"rows\":[{},0]}}",
             map_tramp as usize,
             self.map,
             reduce_tramp as usize,
             f as usize,
             fold_tramp as usize,
             f as usize,
-            row_tramp as usize
+            row_tramp as usize,
+            rows_tramp as usize
         ));
         let json = String::from_utf8(abi::host_run_job(spec.as_bytes())).unwrap_or_default();
         Rows::new(json, Some(self.job))
@@ -200,16 +202,22 @@ pub fn job_fold_bytes<V: Value>(f: fn(V, V) -> V, input: &[u8]) -> Vec<u8> {
     fold_trampoline::<V>(f as usize, input, &[])
 }
 
-/// Reads a fold's input.
+/// What the batched rows call returns for `input`, as bytes, off wasm (the host's tests).
+#[doc(hidden)]
+pub fn job_rows_bytes<K: Value, V: Value>(input: &[u8]) -> Vec<u8> {
+    rows_trampoline::<K, V>(0, input, &[])
+}
+
+/// Reads a fold's or a rows call's input.
 struct Batch<'a> {
     input: &'a [u8],
     at: usize,
 }
 
-impl Batch<'_> {
+impl<'a> Batch<'a> {
     fn word(&mut self) -> u32 {
         let Some(b) = self.input.get(self.at..self.at + 4) else {
-            panic!("reduce: a batch of {} bytes ends early", self.input.len())
+            panic!("job: a batch of {} bytes ends early", self.input.len())
         };
         self.at += 4;
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
@@ -219,26 +227,61 @@ impl Batch<'_> {
     fn value<V: Value>(&mut self) -> Option<V> {
         match self.word() {
             FRESH => None,
-            len => {
-                let end = self.at + len as usize;
-                let Some(bytes) = self.input.get(self.at..end) else {
-                    panic!("reduce: a batch of {} bytes ends early", self.input.len())
-                };
-                self.at = end;
-                Some(V::decode(bytes))
-            }
+            len => Some(V::decode(self.take(len))),
         }
+    }
+
+    /// `u32 len` and that many bytes.
+    fn bytes(&mut self) -> &'a [u8] {
+        let len = self.word();
+        self.take(len)
+    }
+
+    fn take(&mut self, len: u32) -> &'a [u8] {
+        let end = self.at + len as usize;
+        let Some(bytes) = self.input.get(self.at..end) else {
+            panic!("job: a batch of {} bytes ends early", self.input.len())
+        };
+        self.at = end;
+        bytes
     }
 }
 
 /// The key's JSON, a newline, then the row's JSON (the host sorts by the first, returns the second).
 fn row_trampoline<K: Value, V: Value>(_: usize, key: &[u8], value: &[u8]) -> Vec<u8> {
-    let (k, v) = (K::decode(key), V::decode(value));
     let mut out = String::new();
-    k.to_json(&mut out);
+    push_row::<K, V>(&mut out, key, value);
+    out.into_bytes()
+}
+
+fn push_row<K: Value, V: Value>(out: &mut String, key: &[u8], value: &[u8]) {
+    let (k, v) = (K::decode(key), V::decode(value));
+    k.to_json(out);
     out.push('\n');
     out.push_str(&row_json(&k, &v));
-    out.into_bytes()
+}
+
+/// The rows of many keys in one call: input `u32 n`, then `n` times a key and its final value
+/// (`u32 len` and bytes each); output `n` times `u32 len` and what [`row_trampoline`] returns.
+fn rows_trampoline<K: Value, V: Value>(_: usize, input: &[u8], _: &[u8]) -> Vec<u8> {
+    let mut batch = Batch { input, at: 0 };
+    let n = batch.word();
+    let mut out = String::with_capacity(input.len() * 2);
+    let mut lengths = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let (key, value) = (batch.bytes(), batch.bytes());
+        let start = out.len();
+        push_row::<K, V>(&mut out, key, value);
+        lengths.push((out.len() - start) as u32);
+    }
+    let mut bytes = Vec::with_capacity(4 * lengths.len() + out.len());
+    let mut at = 0;
+    for len in lengths {
+        bytes.extend_from_slice(&len.to_le_bytes());
+        bytes.extend_from_slice(&out.as_bytes()[at..at + len as usize]);
+        at += len as usize;
+    }
+    bytes
 }
 
 #[cfg(test)]
@@ -279,6 +322,27 @@ mod tests {
         let mut want = Vec::new();
         states(&mut want, &[Some(7.0), Some(5.5), None]);
         assert_eq!(job_fold_bytes::<f64>(add, &input), want);
+    }
+
+    #[test]
+    fn rows_are_each_key_and_row_in_order() {
+        let mut input = 2u32.to_le_bytes().to_vec();
+        for (k, v) in [(3i64, 1.5f64), (1, 2.0)] {
+            crate::value::value_field_encode(&k, &mut input);
+            crate::value::value_field_encode(&v, &mut input);
+        }
+        let out = job_rows_bytes::<i64, f64>(&input);
+        let mut want = Vec::new();
+        for (k, v) in [(3i64, 1.5f64), (1, 2.0)] {
+            let (mut kb, mut vb) = (Vec::new(), Vec::new());
+            k.encode(&mut kb);
+            v.encode(&mut vb);
+            let one = row_trampoline::<i64, f64>(0, &kb, &vb);
+            want.extend_from_slice(&(one.len() as u32).to_le_bytes());
+            want.extend_from_slice(&one);
+        }
+        assert_eq!(out, want);
+        assert!(String::from_utf8_lossy(&out).contains("3\n"), "{out:?}");
     }
 
     #[test]

@@ -43,9 +43,9 @@ mod stats;
 mod tile;
 mod value;
 
-#[doc(hidden)]
-pub use job::job_fold_bytes;
 pub use job::{Job, Mapped, Rows, dataset};
+#[doc(hidden)]
+pub use job::{job_fold_bytes, job_rows_bytes};
 pub use json::Json;
 pub use session::{Session, session, spark, sqlContext};
 pub use sql::{SqlAggregate, SqlType};

@@ -55,6 +55,17 @@ pub trait TileFunctions: Send + Sync + 'static {
     /// # Errors
     /// The conversion failed.
     fn row(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, JobError>;
+    /// The rows of many keys at once: input `u32 n`, then `n` times a key and its final value
+    /// (`u32 len` and bytes each); output `n` times `u32 len` and what [`row`] returns. By default
+    /// one [`row`] per key, [`rows_one_by_one`].
+    ///
+    /// [`row`]: TileFunctions::row
+    ///
+    /// # Errors
+    /// A conversion failed, or the input is malformed.
+    fn rows(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        rows_one_by_one(input, |k, v| self.row(k, v))
+    }
     /// What these functions are, by content: the module's hash and the functions' places in it.
     /// It names the job's UDFs (`tile_map_<identity>`, `tile_reduce_<identity>`), so that a UDF is
     /// never known by a name alone and two modules never share one.
@@ -108,6 +119,41 @@ pub fn fold_pairwise(
         states::put_state(&mut out, v.as_deref());
     }
     Ok(out)
+}
+
+/// [`TileFunctions::rows`] with a `row` call per key: for functions without batched rows.
+///
+/// # Errors
+/// A conversion failed, or the input is malformed (an `AbiError`).
+pub fn rows_one_by_one(
+    input: &[u8],
+    row: impl Fn(&[u8], &[u8]) -> Result<Vec<u8>, JobError>,
+) -> Result<Vec<u8>, JobError> {
+    let spans = read_fields(input, true, 2)
+        .ok_or_else(|| JobError::new("AbiError", format!("a rows batch of {} bytes is malformed", input.len())))?;
+    let mut out = Vec::new();
+    for pair in spans.chunks_exact(2) {
+        let one = row(pair[0], pair[1])?;
+        out.extend_from_slice(&(one.len() as u32).to_le_bytes());
+        out.extend_from_slice(&one);
+    }
+    Ok(out)
+}
+
+/// `u32 len`-prefixed fields to the end of `bytes`, in groups of `group`, after a `u32` count of
+/// groups when `counted`: `None` when the bytes do not split that way or the count disagrees.
+pub(crate) fn read_fields(bytes: &[u8], counted: bool, group: usize) -> Option<Vec<&[u8]>> {
+    let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let count = if counted { Some(word(0)?) } else { None };
+    let mut at = if counted { 4 } else { 0 };
+    let mut fields = Vec::new();
+    while at < bytes.len() {
+        let len = word(at)?;
+        fields.push(bytes.get(at + 4..at + 4 + len)?);
+        at += 4 + len;
+    }
+    let whole = fields.len() % group == 0 && count.is_none_or(|n| n * group == fields.len());
+    whole.then_some(fields)
 }
 
 /// Why a job failed, as a statement's error output names it.

@@ -20,11 +20,16 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, ident};
 
+use super::read_fields;
 use super::scan::{self, Layout, ScanContext, external};
-use super::states::{GroupStates, NewStates, OneState, StateCalls, merge_in_calls, read_states};
+use super::states::{GroupStates, NewStates, OneState, StateCalls, merge_in_calls, put_state, read_states};
 use super::{JobError, TileCache, TileFunctions};
 use crate::RunContext;
 use crate::dataset::{Dataset, Selection, Tile};
+
+/// About this many bytes of keys and values per `rows` call: their JSON, several times larger
+/// for verbose rows, stays under the sandbox's output cap (8 MiB by default).
+const ROWS_CALL_BYTES: usize = 1 << 20;
 
 pub(super) struct Job {
     pub(super) dataset: Arc<Dataset>,
@@ -89,11 +94,30 @@ impl Job {
         let mut rows = Vec::new();
         for batch in &batches {
             let (keys, values) = (batch.column(0).as_binary::<i32>(), batch.column(1).as_binary::<i32>());
-            for i in (0..batch.num_rows()).filter(|&i| values.is_valid(i)) {
-                let out = self.functions.row(keys.value(i), values.value(i))?;
-                let split = out.iter().position(|&b| b == b'\n').unwrap_or(out.len());
-                let key: serde_json::Value = serde_json::from_slice(&out[..split]).unwrap_or(serde_json::Value::Null);
-                rows.push((key, out[(split + 1).min(out.len())..].to_vec()));
+            let mut valid = (0..batch.num_rows()).filter(|&i| values.is_valid(i)).peekable();
+            while valid.peek().is_some() {
+                // A call per ROWS_CALL_BYTES of keys and values (rows are JSON, a few times larger).
+                let mut input = 0u32.to_le_bytes().to_vec();
+                let mut n = 0u32;
+                for i in valid.by_ref() {
+                    put_state(&mut input, Some(keys.value(i)));
+                    put_state(&mut input, Some(values.value(i)));
+                    n += 1;
+                    if input.len() >= ROWS_CALL_BYTES {
+                        break;
+                    }
+                }
+                input[..4].copy_from_slice(&n.to_le_bytes());
+                let output = self.functions.rows(&input)?;
+                let outs = read_fields(&output, false, 1).filter(|outs| outs.len() == n as usize).ok_or_else(|| {
+                    JobError::new("AbiError", format!("the rows of {n} keys came back as {} bytes", output.len()))
+                })?;
+                for out in outs {
+                    let split = out.iter().position(|&b| b == b'\n').unwrap_or(out.len());
+                    let key: serde_json::Value =
+                        serde_json::from_slice(&out[..split]).unwrap_or(serde_json::Value::Null);
+                    rows.push((key, out[(split + 1).min(out.len())..].to_vec()));
+                }
             }
         }
         rows.sort_by(|a, b| compare_json(&a.0, &b.0));

@@ -1,24 +1,31 @@
 //! A per-pixel job run natively (the prelude's code, as a sandbox worker runs it in wasm) over the
-//! demo dataset: the batched reduce and the pairwise one give the rows a direct pass over the
-//! tiles gives, and the batched one in far fewer calls.
+//! demo dataset: the batched reduce and rows and the one-at-a-time ones give the rows a direct pass
+//! over the tiles gives, the batched ones in far fewer calls.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use prelude::{Stats, Tile, Value, job_fold_bytes, value_field_encode};
+use prelude::{Stats, Tile, Value, job_fold_bytes, job_rows_bytes, value_field_encode};
 
 use super::*;
 
+type Key = (f32, f32);
+
 /// The time-average map's functions: per valid cell, `((lat, lon), Stats)`; reduce merges.
+/// Batched, they fold and write rows for many keys per call, as the prelude's exports do;
+/// otherwise one reduce per value and one row per key.
 struct PerPixel {
     batched: bool,
     reduces: AtomicUsize,
     folds: AtomicUsize,
+    row_calls: AtomicUsize,
+    rows_calls: AtomicUsize,
 }
 
 impl PerPixel {
     fn new(batched: bool) -> Arc<Self> {
-        Arc::new(Self { batched, reduces: AtomicUsize::new(0), folds: AtomicUsize::new(0) })
+        let zero = || AtomicUsize::new(0);
+        Arc::new(Self { batched, reduces: zero(), folds: zero(), row_calls: zero(), rows_calls: zero() })
     }
 }
 
@@ -51,10 +58,22 @@ impl TileFunctions for PerPixel {
     }
 
     fn row(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, JobError> {
-        let ((lat, lon), stats) = (<(f32, f32)>::decode(key), Stats::decode(value));
-        let mut key = String::new();
-        (lat, lon).to_json(&mut key);
-        Ok(format!("{key}\n[{lat},{lon},{},{}]", stats.count, stats.sum).into_bytes())
+        self.row_calls.fetch_add(1, Ordering::Relaxed);
+        let mut input = 1u32.to_le_bytes().to_vec();
+        for field in [key, value] {
+            input.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            input.extend_from_slice(field);
+        }
+        Ok(job_rows_bytes::<Key, Stats>(&input)[4..].to_vec())
+    }
+
+    fn rows(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.rows_calls.fetch_add(1, Ordering::Relaxed);
+        if self.batched {
+            Ok(job_rows_bytes::<Key, Stats>(input))
+        } else {
+            rows_one_by_one(input, |k, v| self.row(k, v))
+        }
     }
 
     fn identity(&self) -> String {
@@ -62,10 +81,15 @@ impl TileFunctions for PerPixel {
     }
 }
 
-/// `(lat, lon) -> (count, sum)` from a job's rows.
+/// `(lat, lon) -> (count, sum)` from a job's rows (`{"key": [lat, lon], "cnt", "mean", ...}`).
 fn pixels(json: &[u8]) -> BTreeMap<(i64, i64), (u64, f64)> {
-    let rows: Vec<(f32, f32, u64, f64)> = serde_json::from_slice(json).unwrap();
-    rows.into_iter().map(|(lat, lon, n, sum)| (((lat * 100.0) as i64, (lon * 100.0) as i64), (n, sum))).collect()
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(json).unwrap();
+    let pixel = |row: &serde_json::Value| {
+        let (lat, lon) = (row["key"][0].as_f64().unwrap(), row["key"][1].as_f64().unwrap());
+        let (n, mean) = (row["cnt"].as_u64().unwrap(), row["mean"].as_f64().unwrap());
+        (((lat * 100.0) as i64, (lon * 100.0) as i64), (n, mean * n as f64))
+    };
+    rows.iter().map(pixel).collect()
 }
 
 #[test]
@@ -108,14 +132,35 @@ fn batched_and_pairwise_reduces_match_a_direct_pass() {
             assert!((got_sum - sum).abs() <= 1e-9 * sum.abs(), "{pixel:?}: {got_sum} vs {sum}");
         }
         let (folds, reduces) = (functions.folds.load(Ordering::Relaxed), functions.reduces.load(Ordering::Relaxed));
+        let (row_calls, rows_calls) =
+            (functions.row_calls.load(Ordering::Relaxed), functions.rows_calls.load(Ordering::Relaxed));
         let values: u64 = want.values().map(|v| v.0).sum();
         if batched {
             // A call per batch of keys (a tile's pairs, a partition's states), not per value.
             assert!(reduces == 0 && folds <= tiles.len() + 8, "{folds} folds for {} tiles", tiles.len());
+            // A call per output batch of keys.
+            assert!(row_calls == 0 && rows_calls <= 8, "{rows_calls} rows calls");
         } else {
             // Each merges two live values into one: from one per value down to one per pixel.
             assert_eq!(reduces as u64, values - want.len() as u64);
+            assert_eq!(row_calls, want.len());
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn malformed_batches_are_abi_errors() {
+    let fields = [2u32.to_le_bytes().to_vec(), vec![1, 0, 0, 0, 7, 0, 0, 0, 0]].concat();
+    let two: Option<Vec<&[u8]>> = Some(vec![&[7], &[]]);
+    assert_eq!(read_fields(&fields, true, 1), two);
+    assert_eq!(read_fields(&fields[4..], false, 2), two);
+    // Two pairs promised, one there; a field cut short.
+    assert_eq!(read_fields(&fields, true, 2), None);
+    assert_eq!(read_fields(&fields[4..fields.len() - 1], false, 1), None);
+    let never = |_: &[u8], _: &[u8]| -> Result<Vec<u8>, JobError> { unreachable!() };
+    for bad in [&fields[..5], &[1, 0, 0, 0, 1, 0, 0, 0, 7][..]] {
+        assert_eq!(rows_one_by_one(bad, never).unwrap_err().ename, "AbiError");
+        assert_eq!(fold_pairwise(bad, never).unwrap_err().ename, "AbiError");
+    }
 }
