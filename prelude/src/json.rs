@@ -1,6 +1,7 @@
 //! A JSON value, for what comes back from the session ([`crate::Session::get`]): parse, read
 //! with accessors and indexing, write back.
 
+use std::fmt::Write as _;
 use std::ops::Index;
 
 use crate::value::{Value, json_string, push_f64};
@@ -124,7 +125,9 @@ impl Value for Json {
             Self::Null => out.push_str("null"),
             Self::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             // Whole numbers stay integers (a count read back is written as a count).
-            Self::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => out.push_str(&(*n as i64).to_string()),
+            Self::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+                let _ = write!(out, "{}", *n as i64);
+            }
             Self::Number(n) => push_f64(out, *n),
             Self::String(s) => json_string(out, s),
             Self::Array(items) => {

@@ -1,5 +1,7 @@
 //! Summary statistics with an exact merge (Chan et al.), NEXUS's numbers for a set of cells.
 
+use std::fmt::Write as _;
+
 use crate::value::{Value, push_f64};
 
 /// Statistics of valid cells: `mean` is cos(lat)-weighted, `min`/`max`/`cnt`/`std` unweighted,
@@ -271,7 +273,7 @@ impl Value for Stats {
     /// NEXUS's fields: `{"cnt", "min", "max", "mean", "std"}`.
     fn to_json(&self, out: &mut String) {
         out.push_str("{\"cnt\":");
-        out.push_str(&self.count.to_string());
+        let _ = write!(out, "{}", self.count);
         for (name, v) in [("min", self.min), ("max", self.max), ("mean", self.mean()), ("std", self.std())] {
             out.push_str(",\"");
             out.push_str(name);

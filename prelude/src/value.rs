@@ -1,6 +1,8 @@
 //! How keys and values travel between instances (a fixed binary encoding, no serde) and how they
 //! become JSON at the end.
 
+use std::fmt::Write as _;
+
 /// A key or value of a job. `encode`/`decode` must round-trip; `to_json` writes the final form.
 pub trait Value: Sized {
     /// The field name a key gets in a result row (`{"<NAME>": key, ...value fields}`).
@@ -43,7 +45,7 @@ macro_rules! number {
                 <$t>::from_le_bytes(raw)
             }
             fn to_json(&self, out: &mut String) {
-                out.push_str(&self.to_string());
+                let _ = write!(out, "{self}");
             }
         }
     )*};
@@ -58,7 +60,7 @@ impl Value for usize {
         u64::decode(bytes) as usize
     }
     fn to_json(&self, out: &mut String) {
-        out.push_str(&self.to_string());
+        let _ = write!(out, "{self}");
     }
 }
 
@@ -70,7 +72,7 @@ impl Value for isize {
         i64::decode(bytes) as isize
     }
     fn to_json(&self, out: &mut String) {
-        out.push_str(&self.to_string());
+        let _ = write!(out, "{self}");
     }
 }
 
@@ -253,7 +255,7 @@ impl<T: Value> Value for Vec<T> {
 /// Finite numbers keep a fraction or exponent (`300.0`, `1e-7`), so they read back as floats.
 pub(crate) fn push_f64(out: &mut String, v: f64) {
     if v.is_finite() {
-        out.push_str(&format!("{v:?}"));
+        let _ = write!(out, "{v:?}");
     } else {
         out.push_str("null");
     }
