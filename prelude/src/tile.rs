@@ -6,6 +6,7 @@
 //! job's bbox and time range, and missing cells, to NaN.
 
 use crate::{Stats, Time};
+use std::cell::RefCell;
 
 /// The header's magic number: "TILE" in little-endian ASCII.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"TILE");
@@ -72,9 +73,25 @@ impl<'a> Tile<'a> {
         self.at_time(t).iter().enumerate().map(move |(i, &v)| (v, f64::from(self.lats[i / nlon]).to_radians().cos()))
     }
 
-    /// cos(lat) of each row: the weight NEXUS gives a cell in `mean`.
+    /// cos(lat) of each row: the weight NEXUS gives a cell in `mean`. Remembered for the last few
+    /// sets of latitudes (tiles of one band share them; `cos` in wasm is a software routine).
     pub fn row_weights(&self) -> Vec<f64> {
-        self.lats.iter().map(|l| f64::from(*l).to_radians().cos()).collect()
+        const KEPT: usize = 16;
+        thread_local! {
+            static KNOWN: RefCell<Vec<(Vec<f32>, Vec<f64>)>> = const { RefCell::new(Vec::new()) };
+        }
+        KNOWN.with(|known| {
+            let mut known = known.borrow_mut();
+            if let Some((_, weights)) = known.iter().find(|(lats, _)| lats.as_slice() == self.lats) {
+                return weights.clone();
+            }
+            let weights: Vec<f64> = self.lats.iter().map(|l| f64::from(*l).to_radians().cos()).collect();
+            if known.len() == KEPT {
+                known.remove(0);
+            }
+            known.push((self.lats.to_vec(), weights.clone()));
+            weights
+        })
     }
 
     /// Stats of the valid cells of time step `t`, given [`Tile::row_weights`].
@@ -205,6 +222,28 @@ fn extend_f32(out: &mut Vec<u8>, values: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-cell-per-row tile with these latitudes, in 8-aligned memory.
+    fn tile_bytes(lats: &[f32]) -> Vec<u64> {
+        let mut bytes = Vec::new();
+        encode_tile(&mut bytes, [0, 0, 0], &[0], lats, &[0.0], &vec![1.0; lats.len()], None);
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
+        words
+    }
+
+    #[test]
+    fn row_weights_are_those_of_the_tiles_own_latitudes() {
+        let bands: Vec<Vec<f32>> = (0..20).map(|b| vec![b as f32 * 4.0, b as f32 * 4.0 + 2.0]).collect();
+        // More bands than are remembered, each seen twice, interleaved.
+        for lats in bands.iter().chain(&bands).chain(bands.iter().rev()) {
+            let words = tile_bytes(lats);
+            let tile =
+                Tile::from_bytes(unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), 8 * words.len()) });
+            let want: Vec<f64> = lats.iter().map(|l| f64::from(*l).to_radians().cos()).collect();
+            assert_eq!(tile.row_weights(), want, "{lats:?}");
+        }
+    }
 
     #[test]
     fn view_reads_the_layout_and_skips_nan() {
