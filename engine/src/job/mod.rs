@@ -83,7 +83,7 @@ pub fn fold_pairwise(
     let bad = || JobError::new("AbiError", format!("a reduce batch of {} bytes is malformed", input.len()));
     let mut at = 0;
     let word = |at: &mut usize| {
-        let w = input.get(*at..*at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or_else(bad);
+        let w = word_at(input, *at).ok_or_else(bad);
         *at += 4;
         w
     };
@@ -140,10 +140,15 @@ pub fn rows_one_by_one(
     Ok(out)
 }
 
+/// The little-endian `u32` at `at`, if the bytes reach that far.
+pub(crate) fn word_at(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes.get(at..at.checked_add(4)?).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// `u32 len`-prefixed fields to the end of `bytes`, in groups of `group`, after a `u32` count of
 /// groups when `counted`: `None` when the bytes do not split that way or the count disagrees.
 pub(crate) fn read_fields(bytes: &[u8], counted: bool, group: usize) -> Option<Vec<&[u8]>> {
-    let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let word = |at: usize| word_at(bytes, at).map(|w| w as usize);
     let count = if counted { Some(word(0)?) } else { None };
     let mut at = if counted { 4 } else { 0 };
     let mut fields = Vec::new();

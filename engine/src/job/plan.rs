@@ -20,10 +20,10 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, ident};
 
-use super::read_fields;
 use super::scan::{self, Layout, ScanContext, external};
 use super::states::{GroupStates, NewStates, OneState, StateCalls, merge_in_calls, put_state, read_states};
 use super::{JobError, TileCache, TileFunctions};
+use super::{read_fields, word_at};
 use crate::RunContext;
 use crate::dataset::{Dataset, Selection, Tile};
 
@@ -272,7 +272,7 @@ impl ScalarUDFImpl for MapUdf {
 impl MapUdf {
     /// Names the dataset and tile a map failure happened on (the index is in the tile's header).
     fn on_tile(&self, e: JobError, tile: &[u8]) -> JobError {
-        let word = |i: usize| tile.get(4 * i..4 * i + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let word = |i: usize| word_at(tile, 4 * i).unwrap_or(0);
         let index = [word(5), word(6), word(7)];
         JobError {
             ename: e.ename,
@@ -284,9 +284,7 @@ impl MapUdf {
 /// Appends the pairs of one map output to the builders; returns how many there were.
 fn decode_pairs(bytes: &[u8], keys: &mut BinaryBuilder, values: &mut BinaryBuilder) -> Result<usize, String> {
     let bad = || format!("map output of {} bytes is not a list of (key, value) pairs", bytes.len());
-    let u32_at = |at: usize| {
-        bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or_else(bad)
-    };
+    let u32_at = |at: usize| word_at(bytes, at).map(|w| w as usize).ok_or_else(bad);
     let n = u32_at(0)?;
     let mut at = 4;
     for _ in 0..n {

@@ -88,7 +88,7 @@ fn merge_input<'a>(states: &[Option<&[u8]>], others: &mut impl Iterator<Item = (
 /// Reads `u32 n` and `n` states (`u32 len` and bytes, or `FRESH`) from an update or merge
 /// output; the error says what is wrong with it.
 pub(crate) fn read_states(bytes: Vec<u8>, expected: usize) -> Result<NewStates, String> {
-    let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let word = |at: usize| super::word_at(&bytes, at);
     let n = word(0).ok_or_else(|| format!("is {} bytes, with no count", bytes.len()))? as usize;
     if n != expected {
         return Err(format!("has {n} states for {expected} groups"));
