@@ -137,6 +137,15 @@ async fn errors_point_at_the_users_lines() {
     assert_eq!(ename, "Panic");
     assert!(evalue.contains("tile [2, 0, 1]") && evalue.contains("'sst'"), "{evalue}");
     assert!(evalue.contains("cell:3:") && evalue.contains("cannot handle [2, 0, 1]"), "{evalue}");
+
+    // So does a panic in the reduce (it runs in batched fold calls), and the session goes on.
+    let code = "dataset(\"sst\").time(\"2008-09-01\", \"2008-09-04\")\n    .map(|tile| tile.stats_by_time())\n    \
+                .reduce_by_key(|a, b| {\n        assert!(a.count + b.count < 50, \"too many cells: {}\", a.count + b.count);\n        \
+                a.merge(b)\n    })";
+    let (ename, evalue, _) = failure(&gw, s, code).await;
+    assert_eq!(ename, "Panic");
+    assert!(evalue.contains("cell:4:") && evalue.contains("too many cells"), "{evalue}");
+    assert_eq!(ok(&gw, s, "1 + 1").await.json(), Some(&json!(2)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
