@@ -265,23 +265,16 @@ fn push_row<K: Value, V: Value>(out: &mut String, key: &[u8], value: &[u8]) {
 /// (`u32 len` and bytes each); output `n` times `u32 len` and what [`row_trampoline`] returns.
 fn rows_trampoline<K: Value, V: Value>(_: usize, input: &[u8], _: &[u8]) -> Vec<u8> {
     let mut batch = Batch { input, at: 0 };
-    let n = batch.word();
-    let mut out = String::with_capacity(input.len() * 2);
-    let mut lengths = Vec::with_capacity(n as usize);
-    for _ in 0..n {
+    let mut out = Vec::with_capacity(input.len() * 2);
+    let mut row = String::new();
+    for _ in 0..batch.word() {
         let (key, value) = (batch.bytes(), batch.bytes());
-        let start = out.len();
-        push_row::<K, V>(&mut out, key, value);
-        lengths.push((out.len() - start) as u32);
+        row.clear();
+        push_row::<K, V>(&mut row, key, value);
+        out.extend_from_slice(&(row.len() as u32).to_le_bytes());
+        out.extend_from_slice(row.as_bytes());
     }
-    let mut bytes = Vec::with_capacity(4 * lengths.len() + out.len());
-    let mut at = 0;
-    for len in lengths {
-        bytes.extend_from_slice(&len.to_le_bytes());
-        bytes.extend_from_slice(&out.as_bytes()[at..at + len as usize]);
-        at += len as usize;
-    }
-    bytes
+    out
 }
 
 #[cfg(test)]
