@@ -19,12 +19,14 @@ pub(crate) mod scan;
 pub(crate) mod states;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use std::sync::Arc;
 
 use crate::RunContext;
 use crate::dataset::{Catalog, Selection};
 pub use cache::{CacheStats, TileCache};
+use wire::{Reader, put_field, read_fields};
 
 /// What a job computes: the caller's map, reduce and row functions, over encoded bytes.
 pub trait TileFunctions: Send + Sync + 'static {
@@ -81,32 +83,18 @@ pub fn fold_pairwise(
     reduce: impl Fn(&[u8], &[u8]) -> Result<Vec<u8>, JobError>,
 ) -> Result<Vec<u8>, JobError> {
     let bad = || JobError::new("AbiError", format!("a reduce batch of {} bytes is malformed", input.len()));
-    let mut at = 0;
-    let word = |at: &mut usize| {
-        let w = word_at(input, *at).ok_or_else(bad);
-        *at += 4;
-        w
-    };
-    let value = |at: &mut usize| -> Result<Option<&[u8]>, JobError> {
-        match word(at)? {
-            states::FRESH => Ok(None),
-            len => {
-                let bytes = input.get(*at..*at + len as usize).ok_or_else(bad)?;
-                *at += len as usize;
-                Ok(Some(bytes))
-            }
-        }
-    };
-    if word(&mut at)? != states::MERGE {
+    let mut reader = Reader::new(input);
+    if reader.word() != Some(states::MERGE) {
         return Err(bad());
     }
-    let groups = word(&mut at)? as usize;
-    let mut values: Vec<Option<Vec<u8>>> =
-        (0..groups).map(|_| Ok(value(&mut at)?.map(<[u8]>::to_vec))).collect::<Result<_, JobError>>()?;
-    for _ in 0..word(&mut at)? {
-        let group = word(&mut at)? as usize;
-        let slot = values.get_mut(group).ok_or_else(bad)?;
-        if let Some(b) = value(&mut at)? {
+    let groups = reader.word().ok_or_else(bad)?;
+    let mut values: Vec<Option<Vec<u8>>> = (0..groups)
+        .map(|_| reader.state().map(|s| s.map(<[u8]>::to_vec)).ok_or_else(bad))
+        .collect::<Result<_, JobError>>()?;
+    for _ in 0..reader.word().ok_or_else(bad)? {
+        let group = reader.word().ok_or_else(bad)? as usize;
+        let (slot, value) = (values.get_mut(group).ok_or_else(bad)?, reader.state().ok_or_else(bad)?);
+        if let Some(b) = value {
             *slot = Some(match slot.take() {
                 None => b.to_vec(),
                 Some(a) => reduce(&a, b)?,
@@ -114,7 +102,7 @@ pub fn fold_pairwise(
         }
     }
     let mut out = Vec::with_capacity(4 + values.iter().flatten().map(|v| 4 + v.len()).sum::<usize>());
-    out.extend_from_slice(&(groups as u32).to_le_bytes());
+    out.extend_from_slice(&groups.to_le_bytes());
     for v in &values {
         states::put_state(&mut out, v.as_deref());
     }
@@ -133,32 +121,9 @@ pub fn rows_one_by_one(
         .ok_or_else(|| JobError::new("AbiError", format!("a rows batch of {} bytes is malformed", input.len())))?;
     let mut out = Vec::new();
     for pair in spans.chunks_exact(2) {
-        let one = row(pair[0], pair[1])?;
-        out.extend_from_slice(&(one.len() as u32).to_le_bytes());
-        out.extend_from_slice(&one);
+        put_field(&mut out, &row(pair[0], pair[1])?);
     }
     Ok(out)
-}
-
-/// The little-endian `u32` at `at`, if the bytes reach that far.
-pub(crate) fn word_at(bytes: &[u8], at: usize) -> Option<u32> {
-    bytes.get(at..at.checked_add(4)?).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-/// `u32 len`-prefixed fields to the end of `bytes`, in groups of `group`, after a `u32` count of
-/// groups when `counted`: `None` when the bytes do not split that way or the count disagrees.
-pub(crate) fn read_fields(bytes: &[u8], counted: bool, group: usize) -> Option<Vec<&[u8]>> {
-    let word = |at: usize| word_at(bytes, at).map(|w| w as usize);
-    let count = if counted { Some(word(0)?) } else { None };
-    let mut at = if counted { 4 } else { 0 };
-    let mut fields = Vec::new();
-    while at < bytes.len() {
-        let len = word(at)?;
-        fields.push(bytes.get(at + 4..at + 4 + len)?);
-        at += 4 + len;
-    }
-    let whole = fields.len() % group == 0 && count.is_none_or(|n| n * group == fields.len());
-    whole.then_some(fields)
 }
 
 /// Why a job failed, as a statement's error output names it.

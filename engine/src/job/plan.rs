@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, ListArray, StructArray};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
@@ -21,9 +22,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, ident};
 
 use super::scan::{self, Layout, ScanContext, external};
-use super::states::{GroupStates, NewStates, OneState, StateCalls, merge_in_calls, put_state, read_states};
+use super::states::{GroupStates, NewStates, OneState, StateCalls, merge_in_calls, read_states};
+use super::wire::{Reader, put_field, read_fields, word_at};
 use super::{JobError, TileCache, TileFunctions};
-use super::{read_fields, word_at};
 use crate::RunContext;
 use crate::dataset::{Dataset, Selection, Tile};
 
@@ -91,35 +92,7 @@ impl Job {
         .await
         .map_err(job_error)?;
 
-        let mut rows = Vec::new();
-        for batch in &batches {
-            let (keys, values) = (batch.column(0).as_binary::<i32>(), batch.column(1).as_binary::<i32>());
-            let mut valid = (0..batch.num_rows()).filter(|&i| values.is_valid(i)).peekable();
-            while valid.peek().is_some() {
-                // A call per ROWS_CALL_BYTES of keys and values (rows are JSON, a few times larger).
-                let mut input = 0u32.to_le_bytes().to_vec();
-                let mut n = 0u32;
-                for i in valid.by_ref() {
-                    put_state(&mut input, Some(keys.value(i)));
-                    put_state(&mut input, Some(values.value(i)));
-                    n += 1;
-                    if input.len() >= ROWS_CALL_BYTES {
-                        break;
-                    }
-                }
-                input[..4].copy_from_slice(&n.to_le_bytes());
-                let output = self.functions.rows(&input)?;
-                let outs = read_fields(&output, false, 1).filter(|outs| outs.len() == n as usize).ok_or_else(|| {
-                    JobError::new("AbiError", format!("the rows of {n} keys came back as {} bytes", output.len()))
-                })?;
-                for out in outs {
-                    let split = out.iter().position(|&b| b == b'\n').unwrap_or(out.len());
-                    let key: serde_json::Value =
-                        serde_json::from_slice(&out[..split]).unwrap_or(serde_json::Value::Null);
-                    rows.push((key, out[(split + 1).min(out.len())..].to_vec()));
-                }
-            }
-        }
+        let mut rows = rows_of(self.functions.as_ref(), &batches)?;
         rows.sort_by(|a, b| compare_json(&a.0, &b.0));
         let mut json = Vec::with_capacity(rows.iter().map(|r| r.1.len() + 1).sum::<usize>() + 2);
         json.push(b'[');
@@ -133,6 +106,42 @@ impl Job {
         self.ctx.set_progress(1.0);
         Ok(json)
     }
+}
+
+/// Each reduced key's row from the guest, about [`ROWS_CALL_BYTES`] of keys and values per call:
+/// the key (parsed, to sort by) and the row's JSON.
+fn rows_of(
+    functions: &dyn TileFunctions,
+    batches: &[RecordBatch],
+) -> Result<Vec<(serde_json::Value, Vec<u8>)>, JobError> {
+    let mut pairs = batches
+        .iter()
+        .flat_map(|batch| {
+            let (keys, values) = (batch.column(0).as_binary::<i32>(), batch.column(1).as_binary::<i32>());
+            (0..batch.num_rows()).filter(|&i| values.is_valid(i)).map(move |i| (keys.value(i), values.value(i)))
+        })
+        .peekable();
+    let mut rows = Vec::new();
+    while pairs.peek().is_some() {
+        let mut input = 0u32.to_le_bytes().to_vec();
+        let mut n = 0u32;
+        while let Some((key, value)) = pairs.next_if(|_| n == 0 || input.len() < ROWS_CALL_BYTES) {
+            put_field(&mut input, key);
+            put_field(&mut input, value);
+            n += 1;
+        }
+        input[..4].copy_from_slice(&n.to_le_bytes());
+        let output = functions.rows(&input)?;
+        let outs = read_fields(&output, false, 1).filter(|outs| outs.len() == n as usize).ok_or_else(|| {
+            JobError::new("AbiError", format!("the rows of {n} keys came back as {} bytes", output.len()))
+        })?;
+        rows.extend(outs.into_iter().map(|out| {
+            let split = out.iter().position(|&b| b == b'\n').unwrap_or(out.len());
+            let key = serde_json::from_slice(&out[..split]).unwrap_or(serde_json::Value::Null);
+            (key, out[(split + 1).min(out.len())..].to_vec())
+        }));
+    }
+    Ok(rows)
 }
 
 /// Keys sort as their JSON: numbers numerically, strings lexically, arrays element by element.
@@ -284,15 +293,11 @@ impl MapUdf {
 /// Appends the pairs of one map output to the builders; returns how many there were.
 fn decode_pairs(bytes: &[u8], keys: &mut BinaryBuilder, values: &mut BinaryBuilder) -> Result<usize, String> {
     let bad = || format!("map output of {} bytes is not a list of (key, value) pairs", bytes.len());
-    let u32_at = |at: usize| word_at(bytes, at).map(|w| w as usize).ok_or_else(bad);
-    let n = u32_at(0)?;
-    let mut at = 4;
+    let mut reader = Reader::new(bytes);
+    let n = reader.word().ok_or_else(bad)? as usize;
     for _ in 0..n {
-        for builder in [&mut *keys, &mut *values] {
-            let len = u32_at(at)?;
-            builder.append_value(bytes.get(at + 4..at + 4 + len).ok_or_else(bad)?);
-            at += 4 + len;
-        }
+        keys.append_value(reader.field().ok_or_else(bad)?);
+        values.append_value(reader.field().ok_or_else(bad)?);
     }
     Ok(n)
 }

@@ -14,6 +14,8 @@ use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
 
+use super::wire::{Reader, put_field};
+
 /// The operations of a call (its input's first word).
 pub(crate) const UPDATE: u32 = 0;
 pub(crate) const MERGE: u32 = 1;
@@ -78,7 +80,7 @@ fn merge_input<'a>(states: &[Option<&[u8]>], others: &mut impl Iterator<Item = (
     while n == 0 || input.len() < CALL_BYTES {
         let Some((group, state)) = others.next() else { break };
         input.extend_from_slice(&group.to_le_bytes());
-        put_state(&mut input, Some(state));
+        put_field(&mut input, state);
         n += 1;
     }
     input[count_at..count_at + 4].copy_from_slice(&n.to_le_bytes());
@@ -88,28 +90,14 @@ fn merge_input<'a>(states: &[Option<&[u8]>], others: &mut impl Iterator<Item = (
 /// Reads `u32 n` and `n` states (`u32 len` and bytes, or `FRESH`) from an update or merge
 /// output; the error says what is wrong with it.
 pub(crate) fn read_states(bytes: Vec<u8>, expected: usize) -> Result<NewStates, String> {
-    let word = |at: usize| super::word_at(&bytes, at);
-    let n = word(0).ok_or_else(|| format!("is {} bytes, with no count", bytes.len()))? as usize;
+    let mut reader = Reader::new(&bytes);
+    let n = reader.word().ok_or_else(|| format!("is {} bytes, with no count", bytes.len()))? as usize;
     if n != expected {
         return Err(format!("has {n} states for {expected} groups"));
     }
-    let mut at = 4;
-    let mut spans = Vec::with_capacity(n);
-    for _ in 0..n {
-        match word(at) {
-            Some(FRESH) => {
-                spans.push(None);
-                at += 4;
-            }
-            Some(len) if at + 4 + len as usize <= bytes.len() => {
-                spans.push(Some((at + 4, len as usize)));
-                at += 4 + len as usize;
-            }
-            _ => return Err("ends early".into()),
-        }
-    }
-    if at != bytes.len() {
-        return Err(format!("has {} bytes after its states", bytes.len() - at));
+    let spans = (0..n).map(|_| reader.state_span().ok_or("ends early")).collect::<Result<Vec<_>, _>>()?;
+    if reader.left() > 0 {
+        return Err(format!("has {} bytes after its states", reader.left()));
     }
     Ok(NewStates { bytes, spans })
 }
@@ -143,10 +131,7 @@ pub(crate) fn header(out: &mut Vec<u8>, op: u32, states: &[Option<&[u8]>]) {
 /// `u32 len` and the bytes, or `FRESH` for a group with no rows yet.
 pub(crate) fn put_state(out: &mut Vec<u8>, state: Option<&[u8]>) {
     match state {
-        Some(bytes) => {
-            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            out.extend_from_slice(bytes);
-        }
+        Some(bytes) => put_field(out, bytes),
         None => out.extend_from_slice(&FRESH.to_le_bytes()),
     }
 }
