@@ -92,15 +92,33 @@ fn pixels(json: &[u8]) -> BTreeMap<(i64, i64), (u64, f64)> {
     rows.iter().map(pixel).collect()
 }
 
-#[test]
-fn batched_and_pairwise_reduces_match_a_direct_pass() {
-    let dir = std::env::temp_dir().join(format!("tilegate-engine-per-pixel-{}", std::process::id()));
+/// West, south, east, north of the jobs below.
+const BOX: (f64, f64, f64, f64) = (-150.0, 40.0, -130.0, 50.0);
+
+fn box_spec() -> JobSpec {
+    let (west, south, east, north) = BOX;
+    JobSpec {
+        dataset: "sst".into(),
+        variable: None,
+        selection: Selection { bbox: Some([west, south, east, north]), time: None },
+    }
+}
+
+/// A data directory of its own with the demo dataset, its catalog, and jobs on 2 workers.
+fn demo(name: &str) -> (std::path::PathBuf, Arc<Catalog>, Jobs) {
+    let dir = std::env::temp_dir().join(format!("tilegate-engine-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let catalog = Arc::new(Catalog::open(&dir, true, 2).unwrap());
     let jobs = Jobs::new(catalog.clone(), 2, 64 << 20).unwrap();
-    let (west, south, east, north) = (-150.0, 40.0, -130.0, 50.0);
-    let selection = Selection { bbox: Some([west, south, east, north]), time: None };
-    let spec = JobSpec { dataset: "sst".into(), variable: None, selection };
+    (dir, catalog, jobs)
+}
+
+#[test]
+fn batched_and_pairwise_reduces_match_a_direct_pass() {
+    let (dir, catalog, jobs) = demo("per-pixel");
+    let (west, south, east, north) = BOX;
+    let spec = box_spec();
+    let selection = spec.selection;
 
     // Directly: every valid cell of the selected tiles inside the box, inclusive.
     let dataset = catalog.get("sst").unwrap();
@@ -163,4 +181,51 @@ fn malformed_batches_are_abi_errors() {
         assert_eq!(rows_one_by_one(bad, never).unwrap_err().ename, "AbiError");
         assert_eq!(fold_pairwise(bad, never).unwrap_err().ename, "AbiError");
     }
+}
+
+/// The per-pixel functions with a fold or rows call whose output is not what was asked.
+struct Broken {
+    inner: Arc<PerPixel>,
+    fold: bool,
+}
+
+impl TileFunctions for Broken {
+    fn map(&self, tile: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.inner.map(tile)
+    }
+
+    fn reduce(&self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.inner.reduce(a, b)
+    }
+
+    fn fold(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        let out = self.inner.fold(input)?;
+        // One state fewer than the groups sent.
+        Ok(if self.fold { [&1u32.to_le_bytes()[..], &out[4..]].concat() } else { out })
+    }
+
+    fn row(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.inner.row(key, value)
+    }
+
+    fn rows(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        let out = self.inner.rows(input)?;
+        // A row cut short.
+        Ok(if self.fold { out } else { out[..out.len() - 1].to_vec() })
+    }
+
+    fn identity(&self) -> String {
+        format!("broken_{}", self.fold)
+    }
+}
+
+#[test]
+fn malformed_fold_and_rows_outputs_fail_the_job_as_abi_errors() {
+    let (dir, _, jobs) = demo("broken");
+    for (fold, says) in [(true, "reduce: its output has 1 states for"), (false, "the rows of")] {
+        let functions = Arc::new(Broken { inner: PerPixel::new(true), fold });
+        let err = jobs.run(&box_spec(), functions, &RunContext::default()).unwrap_err();
+        assert!(err.ename == "AbiError" && err.message.contains(says), "{err:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
