@@ -49,30 +49,30 @@ impl Stats {
     }
 
     /// Stats of a `[row][column]` plane whose rows have weights `row_weights` (cos(lat)); NaN
-    /// values are skipped. The fast path: one branch-free pass per row, in `simd128` vectors on
-    /// wasm (see `row_sums`).
+    /// values are skipped. The fast path: one branch-free pass over the plane in vectors (see
+    /// [`Kernel`]), with only a row's count and sum leaving the vectors at its end (for its weight).
     pub fn of_rows(values: &[f32], columns: usize, row_weights: &[f64]) -> Self {
         // Sums of d = v - k and d^2 around a shift k taken from the data keep M2 well conditioned
         // (no cancellation of large squares). A missing cell counts as k: d = 0 adds nothing, and
         // k, a valid value, cannot change min or max; only the count skips it.
         let Some(k) = values.iter().find(|v| !v.is_nan()).map(|&v| f64::from(v)) else { return Self::default() };
-        let mut s = Self { min: k, max: k, ..Self::default() };
-        let (mut shifted, mut squares) = (0.0f64, 0.0f64);
+        let mut kernel = Kernel::new(k);
+        let mut s = Self::default();
+        let mut shifted = 0.0f64;
         for (row, &w) in values.chunks(columns.max(1)).zip(row_weights) {
-            let r = row_sums(row, k);
-            s.count += r.count;
-            let sum = r.d + r.count as f64 * k;
+            let (count, d) = kernel.row(row);
+            s.count += count;
+            let sum = d + count as f64 * k;
             s.sum += sum;
             s.wsum += w * sum;
-            s.weight += w * r.count as f64;
-            shifted += r.d;
-            squares += r.d2;
-            s.min = s.min.min(r.min);
-            s.max = s.max.max(r.max);
+            s.weight += w * count as f64;
+            shifted += d;
         }
         if s.count == 0 {
             return Self::default();
         }
+        let (min, max, squares) = kernel.finish();
+        (s.min, s.max) = (min, max);
         s.m2 = (squares - shifted * shifted / s.count as f64).max(0.0);
         s
     }
@@ -114,145 +114,321 @@ impl Stats {
     }
 }
 
-/// One row's valid cells, the sums of d = v - k and d^2 over them, and their min and max (k when
-/// none is smaller or larger).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct RowSums {
-    count: u64,
-    d: f64,
-    d2: f64,
+/// The running sums of [`Stats::of_rows`] around a shift `k` (a valid value, so exact in `f32`):
+/// per row, its valid cells and the sum of d = v - k over them; over the whole plane, min, max and
+/// the sum of d^2. A missing cell counts as k. In 128-bit vectors where there is an instruction
+/// set for them ([`Vectors`]), one value at a time elsewhere.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+type Kernel = InVectors<wasm::Simd128>;
+#[cfg(target_arch = "x86_64")]
+type Kernel = InVectors<x86::Sse2>;
+#[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
+type Kernel = OneByOne;
+
+/// The portable kernel, one value at a time: the reference the vector kernels are tested against.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"), allow(dead_code))]
+struct OneByOne {
+    k: f64,
     min: f64,
     max: f64,
+    d2: f64,
 }
 
-impl RowSums {
-    /// The sums of a kernel's 4 lanes: per-lane counts, minima and maxima, and d, d^2 already summed.
-    fn of_lanes(count: [u32; 4], d: f64, d2: f64, lo: [f32; 4], hi: [f32; 4]) -> Self {
-        Self {
-            count: count.iter().map(|&c| u64::from(c)).sum(),
-            d,
-            d2,
-            min: lo.iter().fold(f64::INFINITY, |m, &v| m.min(f64::from(v))),
-            max: hi.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v))),
-        }
+#[cfg_attr(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64"), allow(dead_code))]
+impl OneByOne {
+    fn new(k: f64) -> Self {
+        Self { k, min: k, max: k, d2: 0.0 }
     }
 
-    /// Adds the valid cells of `values` one by one (a row's last few, after the vector steps).
-    fn add_scalars(&mut self, values: &[f32], k: f64) {
-        for &v in values.iter().filter(|v| !v.is_nan()) {
-            let (x, dx) = (f64::from(v), f64::from(v) - k);
-            self.count += 1;
-            self.d += dx;
+    /// The row's valid cells and their sum of d; keeps min, max and d^2.
+    fn row(&mut self, row: &[f32]) -> (u64, f64) {
+        let (mut count, mut d) = (0, 0.0);
+        for &v in row.iter().filter(|v| !v.is_nan()) {
+            let (x, dx) = (f64::from(v), f64::from(v) - self.k);
+            count += 1;
+            d += dx;
             self.d2 += dx * dx;
-            self.min = self.min.min(x);
-            self.max = self.max.max(x);
+            self.min = if x < self.min { x } else { self.min };
+            self.max = if x > self.max { x } else { self.max };
         }
+        (count, d)
+    }
+
+    /// `(min, max, sum of d^2)` over every row.
+    fn finish(self) -> (f64, f64, f64) {
+        (self.min, self.max, self.d2)
     }
 }
 
-/// [`RowSums`] of `row` around `k` (a valid value, so exact in `f32`).
-fn row_sums(row: &[f32], k: f64) -> RowSums {
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    return simd::row_sums(row, k);
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-    return lanes::row_sums(row, k);
+/// The vector instructions [`InVectors`] is written in: `V` holds 4 `f32` lanes (or 4 `i32` lanes
+/// of masks and counts), `D` 2 `f64` lanes.
+trait Vectors {
+    type V: Copy;
+    type D: Copy;
+    /// Four values from memory.
+    fn load(four: &[f32]) -> Self::V;
+    fn splat(v: f32) -> Self::V;
+    fn splat_d(v: f64) -> Self::D;
+    /// All bits set in the lanes that are not NaN.
+    fn valid(v: Self::V) -> Self::V;
+    /// `a` where `mask` is set, `b` elsewhere.
+    fn select(mask: Self::V, a: Self::V, b: Self::V) -> Self::V;
+    /// `i32` lanes: `counts - mask`, so a set mask adds 1.
+    fn count(counts: Self::V, mask: Self::V) -> Self::V;
+    fn min(a: Self::V, b: Self::V) -> Self::V;
+    fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// The low and high halves as `f64`.
+    fn widen(v: Self::V) -> (Self::D, Self::D);
+    fn add(a: Self::D, b: Self::D) -> Self::D;
+    fn sub(a: Self::D, b: Self::D) -> Self::D;
+    fn mul(a: Self::D, b: Self::D) -> Self::D;
+    fn counts(v: Self::V) -> [u32; 4];
+    fn lanes(v: Self::V) -> [f32; 4];
+    fn lanes_d(v: Self::D) -> [f64; 2];
 }
 
-/// The portable kernel, the same sums as [`simd`] in plain Rust: [`lanes::LANES`] lanes with the
-/// count in `u32`, min and max in `f32` and d, d^2 in `f64`, which LLVM keeps in vector registers.
-/// On wasm it only serves as the reference [`simd`] is tested against.
-#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
-mod lanes {
-    use super::RowSums;
+/// The vector kernel: per step of 4 cells, a NaN mask, the count in `i32` lanes, min and max in
+/// `f32` lanes (exact: the values are `f32`), and d, d^2 in two `f64` halves (as exact as
+/// [`OneByOne`]). The main loop takes 16 cells a step and sums them pairwise before adding them to
+/// the running sums: wasmtime's loop-header interrupt check makes Cranelift keep the running sums
+/// in memory, so they are touched once per 16 cells, not per 4.
+#[derive(Clone, Copy)]
+struct InVectors<I: Vectors> {
+    k: f64,
+    k32: I::V,
+    k64: I::D,
+    lo: I::V,
+    hi: I::V,
+    d2: [I::D; 2],
+}
 
-    /// Lanes per step.
-    pub(super) const LANES: usize = 4;
+impl<I: Vectors> InVectors<I> {
+    fn new(k: f64) -> Self {
+        let k32 = I::splat(k as f32);
+        let zero = I::splat_d(0.0);
+        Self { k, k32, k64: I::splat_d(k), lo: k32, hi: k32, d2: [zero, zero] }
+    }
 
-    pub(super) fn row_sums(row: &[f32], k: f64) -> RowSums {
-        let k32 = k as f32;
-        let mut n = [0u32; LANES];
-        let (mut lo, mut hi) = ([k32; LANES], [k32; LANES]);
-        let (mut d, mut d2) = ([0.0f64; LANES], [0.0f64; LANES]);
-        let mut chunks = row.chunks_exact(LANES);
-        for chunk in &mut chunks {
-            for l in 0..LANES {
-                let v = chunk[l];
-                let ok = !v.is_nan();
-                let x = if ok { v } else { k32 };
-                n[l] += u32::from(ok);
-                lo[l] = if x < lo[l] { x } else { lo[l] };
-                hi[l] = if x > hi[l] { x } else { hi[l] };
-                let dx = f64::from(x) - k;
-                d[l] += dx;
-                d2[l] += dx * dx;
-            }
+    /// One step: the mask of valid lanes, the values (a NaN becomes k), and d in two halves.
+    #[inline(always)]
+    fn step(&self, v: I::V) -> (I::V, I::V, I::D, I::D) {
+        let ok = I::valid(v);
+        let x = I::select(ok, v, self.k32);
+        let (low, high) = I::widen(x);
+        (ok, x, I::sub(low, self.k64), I::sub(high, self.k64))
+    }
+
+    /// The row's valid cells and their sum of d; keeps min, max and d^2.
+    fn row(&mut self, row: &[f32]) -> (u64, f64) {
+        let (mut lo, mut hi, [mut d2_low, mut d2_high]) = (self.lo, self.hi, self.d2);
+        let mut n = I::splat(0.0); // all bits zero: zero counts
+        let (mut d_low, mut d_high) = (I::splat_d(0.0), I::splat_d(0.0));
+        let mut blocks = row.chunks_exact(16);
+        for block in &mut blocks {
+            let (ok0, x0, l0, h0) = self.step(I::load(&block[..4]));
+            let (ok1, x1, l1, h1) = self.step(I::load(&block[4..8]));
+            let (ok2, x2, l2, h2) = self.step(I::load(&block[8..12]));
+            let (ok3, x3, l3, h3) = self.step(I::load(&block[12..]));
+            n = I::count(I::count(I::count(I::count(n, ok0), ok1), ok2), ok3);
+            lo = I::min(lo, I::min(I::min(x0, x1), I::min(x2, x3)));
+            hi = I::max(hi, I::max(I::max(x0, x1), I::max(x2, x3)));
+            let sum = |a, b, c, d| I::add(I::add(a, b), I::add(c, d));
+            let squares = |a, b, c, d| sum(I::mul(a, a), I::mul(b, b), I::mul(c, c), I::mul(d, d));
+            d_low = I::add(d_low, sum(l0, l1, l2, l3));
+            d_high = I::add(d_high, sum(h0, h1, h2, h3));
+            d2_low = I::add(d2_low, squares(l0, l1, l2, l3));
+            d2_high = I::add(d2_high, squares(h0, h1, h2, h3));
         }
-        let mut sums = RowSums::of_lanes(n, d.iter().sum(), d2.iter().sum(), lo, hi);
-        sums.add_scalars(chunks.remainder(), k);
-        sums
+        // The last 0 to 15 cells, 4 at a time, the final 1 to 3 padded with NaN.
+        let rest = blocks.remainder();
+        let mut padded = [f32::NAN; 4];
+        let tail = rest.chunks_exact(4).remainder();
+        padded[..tail.len()].copy_from_slice(tail);
+        let fours = rest.chunks_exact(4).chain((!tail.is_empty()).then_some(&padded[..]));
+        for four in fours {
+            let (ok, x, low, high) = self.step(I::load(four));
+            n = I::count(n, ok);
+            (lo, hi) = (I::min(lo, x), I::max(hi, x));
+            (d_low, d_high) = (I::add(d_low, low), I::add(d_high, high));
+            d2_low = I::add(d2_low, I::mul(low, low));
+            d2_high = I::add(d2_high, I::mul(high, high));
+        }
+        (self.lo, self.hi, self.d2) = (lo, hi, [d2_low, d2_high]);
+        let count = I::counts(n).iter().map(|&c| u64::from(c)).sum();
+        let [a, b] = I::lanes_d(I::add(d_low, d_high));
+        (count, a + b)
+    }
+
+    /// `(min, max, sum of d^2)` over every row.
+    fn finish(self) -> (f64, f64, f64) {
+        let min = I::lanes(self.lo).iter().fold(self.k, |m, &v| m.min(f64::from(v)));
+        let max = I::lanes(self.hi).iter().fold(self.k, |m, &v| m.max(f64::from(v)));
+        let [a, b] = I::lanes_d(I::add(self.d2[0], self.d2[1]));
+        (min, max, a + b)
     }
 }
 
-/// The wasm kernel, written with `simd128` instructions: per 4 cells, a NaN mask, the count in
-/// `i32x4`, min and max in `f32x4` (exact: the values are `f32`), and d, d^2 in two `f64x2`
-/// halves, as exact as [`lanes`]. About 15 instructions per 4 cells and few enough live vectors
-/// that Cranelift keeps them all in registers (the 8-lane `f64` loop spilled).
+/// [`Vectors`] in wasm's `simd128` (one `v128` type for every lane shape).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod simd {
-    use core::arch::wasm32::{
-        f32x4_eq, f32x4_extract_lane, f32x4_pmax, f32x4_pmin, f32x4_splat, f64x2_add, f64x2_extract_lane, f64x2_mul,
-        f64x2_promote_low_f32x4, f64x2_splat, f64x2_sub, i32x4_extract_lane, i32x4_shuffle, i32x4_splat, i32x4_sub,
-        v128, v128_bitselect, v128_load,
-    };
+mod wasm {
+    use core::arch::wasm32::*;
 
-    use super::RowSums;
+    pub(super) struct Simd128;
 
-    pub(super) fn row_sums(row: &[f32], k: f64) -> RowSums {
-        let (k32, k64) = (f32x4_splat(k as f32), f64x2_splat(k));
-        let (mut n, mut lo, mut hi) = (i32x4_splat(0), k32, k32);
-        let zero = f64x2_splat(0.0);
-        let (mut d_low, mut d_high, mut d2_low, mut d2_high) = (zero, zero, zero, zero);
-        let mut chunks = row.chunks_exact(4);
-        for chunk in &mut chunks {
-            // SAFETY: `chunk` is 4 f32 = 16 readable bytes; `v128_load` needs no alignment.
-            let v: v128 = unsafe { v128_load(chunk.as_ptr().cast()) };
-            let ok = f32x4_eq(v, v);
-            let x = v128_bitselect(v, k32, ok);
-            n = i32x4_sub(n, ok);
-            lo = f32x4_pmin(lo, x);
-            hi = f32x4_pmax(hi, x);
-            let low = f64x2_sub(f64x2_promote_low_f32x4(x), k64);
-            let high = f64x2_sub(f64x2_promote_low_f32x4(i32x4_shuffle::<2, 3, 2, 3>(x, x)), k64);
-            d_low = f64x2_add(d_low, low);
-            d_high = f64x2_add(d_high, high);
-            d2_low = f64x2_add(d2_low, f64x2_mul(low, low));
-            d2_high = f64x2_add(d2_high, f64x2_mul(high, high));
+    impl super::Vectors for Simd128 {
+        type V = v128;
+        type D = v128;
+
+        #[inline(always)]
+        fn load(four: &[f32]) -> v128 {
+            assert!(four.len() >= 4);
+            // SAFETY: 4 f32 = 16 readable bytes; `v128_load` needs no alignment.
+            unsafe { v128_load(four.as_ptr().cast()) }
         }
-        let d = f64x2_add(d_low, d_high);
-        let d2 = f64x2_add(d2_low, d2_high);
-        let count = [
-            i32x4_extract_lane::<0>(n),
-            i32x4_extract_lane::<1>(n),
-            i32x4_extract_lane::<2>(n),
-            i32x4_extract_lane::<3>(n),
-        ];
-        let f32s = |v: v128| {
+        #[inline(always)]
+        fn splat(v: f32) -> v128 {
+            f32x4_splat(v)
+        }
+        #[inline(always)]
+        fn splat_d(v: f64) -> v128 {
+            f64x2_splat(v)
+        }
+        #[inline(always)]
+        fn valid(v: v128) -> v128 {
+            f32x4_eq(v, v)
+        }
+        #[inline(always)]
+        fn select(mask: v128, a: v128, b: v128) -> v128 {
+            v128_bitselect(a, b, mask)
+        }
+        #[inline(always)]
+        fn count(counts: v128, mask: v128) -> v128 {
+            i32x4_sub(counts, mask)
+        }
+        #[inline(always)]
+        fn min(a: v128, b: v128) -> v128 {
+            f32x4_pmin(a, b)
+        }
+        #[inline(always)]
+        fn max(a: v128, b: v128) -> v128 {
+            f32x4_pmax(a, b)
+        }
+        #[inline(always)]
+        fn widen(v: v128) -> (v128, v128) {
+            (f64x2_promote_low_f32x4(v), f64x2_promote_low_f32x4(i32x4_shuffle::<2, 3, 2, 3>(v, v)))
+        }
+        #[inline(always)]
+        fn add(a: v128, b: v128) -> v128 {
+            f64x2_add(a, b)
+        }
+        #[inline(always)]
+        fn sub(a: v128, b: v128) -> v128 {
+            f64x2_sub(a, b)
+        }
+        #[inline(always)]
+        fn mul(a: v128, b: v128) -> v128 {
+            f64x2_mul(a, b)
+        }
+        fn counts(v: v128) -> [u32; 4] {
+            [
+                u32x4_extract_lane::<0>(v),
+                u32x4_extract_lane::<1>(v),
+                u32x4_extract_lane::<2>(v),
+                u32x4_extract_lane::<3>(v),
+            ]
+        }
+        fn lanes(v: v128) -> [f32; 4] {
             [
                 f32x4_extract_lane::<0>(v),
                 f32x4_extract_lane::<1>(v),
                 f32x4_extract_lane::<2>(v),
                 f32x4_extract_lane::<3>(v),
             ]
-        };
-        let mut sums = RowSums::of_lanes(
-            count.map(|c| c as u32),
-            f64x2_extract_lane::<0>(d) + f64x2_extract_lane::<1>(d),
-            f64x2_extract_lane::<0>(d2) + f64x2_extract_lane::<1>(d2),
-            f32s(lo),
-            f32s(hi),
-        );
-        sums.add_scalars(chunks.remainder(), k);
-        sums
+        }
+        fn lanes_d(v: v128) -> [f64; 2] {
+            [f64x2_extract_lane::<0>(v), f64x2_extract_lane::<1>(v)]
+        }
+    }
+}
+
+/// [`Vectors`] in SSE2, which every x86-64 has (`i32` lanes live in `__m128` bit for bit).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use core::arch::x86_64::*;
+
+    pub(super) struct Sse2;
+
+    impl super::Vectors for Sse2 {
+        type V = __m128;
+        type D = __m128d;
+
+        #[inline(always)]
+        fn load(four: &[f32]) -> __m128 {
+            assert!(four.len() >= 4);
+            // SAFETY: 4 f32 = 16 readable bytes; `_mm_loadu_ps` needs no alignment.
+            unsafe { _mm_loadu_ps(four.as_ptr()) }
+        }
+        #[inline(always)]
+        fn splat(v: f32) -> __m128 {
+            // SAFETY (here and below): SSE2 is part of every x86-64.
+            unsafe { _mm_set1_ps(v) }
+        }
+        #[inline(always)]
+        fn splat_d(v: f64) -> __m128d {
+            unsafe { _mm_set1_pd(v) }
+        }
+        #[inline(always)]
+        fn valid(v: __m128) -> __m128 {
+            unsafe { _mm_cmpeq_ps(v, v) }
+        }
+        #[inline(always)]
+        fn select(mask: __m128, a: __m128, b: __m128) -> __m128 {
+            unsafe { _mm_or_ps(_mm_and_ps(mask, a), _mm_andnot_ps(mask, b)) }
+        }
+        #[inline(always)]
+        fn count(counts: __m128, mask: __m128) -> __m128 {
+            unsafe { _mm_castsi128_ps(_mm_sub_epi32(_mm_castps_si128(counts), _mm_castps_si128(mask))) }
+        }
+        #[inline(always)]
+        fn min(a: __m128, b: __m128) -> __m128 {
+            unsafe { _mm_min_ps(a, b) }
+        }
+        #[inline(always)]
+        fn max(a: __m128, b: __m128) -> __m128 {
+            unsafe { _mm_max_ps(a, b) }
+        }
+        #[inline(always)]
+        fn widen(v: __m128) -> (__m128d, __m128d) {
+            unsafe { (_mm_cvtps_pd(v), _mm_cvtps_pd(_mm_movehl_ps(v, v))) }
+        }
+        #[inline(always)]
+        fn add(a: __m128d, b: __m128d) -> __m128d {
+            unsafe { _mm_add_pd(a, b) }
+        }
+        #[inline(always)]
+        fn sub(a: __m128d, b: __m128d) -> __m128d {
+            unsafe { _mm_sub_pd(a, b) }
+        }
+        #[inline(always)]
+        fn mul(a: __m128d, b: __m128d) -> __m128d {
+            unsafe { _mm_mul_pd(a, b) }
+        }
+        fn counts(v: __m128) -> [u32; 4] {
+            Self::lanes(v).map(f32::to_bits)
+        }
+        fn lanes(v: __m128) -> [f32; 4] {
+            let mut out = [0.0f32; 4];
+            // SAFETY: `out` is 16 writable bytes; `_mm_storeu_ps` needs no alignment.
+            unsafe { _mm_storeu_ps(out.as_mut_ptr(), v) };
+            out
+        }
+        fn lanes_d(v: __m128d) -> [f64; 2] {
+            let mut out = [0.0f64; 2];
+            // SAFETY: `out` is 16 writable bytes; `_mm_storeu_pd` needs no alignment.
+            unsafe { _mm_storeu_pd(out.as_mut_ptr(), v) };
+            out
+        }
     }
 }
 
@@ -306,7 +482,7 @@ mod tests {
     fn rows_equal_cells() {
         // Widths below, at and past the vector step, with a remainder; NaNs scattered, one row
         // wholly NaN, negative and positive values far from the shift.
-        for columns in [1, 3, 4, 5, 8, 45, 181] {
+        for columns in [1, 3, 4, 5, 8, 15, 16, 17, 33, 45, 181] {
             let rows = 5;
             let values: Vec<f32> = (0..rows * columns)
                 .map(|i| match i {
@@ -333,5 +509,23 @@ mod tests {
             }
         }
         assert_eq!(Stats::of_rows(&[f32::NAN; 9], 3, &[1.0; 3]), Stats::default());
+    }
+
+    #[test]
+    fn vector_kernel_equals_one_by_one() {
+        // Rows shorter than a step, at and past the 16-cell block, with every tail length; NaN runs.
+        let k = 3.25f64;
+        let (mut fast, mut slow) = (Kernel::new(k), OneByOne::new(k));
+        for len in [0, 1, 2, 3, 4, 7, 15, 16, 17, 19, 31, 32, 35, 180, 181] {
+            let row: Vec<f32> = (0..len)
+                .map(|i| if (i * 5 + len) % 9 < 2 { f32::NAN } else { ((i * 31 + len) as f32 * 0.77).cos() * 40.0 })
+                .collect();
+            let ((n, d), (m, e)) = (fast.row(&row), slow.row(&row));
+            assert_eq!(n, m, "{len} cells");
+            assert!((d - e).abs() < 1e-12 * e.abs().max(1.0), "{len} cells: {d} vs {e}");
+        }
+        let ((min, max, d2), (lo, hi, e2)) = (fast.finish(), slow.finish());
+        assert_eq!((min, max), (lo, hi));
+        assert!((d2 - e2).abs() < 1e-12 * e2, "{d2} vs {e2}");
     }
 }

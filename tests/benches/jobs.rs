@@ -222,6 +222,9 @@ fn secs(d: Duration) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--repeat-cached N`: only the global job from a warm tile cache, N times (to profile).
+    let repeat: Option<usize> =
+        std::env::args().skip_while(|a| a != "--repeat-cached").nth(1).and_then(|n| n.parse().ok());
     let days = if quick { "30" } else { "365" };
     let dir = std::env::temp_dir().join(format!("tilegate-bench-jobs-{days}"));
     let store = dir.join("datasets/sst.zarr");
@@ -269,6 +272,16 @@ async fn main() {
         let n = f();
         (clock.elapsed(), n)
     };
+    if let Some(times) = repeat {
+        let (cached, stop) = gateway(&dir, 2, 8192, true).await;
+        let global_code = guest("global_timeseries");
+        for _ in 0..=times {
+            let (took, _) = job(&cached, &global_code).await;
+            println!("global wasm job from the cache: {:.3} s", secs(took));
+        }
+        let _ = stop.send(());
+        return;
+    }
     let (decode_only, _) = timed(&|| native(&dataset, &global_tiles, &global, 2, false));
     let (native_global, native_days) = timed(&|| native(&dataset, &global_tiles, &global, 2, true));
     let (native_seed, _) = timed(&|| native(&dataset, &seed_tiles, &seed, 2, true));
