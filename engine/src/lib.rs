@@ -406,6 +406,33 @@ impl Engine {
         Ok(data.statements[index].to_api())
     }
 
+    /// One statement, once it is final (`available` or `cancelled`) or `timeout` has passed,
+    /// whichever comes first: a long poll, woken by the statement's change, not by a timer.
+    ///
+    /// # Errors
+    /// [`Error::SessionNotFound`], [`Error::StatementNotFound`] (also when the session goes while waiting).
+    pub async fn statement_when_final(
+        &self,
+        key: &str,
+        statement: &str,
+        timeout: Duration,
+    ) -> Result<Statement, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let cell = self.cell(key)?;
+            // Registered before the state is read, so a change in between still wakes us.
+            let mut changed = std::pin::pin!(cell.changed.notified());
+            changed.as_mut().enable();
+            let current = self.statement(key, statement)?;
+            if current.state.is_final() || tokio::time::Instant::now() >= deadline {
+                return Ok(current);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.statement(key, statement);
+            }
+        }
+    }
+
     /// Cancels a statement. Finished statements are left as they are.
     ///
     /// # Errors

@@ -32,6 +32,8 @@ pub(crate) struct SessionCell {
     /// Where every change is recorded.
     store: Arc<Store>,
     data: Mutex<SessionData>,
+    /// Woken at every statement change (see `Engine::statement_when_final`).
+    pub(crate) changed: tokio::sync::Notify,
 }
 
 /// The mutable part of a session.
@@ -259,6 +261,7 @@ impl SessionCell {
             limits,
             store,
             data: Mutex::new(data),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -287,8 +290,10 @@ impl SessionCell {
     }
 
     /// Records a statement as it is now.
+    /// Records a statement's change and wakes whoever waits for one.
     fn save(&self, record: &StatementRecord) {
         store::warn(self.store.put_statement(self.id, &record.to_row()));
+        self.changed.notify_waiters();
     }
 
     pub(crate) fn to_api(&self, data: &SessionData) -> Session {

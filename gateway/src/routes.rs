@@ -1,5 +1,7 @@
 //! The Livy REST routes. Each handler parses, calls one engine method, and picks the status.
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -161,11 +163,30 @@ async fn create_statement(
     Ok((StatusCode::CREATED, location(&url), ApiJson(statement)))
 }
 
+/// The longest long poll `?wait=` may ask for, in seconds.
+const MAX_WAIT_SECS: f64 = 60.0;
+
+#[derive(Debug, Deserialize)]
+struct StatementWait {
+    /// Seconds to wait for the statement to become final before answering (a long poll).
+    wait: Option<f64>,
+}
+
 async fn get_statement(
     State(app): State<AppState>,
     ApiPath((key, statement)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<StatementWait>,
 ) -> Result<ApiJson<Statement>, ApiError> {
-    Ok(ApiJson(app.engine.statement(&key, &statement)?))
+    let wait = match q.wait {
+        None => return Ok(ApiJson(app.engine.statement(&key, &statement)?)),
+        Some(w) if (0.0..=MAX_WAIT_SECS).contains(&w) => Duration::from_secs_f64(w),
+        Some(w) => {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid wait '{w}': give the seconds to wait for the statement to finish, from 0 to {MAX_WAIT_SECS}."
+            )));
+        }
+    };
+    Ok(ApiJson(app.engine.statement_when_final(&key, &statement, wait).await?))
 }
 
 async fn cancel_statement(

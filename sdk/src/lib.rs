@@ -334,7 +334,35 @@ impl Client {
         self.call::<Msg>(Method::POST, &path, None::<&()>).await.map(drop)
     }
 
-    /// Polls a statement until it is final (`available` or `cancelled`), backing off from 0.5 ms to 100 ms.
+    /// `GET /sessions/{id}/statements/{statement}?wait=`: the statement once it is final or after
+    /// `wait` (at most 60 s), whichever comes first. A long poll: the gateway answers the moment
+    /// the statement finishes.
+    ///
+    /// ```no_run
+    /// # use tilegate_sdk::*;
+    /// # use std::time::Duration;
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let current = client.statement_when_final(0, 1, Duration::from_secs(10)).await?;
+    /// println!("{:?} at {:.0}%", current.state, current.progress * 100.0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Http`] or [`Error::Api`].
+    pub async fn statement_when_final(
+        &self,
+        session: impl std::fmt::Display,
+        statement: u64,
+        wait: Duration,
+    ) -> Result<Statement, Error> {
+        let path = format!("/sessions/{session}/statements/{statement}?wait={}", wait.as_secs_f64().min(60.0));
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// Waits for a statement to be final (`available` or `cancelled`) with long polls
+    /// ([`Client::statement_when_final`]), so it returns as soon as the statement finishes. A
+    /// server that answers at once (one without long polls, such as Apache Livy) is polled with a
+    /// pause growing from 0.5 ms to 100 ms instead.
     ///
     /// ```no_run
     /// # use tilegate_sdk::*;
@@ -348,15 +376,30 @@ impl Client {
     /// # Errors
     /// [`Error::Http`] or [`Error::Api`].
     pub async fn wait(&self, session: impl std::fmt::Display, statement: u64) -> Result<Statement, Error> {
-        let session = session.to_string();
+        self.poll(&session.to_string(), statement, Duration::from_secs(30), |_| {}).await
+    }
+
+    /// Long-polls a statement (`wait` per request) until it is final, telling `on_answer` each
+    /// answer; polls with a growing pause if the server answers without waiting.
+    async fn poll(
+        &self,
+        session: &str,
+        statement: u64,
+        wait: Duration,
+        mut on_answer: impl FnMut(&Statement),
+    ) -> Result<Statement, Error> {
         let mut pause = Duration::from_micros(500);
         loop {
-            let current = self.statement(&session, statement).await?;
+            let asked = tokio::time::Instant::now();
+            let current = self.statement_when_final(session, statement, wait).await?;
+            on_answer(&current);
             if current.state.is_final() {
                 return Ok(current);
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+            if asked.elapsed() < wait / 2 {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
         }
     }
 
@@ -577,19 +620,15 @@ impl Client {
         let session = session.to_string();
         let submitted = self.submit(&session, Some(language), code).await?;
         let mut last = -1.0;
-        let mut pause = Duration::from_millis(1);
-        let done = loop {
-            let current = self.statement(&session, submitted.id).await?;
-            if current.progress != last {
-                last = current.progress;
-                on_progress(last);
-            }
-            if current.state.is_final() {
-                break current;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
-        };
+        // Long polls of 200 ms: the answer comes when the statement finishes, progress in between.
+        let done = self
+            .poll(&session, submitted.id, Duration::from_millis(200), |current| {
+                if current.progress != last {
+                    last = current.progress;
+                    on_progress(last);
+                }
+            })
+            .await?;
         match done.output {
             None => Err(Error::Cancelled),
             Some(Output::Error { ename, evalue, traceback, .. }) => Err(Error::Statement { ename, evalue, traceback }),

@@ -1,5 +1,7 @@
 //! The Livy REST contract: status codes, headers, JSON shapes and states real clients rely on.
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::json;
 use tilegate_sdk::{CreateSession, Language, SessionKind, SessionState, StatementState};
@@ -185,6 +187,41 @@ async fn cancel_is_prompt_and_keeps_output_null() {
     // The next statement runs, and the session is usable afterwards.
     assert_eq!(gw.client.wait(s.id, 1).await.unwrap().output.unwrap().text(), Some("42"));
     assert_eq!(gw.client.session(s.id).await.unwrap().state, SessionState::Idle);
+}
+
+/// `?wait=` long-polls a statement: the answer comes when the statement becomes final (here,
+/// cancelled by another request while the poll waits), or with its current state once the wait runs
+/// out; a wait that is not 0 to 60 seconds is a 400 that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_answers_when_the_statement_finishes() {
+    let gw = Gateway::start().await;
+    let s = gw.client.create_session(&CreateSession::default()).await.unwrap();
+    gw.client.submit(s.id, Some(Language::Wasm), fixture!("spin")).await.unwrap();
+    crate::wait_state(&gw, s.id, 0, StatementState::Running).await;
+    let (status, body) = gw.raw(Method::GET, &format!("/sessions/{}/statements/0?wait=0.2", s.id), None).await;
+    assert_eq!((status, &body["state"]), (200, &json!("running")), "{body}");
+
+    let client = gw.client.clone();
+    let clock = std::time::Instant::now();
+    let poll = tokio::spawn(async move { client.statement_when_final(s.id, 0, Duration::from_secs(30)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "the poll answered while the statement was still running");
+    gw.client.cancel(s.id, 0).await.unwrap();
+    let done = poll.await.unwrap().unwrap();
+    assert_eq!((done.state, done.output), (StatementState::Cancelled, None));
+    // Woken by the change, not by the end of its 30 s.
+    assert!(clock.elapsed() < Duration::from_secs(20), "the poll took {:?}", clock.elapsed());
+    // A final statement is answered at once, whatever the wait.
+    let again = gw.client.statement_when_final(s.id, 0, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(again.state, StatementState::Cancelled);
+
+    for wait in ["-1", "61", "NaN", "soon"] {
+        let (status, body) = gw.raw(Method::GET, &format!("/sessions/{}/statements/0?wait={wait}", s.id), None).await;
+        assert_eq!(status, 400, "wait={wait}: {body}");
+        assert!(body["msg"].as_str().unwrap().contains("wait"), "wait={wait}: {body}");
+    }
+    let (status, _) = gw.raw(Method::GET, "/sessions/999/statements/0?wait=1", None).await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

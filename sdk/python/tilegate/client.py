@@ -111,15 +111,19 @@ class Client:
         pause, last = 0.002, -1.0
         try:
             while True:
-                current = self._call("GET", f"/sessions/{session}/statements/{statement}")
+                # A long poll: the gateway answers when the statement finishes, or after 0.25 s
+                # with its progress. A server that answers at once is polled with a growing pause.
+                asked = time.monotonic()
+                current = self._call("GET", f"/sessions/{session}/statements/{statement}?wait=0.25")
                 progress = float(current.get("progress") or 0.0)
                 if on_progress and progress != last:
                     on_progress(progress)
                     last = progress
                 if current["state"] in ("available", "cancelled", "error"):
                     break
-                time.sleep(pause)
-                pause = min(pause * 2, 0.2)
+                if time.monotonic() - asked < 0.125:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.2)
         except KeyboardInterrupt:
             self.cancel(session, statement)
             raise
