@@ -203,6 +203,7 @@ impl SandboxKernel {
                 ids: [request.map, request.reduce, request.row],
                 fold: request.fold,
                 rows: request.rows,
+                split_tile: request.split_tile,
             };
             jobs.run(&spec, Arc::new(functions), &ctx).map_err(|e| JobFailure { ename: e.ename, message: e.message })
         })
@@ -227,6 +228,9 @@ struct JobRequest {
     /// The rows of many keys at once (modules without it are asked a key per call).
     #[serde(default)]
     rows: Option<[u32; 2]>,
+    /// The map takes a tile's values apart, as `b` (modules without it get the tile whole in `a`).
+    #[serde(default)]
+    split_tile: bool,
 }
 
 impl JobRequest {
@@ -288,6 +292,8 @@ struct WasmFunctions {
     fold: Option<[u32; 2]>,
     /// `[trampoline, 0]` of the batched rows, when the module has them.
     rows: Option<[u32; 2]>,
+    /// Whether the map takes the tile's values apart (else they are copied behind its head).
+    split_tile: bool,
 }
 
 impl WasmFunctions {
@@ -304,8 +310,11 @@ impl SqlFunctions for Workers {
 }
 
 impl TileFunctions for WasmFunctions {
-    fn map(&self, tile: &[u8]) -> Result<Vec<u8>, JobError> {
-        self.call(0, tile, &[])
+    fn map(&self, tile: &[u8], values: &[u8]) -> Result<Vec<u8>, JobError> {
+        if self.split_tile {
+            return self.call(0, tile, values);
+        }
+        self.call(0, &[tile, values].concat(), &[])
     }
 
     fn reduce(&self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, JobError> {

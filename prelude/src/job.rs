@@ -69,6 +69,26 @@ impl<K: Value, V: Value> Mapped<K, V> {
     /// When the host refuses or fails the job (unknown dataset, bad bbox, a failing map...): the
     /// statement then fails with the host's message.
     pub fn reduce_by_key(self, f: fn(V, V) -> V) -> Rows {
+        self.run(f, true)
+    }
+
+    /// [`Mapped::reduce_by_key`] announcing only the calls every module must have (map, reduce,
+    /// row), as a module written without the prelude may: the host then sends each tile whole,
+    /// reduces a pair per call and asks for a row per key. For the host's tests of those paths.
+    #[doc(hidden)]
+    pub fn reduce_by_key_minimal_abi(self, f: fn(V, V) -> V) -> Rows {
+        self.run(f, false)
+    }
+
+    /// Runs the job; `batched`: with the optional calls (`split_tile`, `fold`, `rows`).
+    fn run(self, f: fn(V, V) -> V, batched: bool) -> Rows {
+        let spec = self.spec(f, batched);
+        let json = String::from_utf8(abi::host_run_job(spec.as_bytes())).unwrap_or_default();
+        Rows::new(json, Some(self.job))
+    }
+
+    /// The job spec `sbx.run_job` takes (`sandbox/ABI.md` section 3).
+    fn spec(&self, f: fn(V, V) -> V, batched: bool) -> String {
         let map_tramp: Trampoline = map_trampoline::<K, V>;
         let reduce_tramp: Trampoline = reduce_trampoline::<V>;
         let fold_tramp: Trampoline = fold_trampoline::<V>;
@@ -99,18 +119,17 @@ impl<K: Value, V: Value> Mapped<K, V> {
             None => spec.push_str("null"),
         }
         spec.push_str(&format!(
-            ",\"map\":[{},{}],\"reduce\":[{},{}],\"fold\":[{},{}],\"row\":[{},0],\"rows\":[{},0]}}",
-            map_tramp as usize,
-            self.map,
-            reduce_tramp as usize,
-            f as usize,
-            fold_tramp as usize,
-            f as usize,
-            row_tramp as usize,
-            rows_tramp as usize
+            ",\"map\":[{},{}],\"reduce\":[{},{}],\"row\":[{},0]",
+            map_tramp as usize, self.map, reduce_tramp as usize, f as usize, row_tramp as usize,
         ));
-        let json = String::from_utf8(abi::host_run_job(spec.as_bytes())).unwrap_or_default();
-        Rows::new(json, Some(self.job))
+        if batched {
+            spec.push_str(&format!(
+                ",\"split_tile\":true,\"fold\":[{},{}],\"rows\":[{},0]",
+                fold_tramp as usize, f as usize, rows_tramp as usize
+            ));
+        }
+        spec.push('}');
+        spec
     }
 }
 
@@ -137,10 +156,12 @@ impl Rows {
     }
 }
 
-fn map_trampoline<K: Value, V: Value>(f: usize, tile: &[u8], _: &[u8]) -> Vec<u8> {
+/// A map call: the tile's head in `tile` and its values apart in `values` (the spec's
+/// `"split_tile"`), or the whole tile in `tile`.
+fn map_trampoline<K: Value, V: Value>(f: usize, tile: &[u8], values: &[u8]) -> Vec<u8> {
     // SAFETY: `f` came from `Job::map` as this exact fn type, paired with this trampoline.
     let f: for<'a> fn(&Tile<'a>) -> Vec<(K, V)> = unsafe { core::mem::transmute(f) };
-    let pairs = f(&Tile::from_bytes(tile));
+    let pairs = f(&Tile::from_parts(tile, values));
     // u32 count, then per pair: u32 key length, key, u32 value length, value.
     let mut out = Vec::with_capacity(4 + pairs.len() * 72);
     out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
@@ -349,5 +370,21 @@ mod tests {
     fn fold_refuses_a_short_batch() {
         let input = batch(&[Some(1.0)], &[(0, 2.0)]);
         job_fold_bytes::<f64>(add, &input[..input.len() - 3]);
+    }
+
+    #[test]
+    fn the_spec_announces_the_optional_calls_only_when_batched() {
+        fn nothing(_: &Tile) -> Vec<(i64, f64)> {
+            Vec::new()
+        }
+        let mapped = dataset("sst").bbox(-10.0, -5.0, 10.0, 5.0).map(nothing);
+        let (full, minimal) = (mapped.spec(add, true), mapped.spec(add, false));
+        for both in ["\"dataset\":\"sst\"", "\"bbox\":[-10,-5,10,5]", "\"map\":[", "\"reduce\":[", "\"row\":["] {
+            assert!(full.contains(both) && minimal.contains(both), "{both}: {full} / {minimal}");
+        }
+        for optional in ["\"split_tile\":true", "\"fold\":[", "\"rows\":["] {
+            assert!(full.contains(optional) && !minimal.contains(optional), "{optional}: {full} / {minimal}");
+        }
+        assert!(full.ends_with('}') && minimal.ends_with('}'));
     }
 }

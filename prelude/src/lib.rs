@@ -52,7 +52,7 @@ pub use sql::{SqlAggregate, SqlType};
 #[doc(hidden)]
 pub use sql::{SqlArgs, sql_aggregate_bytes, sql_aggregate_invoke, sql_invoke, sql_type_named};
 pub use stats::Stats;
-pub use tile::{Tile, encode_tile};
+pub use tile::{Tile, encode_tile, encode_tile_head, select_cells};
 pub use value::{Time, Value, json_string, value_field_decode, value_field_encode};
 
 /// Prints text to the statement's output (`text/plain`).

@@ -3,7 +3,9 @@
 //! Layout (little-endian, 8-aligned): 8 x u32 header `magic "TILE", version 1, nt, nlat, nlon,
 //! t, y, x` (the last three: the tile's chunk index), then `i64 times[nt]`, `f32 lats[nlat]`,
 //! `f32 lons[nlon]`, `f32 values[nt * nlat * nlon]` (C order). The host sets cells outside the
-//! job's bbox and time range, and missing cells, to NaN.
+//! job's bbox and time range, and missing cells, to NaN. A host may send the values apart, in a
+//! second buffer (the map's `b`; [`Tile::from_parts`]), so that it need not copy them behind the
+//! header first.
 
 use crate::{Stats, Time};
 use std::cell::RefCell;
@@ -27,31 +29,43 @@ pub struct Tile<'a> {
 }
 
 impl<'a> Tile<'a> {
-    /// Reads the layout above.
+    /// Reads the layout above, from one buffer.
     ///
     /// # Panics
     /// When the buffer is not a tile (bad magic, too short, misaligned): a host bug, reported as a panic.
     pub fn from_bytes(bytes: &'a [u8]) -> Self {
-        let word = |i: usize| u32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap_or_default());
-        assert!(bytes.len() >= 32 && word(0) == MAGIC, "not a tile buffer");
+        Self::from_parts(bytes, &[])
+    }
+
+    /// Reads a tile sent in two buffers: `head` as [`encode_tile_head`] writes it (header, times,
+    /// latitudes, longitudes) and its `values` apart. With `values` empty, `head` is the whole
+    /// tile, as [`encode_tile`] writes it.
+    ///
+    /// # Panics
+    /// When the buffers are not a tile (bad magic, too short, misaligned): a host bug, reported as a panic.
+    pub fn from_parts(head: &'a [u8], values: &'a [u8]) -> Self {
+        let word = |i: usize| u32::from_le_bytes(head[4 * i..4 * i + 4].try_into().unwrap_or_default());
+        assert!(head.len() >= 32 && word(0) == MAGIC, "not a tile buffer");
         let (nt, nlat, nlon) = (word(2) as usize, word(3) as usize, word(4) as usize);
+        let cells = nt * nlat * nlon;
         let times_at = 32;
         let lats_at = times_at + 8 * nt;
         let lons_at = lats_at + 4 * nlat;
-        let values_at = lons_at + 4 * nlon;
-        let end = values_at + 4 * nt * nlat * nlon;
-        assert!(bytes.len() >= end, "tile buffer too short");
-        assert!((bytes.as_ptr() as usize).is_multiple_of(8), "tile buffer not 8-aligned");
-        // SAFETY: bounds checked above; the buffer is 8-aligned, so each section (at multiples of
-        // 8 for i64 and of 4 for f32) is aligned; every bit pattern is a valid i64/f32.
+        let (values, values_at) = if values.is_empty() { (head, lons_at + 4 * nlon) } else { (values, 0) };
+        assert!(head.len() >= lons_at + 4 * nlon && values.len() >= values_at + 4 * cells, "tile buffer too short");
+        for buffer in [head, values] {
+            assert!((buffer.as_ptr() as usize).is_multiple_of(8), "tile buffer not 8-aligned");
+        }
+        // SAFETY: bounds checked above; both buffers are 8-aligned, so each section (at multiples
+        // of 8 for i64 and of 4 for f32) is aligned; every bit pattern is a valid i64/f32.
         unsafe {
-            let at = |offset: usize| bytes.as_ptr().add(offset);
+            let at = |buffer: &[u8], offset: usize| buffer.as_ptr().add(offset);
             Self {
                 index: [word(5), word(6), word(7)],
-                times: core::slice::from_raw_parts(at(times_at).cast::<i64>(), nt),
-                lats: core::slice::from_raw_parts(at(lats_at).cast::<f32>(), nlat),
-                lons: core::slice::from_raw_parts(at(lons_at).cast::<f32>(), nlon),
-                values: core::slice::from_raw_parts(at(values_at).cast::<f32>(), nt * nlat * nlon),
+                times: core::slice::from_raw_parts(at(head, times_at).cast::<i64>(), nt),
+                lats: core::slice::from_raw_parts(at(head, lats_at).cast::<f32>(), nlat),
+                lons: core::slice::from_raw_parts(at(head, lons_at).cast::<f32>(), nlon),
+                values: core::slice::from_raw_parts(at(values, values_at).cast::<f32>(), cells),
             }
         }
     }
@@ -183,30 +197,40 @@ pub fn encode_tile(
     values: &[f32],
     keep: Option<[&[bool]; 3]>,
 ) {
+    encode_tile_head(out, index, times, lats, lons);
+    match keep {
+        None => extend_f32(out, values),
+        Some(keep) => extend_f32(out, &select_cells(values, lats.len(), lons.len(), keep)),
+    }
+}
+
+/// The tile up to its values (header, times, latitudes, longitudes): with the values sent apart,
+/// the host's side of [`Tile::from_parts`].
+pub fn encode_tile_head(out: &mut Vec<u8>, index: [u32; 3], times: &[i64], lats: &[f32], lons: &[f32]) {
     out.clear();
-    out.reserve(32 + 8 * times.len() + 4 * (lats.len() + lons.len() + values.len()));
+    out.reserve(32 + 8 * times.len() + 4 * (lats.len() + lons.len()));
     for w in [MAGIC, 1, times.len() as u32, lats.len() as u32, lons.len() as u32, index[0], index[1], index[2]] {
         out.extend_from_slice(&w.to_le_bytes());
     }
     times.iter().for_each(|t| out.extend_from_slice(&t.to_le_bytes()));
     extend_f32(out, lats);
     extend_f32(out, lons);
-    let Some([keep_t, keep_y, keep_x]) = keep else {
-        // Everything selected: a straight copy (this runs for every cell the gateway reads).
-        extend_f32(out, values);
-        return;
-    };
-    let (nlat, nlon) = (lats.len(), lons.len());
-    let start = out.len();
-    out.resize(start + 4 * values.len(), 0);
-    let nan = f32::NAN.to_le_bytes();
-    let rows = out[start..].chunks_exact_mut(4 * nlon.max(1)).zip(values.chunks_exact(nlon.max(1)));
-    for (r, (row_out, row)) in rows.enumerate() {
-        let selected_row = keep_t[r / nlat.max(1)] && keep_y[r % nlat.max(1)];
-        for ((cell, v), &k) in row_out.chunks_exact_mut(4).zip(row).zip(keep_x) {
-            cell.copy_from_slice(&if selected_row && k { v.to_le_bytes() } else { nan });
+}
+
+/// `values` (`[time][lat][lon]`, `nlat x nlon` per time step) with every cell outside `keep` (per
+/// axis: the time steps, rows and columns inside a job's selection) set to NaN.
+pub fn select_cells(values: &[f32], nlat: usize, nlon: usize, keep: [&[bool]; 3]) -> Vec<f32> {
+    let [keep_t, keep_y, keep_x] = keep;
+    let (nlat, nlon) = (nlat.max(1), nlon.max(1));
+    let mut out = Vec::with_capacity(values.len());
+    for (r, row) in values.chunks_exact(nlon).enumerate() {
+        if keep_t[r / nlat] && keep_y[r % nlat] {
+            out.extend(row.iter().zip(keep_x).map(|(&v, &k)| if k { v } else { f32::NAN }));
+        } else {
+            out.extend(std::iter::repeat_n(f32::NAN, nlon));
         }
     }
+    out
 }
 
 /// Appends `values` as little-endian bytes, in one sized copy (LLVM turns it into a `memcpy` on
@@ -230,6 +254,49 @@ mod tests {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
         words
+    }
+
+    /// `bytes` copied into 8-aligned memory.
+    fn aligned(bytes: &[u8]) -> Vec<u64> {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
+        words
+    }
+
+    fn bytes_of(words: &[u64], len: usize) -> &[u8] {
+        unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), len) }
+    }
+
+    #[test]
+    fn a_tile_sent_in_two_parts_reads_as_the_whole_one() {
+        let (times, lats, lons) = ([10i64, 20], [1.0f32, 2.0, 3.0], [5.0f32, 6.0, 7.0, 8.0]);
+        let values: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        let keep: [&[bool]; 3] = [&[true, false], &[false, true, true], &[true, true, false, true]];
+        let mut whole = Vec::new();
+        encode_tile(&mut whole, [1, 2, 3], &times, &lats, &lons, &values, Some(keep));
+        let mut head = Vec::new();
+        encode_tile_head(&mut head, [1, 2, 3], &times, &lats, &lons);
+        let selected = select_cells(&values, lats.len(), lons.len(), keep);
+        let (whole_words, head_words) = (aligned(&whole), aligned(&head));
+        let one = Tile::from_bytes(bytes_of(&whole_words, whole.len()));
+        let selected_bytes: Vec<u8> = selected.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let values_words = aligned(&selected_bytes);
+        let two = Tile::from_parts(bytes_of(&head_words, head.len()), bytes_of(&values_words, selected_bytes.len()));
+        assert_eq!((one.index, one.times, one.lats, one.lons), (two.index, two.times, two.lats, two.lons));
+        let bits = |t: &Tile| t.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&one), bits(&two));
+        // Kept: time 0, rows 1 and 2, columns 0, 1 and 3; the rest is NaN.
+        let kept: Vec<f32> = two.values.iter().copied().filter(|v| !v.is_nan()).collect();
+        assert_eq!(kept, [4.0, 5.0, 7.0, 8.0, 9.0, 11.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "too short")]
+    fn values_apart_must_cover_every_cell() {
+        let mut head = Vec::new();
+        encode_tile_head(&mut head, [0, 0, 0], &[0], &[0.0, 1.0], &[0.0, 1.0]);
+        let (head_words, values_words) = (aligned(&head), aligned(&[0u8; 12]));
+        Tile::from_parts(bytes_of(&head_words, head.len()), bytes_of(&values_words, 12));
     }
 
     #[test]

@@ -90,6 +90,10 @@ async fn nexus_time_series_over_the_demo_dataset_matches_numpy() {
     assert_eq!(rows.as_array().unwrap().len(), 16);
     assert_eq!(rows[0]["time"], 1_220_227_200, "sorted by time, from 2008-09-01");
     assert_rows_match(&rows, &reference("timeseries", &store, &SEED_BOX), &STATS);
+    // The same from a module without the optional calls: whole tiles, a reduce per value, a row per key.
+    let minimal = run_json(&gw, &guest!("minimal_abi_timeseries")).await;
+    assert_eq!(minimal.as_array().unwrap().len(), 16);
+    assert_rows_match(&minimal, &reference("timeseries", &store, &SEED_BOX), &STATS);
     // A custom map with its own key and value types.
     let warm = run_json(&gw, &guest!("warm_days")).await;
     let args = ["-180", "-10", "-90", "10", "2008-09-01", "2008-09-08", "28"];

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use datafusion::arrow::buffer::ScalarBuffer;
 use tilegate_api::{Bbox, DatasetInfo, TileInfo, TimeRange, VariableInfo};
 use zarrs::filesystem::FilesystemStore;
 
@@ -82,8 +83,9 @@ pub struct TileData {
     pub lats: Vec<f32>,
     /// Cell-centre longitudes.
     pub lons: Vec<f32>,
-    /// Values; `times.len() * lats.len() * lons.len()` of them.
-    pub values: Vec<f32>,
+    /// Values; `times.len() * lats.len() * lons.len()` of them. An Arrow buffer, so a job's scan
+    /// hands them on (to the map, from the tile cache) without a copy.
+    pub values: ScalarBuffer<f32>,
 }
 
 /// A gridded variable and its tile index.
@@ -315,7 +317,7 @@ impl Dataset {
             times: self.times[t].to_vec(),
             lats: self.lats[y].iter().map(|&l| l as f32).collect(),
             lons: self.lons[x].iter().map(|&l| l as f32).collect(),
-            values,
+            values: values.into(),
         })
     }
 

@@ -109,7 +109,7 @@ mod tests {
     use super::*;
 
     fn tile(n: usize) -> TileData {
-        TileData { times: vec![0], lats: vec![0.0; 1], lons: vec![0.0; n], values: vec![1.0; n] }
+        TileData { times: vec![0], lats: vec![0.0; 1], lons: vec![0.0; n], values: vec![1.0; n].into() }
     }
 
     #[test]

@@ -31,10 +31,12 @@ use wire::{Reader, put_field, read_fields};
 /// What a job computes: the caller's map, reduce and row functions, over encoded bytes.
 pub trait TileFunctions: Send + Sync + 'static {
     /// `(key, value)` pairs of one tile: `u32 n`, then per pair `u32 len, key, u32 len, value`.
+    /// The tile comes in two parts: `tile`, its header, times, latitudes and longitudes
+    /// (`prelude::encode_tile_head`), and `values`, its `f32` values (little-endian).
     ///
     /// # Errors
     /// The map failed on this tile.
-    fn map(&self, tile: &[u8]) -> Result<Vec<u8>, JobError>;
+    fn map(&self, tile: &[u8], values: &[u8]) -> Result<Vec<u8>, JobError>;
     /// Two values of one key merged into one.
     ///
     /// # Errors

@@ -64,7 +64,7 @@ impl Job {
         let table = Arc::new(TileTable { scan, tiles: self.tiles });
         let map = ScalarUDF::from(MapUdf {
             name: format!("tile_map_{identity}"),
-            signature: Signature::exact(vec![DataType::Binary], Volatility::Volatile),
+            signature: Signature::exact(vec![DataType::Binary, DataType::Binary], Volatility::Volatile),
             functions: self.functions.clone(),
             ctx: self.ctx.clone(),
             dataset: self.dataset.name().to_owned(),
@@ -79,7 +79,7 @@ impl Job {
         let batches = async {
             session
                 .read_table(table)?
-                .select(vec![map.call(vec![col("tile")]).alias("kv")])?
+                .select(vec![map.call(vec![col("tile"), col("values")]).alias("kv")])?
                 .unnest_columns(&["kv"])?
                 .unnest_columns(&["kv"])?
                 .aggregate(
@@ -187,21 +187,30 @@ impl TableProvider for TileTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        scan::plan(self.scan.clone(), &self.tiles, projection, limit)
+        let partitions = state.config_options().execution.target_partitions;
+        scan::plan(self.scan.clone(), &self.tiles, projection, limit, partitions)
     }
 }
 
+/// The map's pair struct, `{key, value}`: built once (Arrow's fields are shared `Arc`s, and the map
+/// builds a list of them per tile).
 fn pair_fields() -> Fields {
-    Fields::from(vec![Field::new("key", DataType::Binary, false), Field::new("value", DataType::Binary, false)])
+    static FIELDS: std::sync::LazyLock<Fields> = std::sync::LazyLock::new(|| {
+        Fields::from(vec![Field::new("key", DataType::Binary, false), Field::new("value", DataType::Binary, false)])
+    });
+    FIELDS.clone()
 }
 
+/// The map's list item: a pair struct (see [`pair_fields`]).
 fn pair_item() -> FieldRef {
-    Arc::new(Field::new("item", DataType::Struct(pair_fields()), true))
+    static ITEM: std::sync::LazyLock<FieldRef> =
+        std::sync::LazyLock::new(|| Arc::new(Field::new("item", DataType::Struct(pair_fields()), true)));
+    ITEM.clone()
 }
 
 /// The map: one tile in, its `(key, value)` pairs out.
@@ -251,16 +260,17 @@ impl ScalarUDFImpl for MapUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let tiles = args.args[0].to_array(args.number_rows)?;
-        let tiles = tiles.as_binary::<i32>();
+        let cells = args.args[1].to_array(args.number_rows)?;
+        let (tiles, cells) = (tiles.as_binary::<i32>(), cells.as_binary::<i32>());
         let mut keys = BinaryBuilder::new();
         let mut values = BinaryBuilder::new();
         let mut lengths = Vec::with_capacity(tiles.len());
-        for tile in tiles.iter() {
-            let tile = tile.unwrap_or_default();
+        for (tile, cells) in tiles.iter().zip(cells.iter()) {
+            let (tile, cells) = (tile.unwrap_or_default(), cells.unwrap_or_default());
             if self.ctx.is_cancelled() {
                 return Err(external(JobError::new("Cancelled", "the job was cancelled")));
             }
-            let pairs = self.functions.map(tile).map_err(|e| external(self.on_tile(e, tile)))?;
+            let pairs = self.functions.map(tile, cells).map_err(|e| external(self.on_tile(e, tile)))?;
             lengths.push(
                 decode_pairs(&pairs, &mut keys, &mut values)
                     .map_err(|m| external(self.on_tile(JobError::new("AbiError", m), tile)))?,

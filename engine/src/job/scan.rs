@@ -26,9 +26,14 @@ use super::{JobError, TileCache};
 use crate::RunContext;
 use crate::dataset::{Dataset, Selection, Tile, TileData};
 
-/// The encoded scan's one column: the tile laid out for the guest (`prelude::encode_tile`).
+/// The encoded scan's columns: the tile laid out for the guest in two parts, `tile` (header,
+/// times, latitudes, longitudes: `prelude::encode_tile_head`) and `values` (its `f32` values, the
+/// decoded or cached buffer itself when the selection takes the whole tile).
 pub(crate) fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("tile", DataType::Binary, false)]))
+    Arc::new(Schema::new(vec![
+        Field::new("tile", DataType::Binary, false),
+        Field::new("values", DataType::Binary, false),
+    ]))
 }
 
 /// The cells scan's columns: `time` (UTC), `lat`, `lon`, then one per variable (null where that
@@ -78,20 +83,27 @@ impl std::fmt::Debug for ScanContext {
     }
 }
 
-/// The stock file scan over `tiles` (one partitioned file each) with `scan`'s layout.
+/// The stock file scan over `tiles` (one partitioned file each) with `scan`'s layout, the files
+/// dealt round-robin into `partitions` groups at once (so the planner need not regroup, and copy,
+/// thousands of files; see [`TileSource::repartitioned`] for plans that ask for more).
 pub(crate) fn plan(
     scan: Arc<ScanContext>,
     tiles: &[Tile],
     projection: Option<&Vec<usize>>,
     limit: Option<usize>,
+    partitions: usize,
 ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
     let source = Arc::new(TileSource::new(scan));
-    let files = tiles.iter().map(file).collect();
+    let n = partitions.min(tiles.len()).max(1);
+    let mut groups: Vec<Vec<PartitionedFile>> = (0..n).map(|_| Vec::with_capacity(tiles.len() / n + 1)).collect();
+    for (i, tile) in tiles.iter().enumerate() {
+        groups[i % n].push(file(tile));
+    }
     let config = datafusion::datasource::physical_plan::FileScanConfigBuilder::new(
         datafusion::datasource::object_store::ObjectStoreUrl::local_filesystem(),
         source,
     )
-    .with_file_groups(vec![FileGroup::new(files)])
+    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
     .with_projection_indices(projection.cloned())?
     .with_limit(limit)
     .build();
@@ -217,11 +229,12 @@ impl FileOpener for TileOpener {
         Ok(async move {
             let batch = match scan.layout {
                 Layout::Encoded => {
-                    // The encoded bytes become the array's buffer as they are: no copy.
-                    let bytes = read(&scan, &tile)?;
-                    let offsets = OffsetBuffer::from_lengths([bytes.len()]);
-                    let column: ArrayRef = Arc::new(BinaryArray::new(offsets, Buffer::from_vec(bytes), None));
-                    RecordBatch::try_new(schema(), vec![column])?.project(&columns)?
+                    // Both parts become their arrays' buffers as they are: no copy.
+                    let (head, values) = read(&scan, &tile)?;
+                    let one = |bytes: Buffer| -> ArrayRef {
+                        Arc::new(BinaryArray::new(OffsetBuffer::from_lengths([bytes.len()]), bytes, None))
+                    };
+                    RecordBatch::try_new(schema(), vec![one(Buffer::from_vec(head)), one(values)])?.project(&columns)?
                 }
                 Layout::Cells => read_cells(&scan, &tile, &columns)?,
             };
@@ -301,23 +314,21 @@ fn read_cells(scan: &ScanContext, tile: &Tile, columns: &[usize]) -> Result<Reco
     Ok(RecordBatch::try_new_with_options(schema, built, &options)?)
 }
 
-/// Decodes (or takes from the cache) one tile and lays it out with cells outside the selection as NaN.
-fn read(scan: &ScanContext, tile: &Tile) -> Result<Vec<u8>> {
+/// A tile for the map: its head (header and coordinates) and its values, as they are (no copy)
+/// when the selection takes the whole tile, or with the cells outside it set to NaN.
+fn read(scan: &ScanContext, tile: &Tile) -> Result<(Vec<u8>, Buffer)> {
     let data = load(scan, &scan.variables[0], tile)?;
     let [keep_time, keep_lat, keep_lon] = masks(scan, &data);
     let all = keep_time.iter().chain(&keep_lat).chain(&keep_lon).all(|&k| k);
-    let keep: Option<[&[bool]; 3]> = (!all).then_some([&keep_time, &keep_lat, &keep_lon]);
-    let mut out = Vec::new();
-    prelude::encode_tile(
-        &mut out,
-        tile.index.map(|i| i as u32),
-        &data.times,
-        &data.lats,
-        &data.lons,
-        &data.values,
-        keep,
-    );
-    Ok(out)
+    let mut head = Vec::new();
+    prelude::encode_tile_head(&mut head, tile.index.map(|i| i as u32), &data.times, &data.lats, &data.lons);
+    let values = if all {
+        data.values.inner().clone()
+    } else {
+        let keep = [&keep_time[..], &keep_lat, &keep_lon];
+        Buffer::from_vec(prelude::select_cells(&data.values, data.lats.len(), data.lons.len(), keep))
+    };
+    Ok((head, values))
 }
 
 pub(crate) fn external(e: JobError) -> DataFusionError {

@@ -30,8 +30,8 @@ impl PerPixel {
 }
 
 impl TileFunctions for PerPixel {
-    fn map(&self, tile: &[u8]) -> Result<Vec<u8>, JobError> {
-        let tile = Tile::from_bytes(tile);
+    fn map(&self, tile: &[u8], values: &[u8]) -> Result<Vec<u8>, JobError> {
+        let tile = Tile::from_parts(tile, values);
         let pairs: Vec<_> = (0..tile.times.len()).flat_map(|t| tile.pixel_stats(t)).collect();
         let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
         for (k, v) in &pairs {
@@ -190,8 +190,8 @@ struct Broken {
 }
 
 impl TileFunctions for Broken {
-    fn map(&self, tile: &[u8]) -> Result<Vec<u8>, JobError> {
-        self.inner.map(tile)
+    fn map(&self, tile: &[u8], values: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.inner.map(tile, values)
     }
 
     fn reduce(&self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, JobError> {

@@ -80,7 +80,7 @@ impl TableProvider for CellsTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -117,7 +117,7 @@ impl TableProvider for CellsTable {
             ctx: self.ctx.clone(),
             layout: Layout::Cells,
         };
-        scan::plan(Arc::new(context), &tiles, projection, limit)
+        scan::plan(Arc::new(context), &tiles, projection, limit, state.config_options().execution.target_partitions)
     }
 }
 
