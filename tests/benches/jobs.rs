@@ -157,6 +157,18 @@ async fn gateway(
     (Client::new(&url).expect("client"), tx)
 }
 
+/// Runs of each global figure; the best is reported.
+const RUNS: usize = 3;
+
+/// The best of [`RUNS`] runs of a job.
+async fn best_job(client: &Client, code: &str) -> (Duration, usize) {
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        runs.push(job(client, code).await);
+    }
+    runs.into_iter().min().expect("runs")
+}
+
 async fn job(client: &Client, code: &str) -> (Duration, usize) {
     let s = client.create_session(&CreateSession::default()).await.expect("session");
     let clock = Instant::now();
@@ -222,9 +234,9 @@ fn secs(d: Duration) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    // `--repeat-cached N`: only the global job from a warm tile cache, N times (to profile).
-    let repeat: Option<usize> =
-        std::env::args().skip_while(|a| a != "--repeat-cached").nth(1).and_then(|n| n.parse().ok());
+    // `--repeat N`: only the global job, N times (to profile); `--repeat-cached N`: from a warm tile cache.
+    let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1).and_then(|n| n.parse::<usize>().ok());
+    let repeat = arg("--repeat").map(|n| (n, 0)).or(arg("--repeat-cached").map(|n| (n, 8192)));
     let days = if quick { "30" } else { "365" };
     let dir = std::env::temp_dir().join(format!("tilegate-bench-jobs-{days}"));
     let store = dir.join("datasets/sst.zarr");
@@ -272,29 +284,31 @@ async fn main() {
         let n = f();
         (clock.elapsed(), n)
     };
-    if let Some(times) = repeat {
-        let (cached, stop) = gateway(&dir, 2, 8192, true).await;
+    // The global figures the goals are read from: the best of `RUNS` (this VM's noise is one-sided).
+    let best = |f: &dyn Fn() -> usize| (0..RUNS).map(|_| timed(f)).min().expect("runs");
+    if let Some((times, cache_mib)) = repeat {
+        let (gateway, stop) = gateway(&dir, 2, cache_mib, true).await;
         let global_code = guest("global_timeseries");
         for _ in 0..=times {
-            let (took, _) = job(&cached, &global_code).await;
-            println!("global wasm job from the cache: {:.3} s", secs(took));
+            let (took, _) = job(&gateway, &global_code).await;
+            println!("global wasm job (tile cache {cache_mib} MiB): {:.3} s", secs(took));
         }
         let _ = stop.send(());
         return;
     }
-    let (decode_only, _) = timed(&|| native(&dataset, &global_tiles, &global, 2, false));
-    let (native_global, native_days) = timed(&|| native(&dataset, &global_tiles, &global, 2, true));
+    let (decode_only, _) = best(&|| native(&dataset, &global_tiles, &global, 2, false));
+    let (native_global, native_days) = best(&|| native(&dataset, &global_tiles, &global, 2, true));
     let (native_seed, _) = timed(&|| native(&dataset, &seed_tiles, &seed, 2, true));
     let (native_map, native_pixels) = timed(&|| native_pixels(&dataset, &map_tiles, &map_box, 2));
     // The machine's own 1-vs-2 scaling on the same work, to read the job's speed-up against.
-    let (native_global_1, _) = timed(&|| native(&dataset, &global_tiles, &global, 1, true));
+    let (native_global_1, _) = best(&|| native(&dataset, &global_tiles, &global, 1, true));
 
     let (global_code, seed_code) = (guest("global_timeseries"), guest("timeseries"));
     let (two, stop2) = gateway(&dir, 2, 0, true).await;
     // Warm: compile both modules once, so no timed run includes Cranelift.
     job(&two, &seed_code).await;
     job(&two, &global_code).await;
-    let (wasm_global, wasm_days) = job(&two, &global_code).await;
+    let (wasm_global, wasm_days) = best_job(&two, &global_code).await;
     let (wasm_seed, _) = job(&two, &seed_code).await;
     let seed_filter =
         "WHERE lat BETWEEN 45 AND 60 AND lon BETWEEN -150 AND -120 AND time BETWEEN '2008-09-01' AND '2008-09-16'";
@@ -341,7 +355,7 @@ async fn main() {
     }
     let (one, stop1) = gateway(&dir, 1, 0, true).await;
     job(&one, &global_code).await;
-    let (wasm_global_1, _) = job(&one, &global_code).await;
+    let (wasm_global_1, _) = best_job(&one, &global_code).await;
     let _ = stop1.send(());
     let (cached, stop3) = gateway(&dir, 2, 8192, true).await;
     let (cache_cold, _) = job(&cached, &global_code).await;
@@ -357,6 +371,7 @@ async fn main() {
     );
     println!("tile index build at registration: {:.2} s", secs(index_build));
     println!("{:<52} {:>9} {:>8}", "", "seconds", "ratio");
+    println!("(global figures: the best of {RUNS} runs each)");
     line("global decode only (2 threads)", Some(decode_only), None);
     line("global native single pass (2 threads) = base", Some(native_global), Some(1.0));
     line("global wasm job, 2 workers  (goal <= 1.3 x native)", Some(wasm_global), over(wasm_global, native_global));
