@@ -117,7 +117,7 @@ impl Stats {
 /// The running sums of [`Stats::of_rows`] around a shift `k` (a valid value, so exact in `f32`):
 /// per row, its valid cells and the sum of d = v - k over them; over the whole plane, min, max and
 /// the sum of d^2. A missing cell counts as k. In 128-bit vectors where there is an instruction
-/// set for them ([`Vectors`]), one value at a time elsewhere.
+/// set for them ([`Vectors`]), one value at a time elsewhere (where the vector kernel is unused).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 type Kernel = InVectors<wasm::Simd128>;
 #[cfg(target_arch = "x86_64")]
@@ -163,6 +163,7 @@ impl OneByOne {
 
 /// The vector instructions [`InVectors`] is written in: `V` holds 4 `f32` lanes (or 4 `i32` lanes
 /// of masks and counts), `D` 2 `f64` lanes.
+#[cfg_attr(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")), allow(dead_code))]
 trait Vectors {
     type V: Copy;
     type D: Copy;
@@ -193,6 +194,7 @@ trait Vectors {
 /// [`OneByOne`]). The main loop takes 16 cells a step and sums them pairwise before adding them to
 /// the running sums: wasmtime's loop-header interrupt check makes Cranelift keep the running sums
 /// in memory, so they are touched once per 16 cells, not per 4.
+#[cfg_attr(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")), allow(dead_code))]
 #[derive(Clone, Copy)]
 struct InVectors<I: Vectors> {
     k: f64,
@@ -203,6 +205,7 @@ struct InVectors<I: Vectors> {
     d2: [I::D; 2],
 }
 
+#[cfg_attr(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")), allow(dead_code))]
 impl<I: Vectors> InVectors<I> {
     fn new(k: f64) -> Self {
         let k32 = I::splat(k as f32);
