@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::RunContext;
 use crate::dataset::{Catalog, Selection};
-pub use cache::{CacheStats, TileCache};
+pub use cache::{CacheScan, CacheStats, TileCache};
 use wire::{Reader, put_field, read_fields};
 
 /// What a job computes: the caller's map, reduce and row functions, over encoded bytes.

@@ -57,7 +57,7 @@ impl Job {
             dataset: self.dataset.clone(),
             variables: vec![self.variable.clone()],
             selection: self.selection,
-            cache: self.cache.clone(),
+            cache: self.cache.scan(),
             ctx: self.ctx.clone(),
             layout: Layout::Encoded,
         });

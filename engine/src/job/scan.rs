@@ -22,7 +22,7 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::{PhysicalExpr, apply_expression_roots};
 use futures::{FutureExt, StreamExt};
 
-use super::{JobError, TileCache};
+use super::{CacheScan, JobError};
 use crate::RunContext;
 use crate::dataset::{Dataset, Selection, Tile, TileData};
 
@@ -63,7 +63,7 @@ pub(crate) struct ScanContext {
     /// The variables read; `Encoded` reads the first.
     pub(crate) variables: Vec<String>,
     pub(crate) selection: Selection,
-    pub(crate) cache: Arc<TileCache>,
+    pub(crate) cache: CacheScan,
     pub(crate) ctx: RunContext,
     pub(crate) layout: Layout,
 }

@@ -113,7 +113,7 @@ impl TableProvider for CellsTable {
             dataset: self.dataset.clone(),
             variables: self.variables.clone(),
             selection,
-            cache: self.cache.clone(),
+            cache: self.cache.scan(),
             ctx: self.ctx.clone(),
             layout: Layout::Cells,
         };
