@@ -41,6 +41,9 @@ impl Decoder {
         // NaN value stays NaN anyway.
         let as_f32 = |f: Option<f64>| f.filter(|f| f64::from(*f as f32) == *f).map_or(f32::NAN, |f| f as f32);
         let (fill, missing) = (as_f32(self.fill), as_f32(self.missing));
+        if fill.is_nan() && missing.is_nan() {
+            return true; // nothing to mask: NaN stays NaN
+        }
         for v in values {
             if *v == fill || *v == missing {
                 *v = f32::NAN;

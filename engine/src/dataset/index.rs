@@ -146,15 +146,22 @@ fn chunk_stats(
     let Some(raw) = z.read_chunk(&index, &decoder)? else { return Ok(None) };
     let [t, y, x] = ranges(z, index);
     let (cy, cx) = (z.chunks[1] as usize, z.chunks[2] as usize);
-    let cells = (0..t.len()).flat_map(move |ti| {
-        let y = y.clone();
-        let x = x.clone();
-        y.clone().flat_map(move |yi| {
-            let row = (ti * cy + (yi - y.start)) * cx;
-            x.clone().map(move |xi| (row + xi - x.start, yi))
-        })
-    });
-    let stats = Stats::of(cells.map(|(k, yi)| (raw[k], cos_lat[yi])));
+    let weights = &cos_lat[y.clone()];
+    // Per time step, the rows inside the grid through the vector kernel (an edge chunk's padding
+    // columns cut off first), merged exactly.
+    let mut plane = Vec::new();
+    let mut stats = Stats::default();
+    for ti in 0..t.len() {
+        let rows = &raw[ti * cy * cx..(ti * cy + y.len()) * cx];
+        let step = if x.len() == cx {
+            Stats::of_rows(rows, cx, weights)
+        } else {
+            plane.clear();
+            plane.extend(rows.chunks(cx).flat_map(|row| &row[..x.len()]));
+            Stats::of_rows(&plane, x.len(), weights)
+        };
+        stats = stats.merge(step);
+    }
     Ok((stats.count > 0).then_some(stats))
 }
 
