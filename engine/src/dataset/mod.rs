@@ -292,10 +292,21 @@ impl Dataset {
     /// # Errors
     /// [`Error::Corrupt`] naming the dataset and tile when its chunk cannot be decoded.
     pub fn read_tile(&self, variable: &str, tile: &Tile) -> Result<TileData, Error> {
+        self.read_chunk(variable, tile.index)
+    }
+
+    /// Decodes the tile at chunk index `at` (all fill when its chunk was never written).
+    ///
+    /// # Errors
+    /// As [`Dataset::read_tile`]; also an index outside the grid.
+    pub fn read_chunk(&self, variable: &str, at: [u64; 3]) -> Result<TileData, Error> {
         let v = self.variable(variable)?;
-        let [t, y, x] = index::ranges(&v.z, tile.index);
+        if at.iter().zip(&v.z.shape).zip(&v.z.chunks).any(|((&i, &n), &c)| i >= n.div_ceil(c)) {
+            return Err(self.tile_error(variable, at, Error::Corrupt("outside the grid".into())));
+        }
+        let [t, y, x] = index::ranges(&v.z, at);
         let decoder = v.decoder;
-        let raw = v.z.read_chunk(&tile.index, &decoder).map_err(|e| self.tile_error(variable, tile, e))?;
+        let raw = v.z.read_chunk(&at, &decoder).map_err(|e| self.tile_error(variable, at, e))?;
         let (cy, cx) = (v.z.chunks[1] as usize, v.z.chunks[2] as usize);
         let cells = t.len() * y.len() * x.len();
         let mut values = Vec::new();
@@ -321,9 +332,9 @@ impl Dataset {
         })
     }
 
-    fn tile_error(&self, variable: &str, tile: &Tile, e: Error) -> Error {
+    fn tile_error(&self, variable: &str, at: [u64; 3], e: Error) -> Error {
         let detail = e.to_string();
-        Error::Corrupt(format!("dataset '{}', variable '{variable}', tile {:?}: {detail}", self.name, tile.index))
+        Error::Corrupt(format!("dataset '{}', variable '{variable}', tile {at:?}: {detail}", self.name))
     }
 
     /// The REST description.

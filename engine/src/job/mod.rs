@@ -14,6 +14,7 @@
 //! engine's own runtime with `target_partitions` = workers, never on the HTTP runtime.
 
 mod cache;
+mod codec;
 pub(crate) mod plan;
 pub(crate) mod scan;
 pub(crate) mod states;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use crate::RunContext;
 use crate::dataset::{Catalog, Selection};
 pub use cache::{CacheScan, CacheStats, TileCache};
+pub use codec::{JobCodec, ResolveFunctions};
 use wire::{Reader, put_field, read_fields};
 
 /// What a job computes: the caller's map, reduce and row functions, over encoded bytes.
@@ -227,10 +229,16 @@ impl Jobs {
         functions: Arc<dyn TileFunctions>,
         ctx: &RunContext,
     ) -> Result<Vec<u8>, JobError> {
+        let job = self.job(spec, functions, ctx)?;
+        self.block_on(job.run())
+    }
+
+    /// The job `spec` asks for: its dataset, variable and tiles found.
+    fn job(&self, spec: &JobSpec, functions: Arc<dyn TileFunctions>, ctx: &RunContext) -> Result<plan::Job, JobError> {
         let dataset = self.catalog.get(&spec.dataset).map_err(|e| JobError::new("JobError", e.to_string()))?;
         let variable = dataset.variable_or_first(spec.variable.as_deref());
         let tiles = dataset.select(&variable, &spec.selection).map_err(|e| JobError::new("JobError", e.to_string()))?;
-        let job = plan::Job {
+        Ok(plan::Job {
             dataset,
             variable,
             selection: spec.selection,
@@ -239,8 +247,7 @@ impl Jobs {
             ctx: ctx.clone(),
             cache: self.cache.clone(),
             workers: self.workers,
-        };
-        self.block_on(job.run())
+        })
     }
 
     /// Runs `work` on the worker runtime and waits for it (from a blocking thread).

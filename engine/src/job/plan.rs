@@ -45,12 +45,19 @@ pub(super) struct Job {
 
 impl Job {
     pub(super) async fn run(self) -> Result<Vec<u8>, JobError> {
-        let identity = self.functions.identity();
-        let total = self.tiles.len();
-        if total == 0 {
+        if self.tiles.is_empty() {
             self.ctx.set_progress(1.0);
             return Ok(b"[]".to_vec());
         }
+        let (plan, session) = self.physical_plan().await.map_err(job_error)?;
+        let batches = datafusion::physical_plan::collect(plan, session.task_ctx()).await.map_err(job_error)?;
+        let json = rows_json(self.functions.as_ref(), &batches)?;
+        self.ctx.set_progress(1.0);
+        Ok(json)
+    }
+
+    /// The job's physical plan (`workers` partitions) and the session it was planned in.
+    pub(super) async fn physical_plan(&self) -> Result<(Arc<dyn ExecutionPlan>, SessionContext)> {
         let config = SessionConfig::new().with_target_partitions(self.workers);
         let session = SessionContext::new_with_config(config);
         let scan = Arc::new(ScanContext {
@@ -61,51 +68,57 @@ impl Job {
             ctx: self.ctx.clone(),
             layout: Layout::Encoded,
         });
-        let table = Arc::new(TileTable { scan, tiles: self.tiles });
-        let map = ScalarUDF::from(MapUdf {
-            name: format!("tile_map_{identity}"),
-            signature: Signature::exact(vec![DataType::Binary, DataType::Binary], Volatility::Volatile),
-            functions: self.functions.clone(),
-            ctx: self.ctx.clone(),
-            dataset: self.dataset.name().to_owned(),
-            done: Arc::new(AtomicUsize::new(0)),
-            total,
-        });
-        let reduce = AggregateUDF::from(ReduceUdaf {
-            name: format!("tile_reduce_{identity}"),
-            signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable),
-            calls: Arc::new(Folds { functions: self.functions.clone() }),
-        });
-        let batches = async {
-            session
-                .read_table(table)?
-                .select(vec![map.call(vec![col("tile"), col("values")]).alias("kv")])?
-                .unnest_columns(&["kv"])?
-                .unnest_columns(&["kv"])?
-                .aggregate(
-                    vec![ident("kv.key").alias("key")],
-                    vec![reduce.call(vec![ident("kv.value")]).alias("value")],
-                )?
-                .collect()
-                .await
-        }
-        .await
-        .map_err(job_error)?;
-
-        let mut rows = rows_of(self.functions.as_ref(), &batches)?;
-        rows.sort_by(|a, b| compare_json(&a.0, &b.0));
-        let mut json = Vec::with_capacity(rows.iter().map(|r| r.1.len() + 1).sum::<usize>() + 2);
-        json.push(b'[');
-        for (i, (_, row)) in rows.iter().enumerate() {
-            if i > 0 {
-                json.push(b',');
-            }
-            json.extend_from_slice(row);
-        }
-        json.push(b']');
-        self.ctx.set_progress(1.0);
-        Ok(json)
+        let table = Arc::new(TileTable { scan, tiles: self.tiles.clone() });
+        let map = map_udf(self.functions.clone(), self.ctx.clone(), self.dataset.name(), self.tiles.len());
+        let reduce = reduce_udaf(self.functions.clone());
+        let plan = session
+            .read_table(table)?
+            .select(vec![map.call(vec![col("tile"), col("values")]).alias("kv")])?
+            .unnest_columns(&["kv"])?
+            .unnest_columns(&["kv"])?
+            .aggregate(vec![ident("kv.key").alias("key")], vec![reduce.call(vec![ident("kv.value")]).alias("value")])?
+            .create_physical_plan()
+            .await?;
+        Ok((plan, session))
     }
+}
+
+/// The map UDF over `functions`, which reports progress out of `total` tiles to `ctx`.
+pub(super) fn map_udf(functions: Arc<dyn TileFunctions>, ctx: RunContext, dataset: &str, total: usize) -> ScalarUDF {
+    ScalarUDF::from(MapUdf {
+        name: format!("tile_map_{}", functions.identity()),
+        signature: Signature::exact(vec![DataType::Binary, DataType::Binary], Volatility::Volatile),
+        functions,
+        ctx,
+        dataset: dataset.to_owned(),
+        done: Arc::new(AtomicUsize::new(0)),
+        total,
+    })
+}
+
+/// The reduce UDAF over `functions`.
+pub(super) fn reduce_udaf(functions: Arc<dyn TileFunctions>) -> AggregateUDF {
+    AggregateUDF::from(ReduceUdaf {
+        name: format!("tile_reduce_{}", functions.identity()),
+        signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable),
+        calls: Arc::new(Folds { functions }),
+    })
+}
+
+/// The result of a job's plan as a JSON array of rows, sorted by key.
+pub(super) fn rows_json(functions: &dyn TileFunctions, batches: &[RecordBatch]) -> Result<Vec<u8>, JobError> {
+    let mut rows = rows_of(functions, batches)?;
+    rows.sort_by(|a, b| compare_json(&a.0, &b.0));
+    let mut json = Vec::with_capacity(rows.iter().map(|r| r.1.len() + 1).sum::<usize>() + 2);
+    json.push(b'[');
+    for (i, (_, row)) in rows.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(row);
+    }
+    json.push(b']');
+    Ok(json)
 }
 
 /// Each reduced key's row from the guest, about [`ROWS_CALL_BYTES`] of keys and values per call:
@@ -214,15 +227,16 @@ fn pair_item() -> FieldRef {
 }
 
 /// The map: one tile in, its `(key, value)` pairs out.
-struct MapUdf {
+pub(super) struct MapUdf {
     /// `tile_map_<module hash and function places>`: its identity.
     name: String,
     signature: Signature,
-    functions: Arc<dyn TileFunctions>,
+    pub(super) functions: Arc<dyn TileFunctions>,
     ctx: RunContext,
-    dataset: String,
+    pub(super) dataset: String,
     done: Arc<AtomicUsize>,
-    total: usize,
+    /// Tiles selected: progress is tiles mapped out of these.
+    pub(super) total: usize,
 }
 
 impl std::fmt::Debug for MapUdf {
@@ -313,7 +327,7 @@ fn decode_pairs(bytes: &[u8], keys: &mut BinaryBuilder, values: &mut BinaryBuild
 }
 
 /// The reduce: merges a key's values, in any grouping.
-struct ReduceUdaf {
+pub(super) struct ReduceUdaf {
     /// `tile_reduce_<module hash and function places>`: its identity.
     name: String,
     signature: Signature,
@@ -337,6 +351,12 @@ impl Eq for ReduceUdaf {}
 impl Hash for ReduceUdaf {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.name.hash(state);
+    }
+}
+
+impl ReduceUdaf {
+    pub(super) fn identity(&self) -> String {
+        self.calls.functions.identity()
     }
 }
 

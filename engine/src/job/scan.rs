@@ -1,5 +1,5 @@
 //! The tile scan: a `FileSource` whose "files" are the selected tiles (one `PartitionedFile` each,
-//! the tile carried as an extension). For a job it produces one row per tile with its masked bytes
+//! its path naming the chunk). For a job it produces one row per tile with its masked bytes
 //! ([`Layout::Encoded`]); for SQL, one row per valid cell inside the selection ([`Layout::Cells`]).
 
 use std::sync::Arc;
@@ -110,14 +110,25 @@ pub(crate) fn plan(
     Ok(datafusion::datasource::source::DataSourceExec::from_data_source(config))
 }
 
-/// A tile to read, attached to its `PartitionedFile`.
-#[derive(Debug, Clone)]
-pub(crate) struct TileRef(pub(crate) Tile);
-
-/// One `PartitionedFile` per tile. The size is nominal: tiles are never split into byte ranges.
+/// One `PartitionedFile` per tile, its path `tiles/<t>/<y>/<x>` naming the chunk index: the path
+/// is all a plan decoded elsewhere has of it. The size is nominal: tiles are never split into
+/// byte ranges.
 pub(crate) fn file(tile: &Tile) -> PartitionedFile {
     let [t, y, x] = tile.index;
-    PartitionedFile::new(format!("tiles/{t}/{y}/{x}"), 1).with_extension(TileRef(*tile))
+    PartitionedFile::new(format!("tiles/{t}/{y}/{x}"), 1)
+}
+
+/// The chunk index a [`file`] names.
+fn index_of(file: &PartitionedFile) -> Result<[u64; 3]> {
+    let path = file.path().as_ref();
+    let bad = || DataFusionError::Internal(format!("'{path}' names no tile"));
+    let mut parts = path.strip_prefix("tiles/").ok_or_else(bad)?.split('/').map(str::parse::<u64>);
+    let mut next = || parts.next().and_then(Result::ok).ok_or_else(bad);
+    let index = [next()?, next()?, next()?];
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(index)
 }
 
 #[derive(Clone)]
@@ -129,6 +140,10 @@ pub(crate) struct TileSource {
 }
 
 impl TileSource {
+    pub(crate) fn scan(&self) -> &Arc<ScanContext> {
+        &self.scan
+    }
+
     pub(crate) fn new(scan: Arc<ScanContext>) -> Self {
         let table_schema = TableSchema::from(scan.schema());
         Self {
@@ -221,22 +236,19 @@ struct TileOpener {
 
 impl FileOpener for TileOpener {
     fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
-        let tile = file
-            .extension::<TileRef>()
-            .map(|t| t.0)
-            .ok_or_else(|| DataFusionError::Internal(format!("no tile on {}", file.path())))?;
+        let tile = index_of(&file)?;
         let (scan, columns) = (self.scan.clone(), self.columns.clone());
         Ok(async move {
             let batch = match scan.layout {
                 Layout::Encoded => {
                     // Both parts become their arrays' buffers as they are: no copy.
-                    let (head, values) = read(&scan, &tile)?;
+                    let (head, values) = read(&scan, tile)?;
                     let one = |bytes: Buffer| -> ArrayRef {
                         Arc::new(BinaryArray::new(OffsetBuffer::from_lengths([bytes.len()]), bytes, None))
                     };
                     RecordBatch::try_new(schema(), vec![one(Buffer::from_vec(head)), one(values)])?.project(&columns)?
                 }
-                Layout::Cells => read_cells(&scan, &tile, &columns)?,
+                Layout::Cells => read_cells(&scan, tile, &columns)?,
             };
             Ok(futures::stream::iter([Ok(batch)]).boxed())
         }
@@ -245,13 +257,13 @@ impl FileOpener for TileOpener {
 }
 
 /// Decodes (or takes from the cache) one variable's tile.
-fn load(scan: &ScanContext, variable: &str, tile: &Tile) -> Result<Arc<TileData>> {
+fn load(scan: &ScanContext, variable: &str, tile: [u64; 3]) -> Result<Arc<TileData>> {
     if scan.ctx.is_cancelled() {
         return Err(external(JobError::new("Cancelled", "the job was cancelled")));
     }
-    let key = (scan.dataset.name(), variable, tile.index);
+    let key = (scan.dataset.name(), variable, tile);
     scan.cache
-        .get_or_load(key, || scan.dataset.read_tile(variable, tile))
+        .get_or_load(key, || scan.dataset.read_chunk(variable, tile))
         .map_err(|e| external(JobError::new("JobError", e.to_string())))
 }
 
@@ -274,7 +286,7 @@ fn masks(scan: &ScanContext, data: &TileData) -> [Vec<bool>; 3] {
 
 /// One tile's valid cells inside the selection as rows of the file columns `columns` (indices into
 /// `time, lat, lon, variables...`); only those columns are built.
-fn read_cells(scan: &ScanContext, tile: &Tile, columns: &[usize]) -> Result<RecordBatch> {
+fn read_cells(scan: &ScanContext, tile: [u64; 3], columns: &[usize]) -> Result<RecordBatch> {
     let data: Vec<Arc<TileData>> = scan.variables.iter().map(|v| load(scan, v, tile)).collect::<Result<_>>()?;
     let first = &data[0];
     let [keep_time, keep_lat, keep_lon] = masks(scan, first);
@@ -316,12 +328,12 @@ fn read_cells(scan: &ScanContext, tile: &Tile, columns: &[usize]) -> Result<Reco
 
 /// A tile for the map: its head (header and coordinates) and its values, as they are (no copy)
 /// when the selection takes the whole tile, or with the cells outside it set to NaN.
-fn read(scan: &ScanContext, tile: &Tile) -> Result<(Vec<u8>, Buffer)> {
+fn read(scan: &ScanContext, tile: [u64; 3]) -> Result<(Vec<u8>, Buffer)> {
     let data = load(scan, &scan.variables[0], tile)?;
     let [keep_time, keep_lat, keep_lon] = masks(scan, &data);
     let all = keep_time.iter().chain(&keep_lat).chain(&keep_lon).all(|&k| k);
     let mut head = Vec::new();
-    prelude::encode_tile_head(&mut head, tile.index.map(|i| i as u32), &data.times, &data.lats, &data.lons);
+    prelude::encode_tile_head(&mut head, tile.map(|i| i as u32), &data.times, &data.lats, &data.lons);
     let values = if all {
         data.values.inner().clone()
     } else {

@@ -229,3 +229,73 @@ fn malformed_fold_and_rows_outputs_fail_the_job_as_abi_errors() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The job's physical plan through protobuf (datafusion-proto with [`JobCodec`], as Ballista ships
+/// plans), decoded in a fresh context that has no UDF registered: it runs and gives the rows the
+/// job gives. A codec that does not know the module, or the dataset, refuses it by name.
+#[test]
+fn a_job_plan_through_protobuf_gives_the_same_rows() {
+    use datafusion::physical_plan::{collect, displayable};
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::bytes::{
+        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    };
+
+    let (dir, catalog, jobs) = demo("codec");
+    let spec = box_spec();
+    let functions = PerPixel::new(true);
+    let direct = jobs.run(&spec, functions.clone(), &RunContext::default()).unwrap();
+
+    let known = functions.clone();
+    let resolve: Arc<ResolveFunctions> =
+        Arc::new(move |id: &str| (id == known.identity()).then(|| known.clone() as Arc<dyn TileFunctions>));
+    let codec = |catalog: &Arc<Catalog>, resolve: Arc<ResolveFunctions>| {
+        Arc::new(JobCodec::new(catalog.clone(), Arc::new(TileCache::new(0)), RunContext::default(), resolve))
+    };
+    let ours = codec(&catalog, resolve.clone());
+    let job = jobs.job(&spec, functions.clone(), &RunContext::default()).unwrap();
+    let encoder = ours.clone();
+    let (shown, bytes) = jobs
+        .block_on(async move {
+            let (plan, _) = job.physical_plan().await.map_err(plan::job_error)?;
+            let shown = displayable(plan.as_ref()).indent(true).to_string();
+            let bytes = physical_plan_to_bytes_with_extension_codec(plan, encoder.as_ref()).map_err(plan::job_error)?;
+            Ok((shown, bytes))
+        })
+        .unwrap();
+    assert!(shown.contains("DataSourceExec") && shown.contains("tile_map_per_pixel_true"), "{shown}");
+    assert!(bytes.windows(8).any(|w| w == b"\xfftilegt\x01"), "the scan went through our codec");
+
+    let fresh = SessionContext::new();
+    let plan = physical_plan_from_bytes_with_extension_codec(&bytes, &fresh.task_ctx(), ours.as_ref()).unwrap();
+    assert_eq!(displayable(plan.as_ref()).indent(true).to_string(), shown, "the same plan");
+    let batches = jobs.block_on(async move { collect(plan, fresh.task_ctx()).await.map_err(plan::job_error) }).unwrap();
+    let decoded = plan::rows_json(functions.as_ref(), &batches).unwrap();
+    // The same rows, up to the last bits of sums merged in another order (as two direct runs are).
+    let (got, want) = (pixels(&decoded), pixels(&direct));
+    assert!(want.len() > 100, "{} pixels", want.len());
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (pixel, &(n, sum)) in &want {
+        assert_eq!(got[pixel].0, n, "{pixel:?}");
+        assert!((got[pixel].1 - sum).abs() <= 1e-9 * sum.abs(), "{pixel:?}: {} vs {sum}", got[pixel].1);
+    }
+
+    let ctx = SessionContext::new().task_ctx();
+    let stranger = codec(&catalog, Arc::new(|_: &str| None));
+    let e = physical_plan_from_bytes_with_extension_codec(&bytes, &ctx, stranger.as_ref()).unwrap_err().to_string();
+    assert!(e.contains("per_pixel_true") && e.contains("not known here"), "{e}");
+    let elsewhere = scratch_catalog("codec-elsewhere");
+    let e = physical_plan_from_bytes_with_extension_codec(&bytes, &ctx, codec(&elsewhere.1, resolve).as_ref())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sst"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&elsewhere.0);
+}
+
+/// An empty data directory's catalog (no demo dataset).
+fn scratch_catalog(name: &str) -> (std::path::PathBuf, Arc<Catalog>) {
+    let dir = std::env::temp_dir().join(format!("tilegate-engine-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    (dir.clone(), Arc::new(Catalog::open(&dir, false, 1).unwrap()))
+}
