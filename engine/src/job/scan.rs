@@ -346,3 +346,19 @@ fn read(scan: &ScanContext, tile: [u64; 3]) -> Result<(Vec<u8>, Buffer)> {
 pub(crate) fn external(e: JobError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tile_file_names_its_chunk_and_nothing_else_passes() {
+        let tile =
+            Tile { index: [7, 0, 12], time: (0, 0), lat: (0.0, 1.0), lon: (0.0, 1.0), stats: Default::default() };
+        assert_eq!(index_of(&file(&tile)).unwrap(), [7, 0, 12]);
+        for bad in ["tiles/1/2", "tiles/1/2/3/4", "chunks/1/2/3", "tiles/1/-2/3", "tiles/a/2/3", "tiles//2/3"] {
+            let e = index_of(&PartitionedFile::new(bad, 1)).unwrap_err().to_string();
+            assert!(e.contains("names no tile"), "{bad}: {e}");
+        }
+    }
+}

@@ -284,6 +284,10 @@ fn a_job_plan_through_protobuf_gives_the_same_rows() {
     let stranger = codec(&catalog, Arc::new(|_: &str| None));
     let e = physical_plan_from_bytes_with_extension_codec(&bytes, &ctx, stranger.as_ref()).unwrap_err().to_string();
     assert!(e.contains("per_pixel_true") && e.contains("not known here"), "{e}");
+    // A decoded plan names tiles by chunk index only: one outside the grid is an error, not a read.
+    let sst = catalog.get("sst").unwrap();
+    let e = sst.read_chunk(&sst.variable_or_first(None), [9999, 0, 0]).unwrap_err().to_string();
+    assert!(e.contains("outside the grid") && e.contains("[9999, 0, 0]"), "{e}");
     let elsewhere = scratch_catalog("codec-elsewhere");
     let e = physical_plan_from_bytes_with_extension_codec(&bytes, &ctx, codec(&elsewhere.1, resolve).as_ref())
         .unwrap_err()
