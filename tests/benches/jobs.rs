@@ -13,12 +13,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use tilegate_engine::RunContext;
 use tilegate_engine::dataset::{Catalog, Dataset, Selection, Stats, Tile};
+use tilegate_engine::job::{JobCodec, JobError, JobSpec, Jobs, TileCache, TileFunctions};
 use tilegate_gateway::{AppState, Config, serve};
 use tilegate_sdk::{Client, CreateSession, Language};
 
@@ -157,6 +159,43 @@ async fn gateway(
     (Client::new(&url).expect("client"), tx)
 }
 
+/// Functions known by identity only: encoding a plan never runs them.
+struct Named;
+
+impl TileFunctions for Named {
+    fn map(&self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, JobError> {
+        Err(JobError::new("JobError", "not run"))
+    }
+    fn reduce(&self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, JobError> {
+        Err(JobError::new("JobError", "not run"))
+    }
+    fn row(&self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, JobError> {
+        Err(JobError::new("JobError", "not run"))
+    }
+    fn identity(&self) -> String {
+        "0".repeat(64) + "_1_2_3_4_5"
+    }
+}
+
+/// The global job's physical plan (one partitioned file per tile) through datafusion-proto and
+/// `JobCodec`: its size, the time to encode it (plan included) and to decode it.
+fn plan_through_protobuf(catalog: &Arc<Catalog>) -> (usize, Duration, Duration) {
+    let jobs = Jobs::new(catalog.clone(), 2, 0).expect("jobs");
+    let named: Arc<dyn TileFunctions> = Arc::new(Named);
+    let resolve = move |_: &str| Some(named.clone());
+    let codec =
+        Arc::new(JobCodec::new(catalog.clone(), Arc::new(TileCache::new(0)), RunContext::default(), Arc::new(resolve)));
+    let spec = JobSpec { dataset: "sst".into(), variable: None, selection: Selection::default() };
+    let clock = Instant::now();
+    let bytes = jobs.encode_plan(&spec, Arc::new(Named), codec.clone()).expect("encode");
+    let encode = clock.elapsed();
+    let ctx = datafusion::prelude::SessionContext::new().task_ctx();
+    let clock = Instant::now();
+    datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(&bytes, &ctx, codec.as_ref())
+        .expect("decode");
+    (bytes.len(), encode, clock.elapsed())
+}
+
 /// Runs of each global figure; the best is reported.
 const RUNS: usize = 3;
 
@@ -271,7 +310,7 @@ async fn main() {
     let _ = std::fs::remove_dir_all(dir.join("index"));
     let _ = std::fs::remove_dir_all(dir.join("state"));
     let clock = Instant::now();
-    let catalog = Catalog::open(&dir, false, 2).expect("catalog");
+    let catalog = Arc::new(Catalog::open(&dir, false, 2).expect("catalog"));
     let index_build = clock.elapsed();
     let dataset = catalog.get("sst").expect("sst");
     let global = Selection::default();
@@ -307,6 +346,7 @@ async fn main() {
         let _ = stop.send(());
         return;
     }
+    let (plan_bytes, plan_encode, plan_decode) = plan_through_protobuf(&catalog);
     let (decode_only, _) = best(&|| native(&dataset, &global_tiles, &global, 2, false));
     let (native_global, native_days) = best(&|| native(&dataset, &global_tiles, &global, 2, true));
     let (native_seed, _) = timed(&|| native(&dataset, &seed_tiles, &seed, 2, true));
@@ -409,6 +449,9 @@ async fn main() {
         line(&format!("{label}: reading every cell"), Some(*from_cells), Some(1.0));
         line("  the same, whole tiles from the tile index", Some(*from_index), over(*from_index, *from_cells));
     }
+    let plan_label = format!("global job plan through protobuf ({:.2} MB): encode", plan_bytes as f64 / 1e6);
+    line(&plan_label, Some(plan_encode), None);
+    line("  decode (what an executor does before running it)", Some(plan_decode), None);
     line("global wasm job, tile cache cold", Some(cache_cold), Some(1.0));
     line("global wasm job, same query again from the cache", Some(cache_warm), over(cache_warm, cache_cold));
     let small_label = format!("global wasm job, default {default_mib} MiB cache, cold (vs no cache)");

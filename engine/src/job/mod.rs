@@ -233,6 +233,47 @@ impl Jobs {
         self.block_on(job.run())
     }
 
+    /// The physical plan of the job `spec` asks for, as datafusion-proto bytes through `codec`: what
+    /// a distributed engine ships to its executors.
+    ///
+    /// # Errors
+    /// As [`Jobs::run`] for the spec; a plan part `codec` cannot encode.
+    pub fn encode_plan(
+        &self,
+        spec: &JobSpec,
+        functions: Arc<dyn TileFunctions>,
+        codec: Arc<JobCodec>,
+    ) -> Result<Vec<u8>, JobError> {
+        let job = self.job(spec, functions, &RunContext::default())?;
+        self.block_on(async move {
+            let (plan, _) = job.physical_plan().await.map_err(plan::job_error)?;
+            let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, codec.as_ref());
+            Ok(bytes.map_err(plan::job_error)?.to_vec())
+        })
+    }
+
+    /// Decodes a plan from [`Jobs::encode_plan`] through `codec`, runs it on the worker runtime and
+    /// returns its rows as [`Jobs::run`] does, the last step through `functions`.
+    ///
+    /// # Errors
+    /// A plan `codec` cannot decode (unknown dataset or functions); then as [`Jobs::run`].
+    pub fn run_encoded(
+        &self,
+        bytes: &[u8],
+        functions: Arc<dyn TileFunctions>,
+        codec: Arc<JobCodec>,
+    ) -> Result<Vec<u8>, JobError> {
+        let bytes = bytes.to_vec();
+        self.block_on(async move {
+            let session = datafusion::prelude::SessionContext::new();
+            let decode = datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
+            let plan = decode(&bytes, &session.task_ctx(), codec.as_ref()).map_err(plan::job_error)?;
+            let batches =
+                datafusion::physical_plan::collect(plan, session.task_ctx()).await.map_err(plan::job_error)?;
+            plan::rows_json(functions.as_ref(), &batches)
+        })
+    }
+
     /// The job `spec` asks for: its dataset, variable and tiles found.
     fn job(&self, spec: &JobSpec, functions: Arc<dyn TileFunctions>, ctx: &RunContext) -> Result<plan::Job, JobError> {
         let dataset = self.catalog.get(&spec.dataset).map_err(|e| JobError::new("JobError", e.to_string()))?;

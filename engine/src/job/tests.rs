@@ -235,11 +235,9 @@ fn malformed_fold_and_rows_outputs_fail_the_job_as_abi_errors() {
 /// job gives. A codec that does not know the module, or the dataset, refuses it by name.
 #[test]
 fn a_job_plan_through_protobuf_gives_the_same_rows() {
-    use datafusion::physical_plan::{collect, displayable};
+    use datafusion::physical_plan::displayable;
     use datafusion::prelude::SessionContext;
-    use datafusion_proto::bytes::{
-        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
-    };
+    use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
 
     let (dir, catalog, jobs) = demo("codec");
     let spec = box_spec();
@@ -253,25 +251,24 @@ fn a_job_plan_through_protobuf_gives_the_same_rows() {
         Arc::new(JobCodec::new(catalog.clone(), Arc::new(TileCache::new(0)), RunContext::default(), resolve))
     };
     let ours = codec(&catalog, resolve.clone());
-    let job = jobs.job(&spec, functions.clone(), &RunContext::default()).unwrap();
-    let encoder = ours.clone();
-    let (shown, bytes) = jobs
-        .block_on(async move {
-            let (plan, _) = job.physical_plan().await.map_err(plan::job_error)?;
-            let shown = displayable(plan.as_ref()).indent(true).to_string();
-            let bytes = physical_plan_to_bytes_with_extension_codec(plan, encoder.as_ref()).map_err(plan::job_error)?;
-            Ok((shown, bytes))
-        })
-        .unwrap();
-    assert!(shown.contains("DataSourceExec") && shown.contains("tile_map_per_pixel_true"), "{shown}");
+    let bytes = jobs.encode_plan(&spec, functions.clone(), ours.clone()).unwrap();
     assert!(bytes.windows(8).any(|w| w == b"\xfftilegt\x01"), "the scan went through our codec");
 
+    // Decoded in a fresh context, the plan is the job's plan...
+    let job = jobs.job(&spec, functions.clone(), &RunContext::default()).unwrap();
+    let show = |plan: &dyn datafusion::physical_plan::ExecutionPlan| displayable(plan).indent(true).to_string();
+    let shown = jobs
+        .block_on(
+            async move { job.physical_plan().await.map(|(plan, _)| show(plan.as_ref())).map_err(plan::job_error) },
+        )
+        .unwrap();
+    assert!(shown.contains("DataSourceExec") && shown.contains("tile_map_per_pixel_true"), "{shown}");
     let fresh = SessionContext::new();
     let plan = physical_plan_from_bytes_with_extension_codec(&bytes, &fresh.task_ctx(), ours.as_ref()).unwrap();
-    assert_eq!(displayable(plan.as_ref()).indent(true).to_string(), shown, "the same plan");
-    let batches = jobs.block_on(async move { collect(plan, fresh.task_ctx()).await.map_err(plan::job_error) }).unwrap();
-    let decoded = plan::rows_json(functions.as_ref(), &batches).unwrap();
-    // The same rows, up to the last bits of sums merged in another order (as two direct runs are).
+    assert_eq!(show(plan.as_ref()), shown, "the same plan");
+    // ...and gives the job's rows, up to the last bits of sums merged in another order (as two
+    // direct runs are).
+    let decoded = jobs.run_encoded(&bytes, functions.clone(), ours).unwrap();
     let (got, want) = (pixels(&decoded), pixels(&direct));
     assert!(want.len() > 100, "{} pixels", want.len());
     assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
@@ -280,18 +277,15 @@ fn a_job_plan_through_protobuf_gives_the_same_rows() {
         assert!((got[pixel].1 - sum).abs() <= 1e-9 * sum.abs(), "{pixel:?}: {} vs {sum}", got[pixel].1);
     }
 
-    let ctx = SessionContext::new().task_ctx();
     let stranger = codec(&catalog, Arc::new(|_: &str| None));
-    let e = physical_plan_from_bytes_with_extension_codec(&bytes, &ctx, stranger.as_ref()).unwrap_err().to_string();
+    let e = jobs.run_encoded(&bytes, functions.clone(), stranger).unwrap_err().message;
     assert!(e.contains("per_pixel_true") && e.contains("not known here"), "{e}");
     // A decoded plan names tiles by chunk index only: one outside the grid is an error, not a read.
     let sst = catalog.get("sst").unwrap();
     let e = sst.read_chunk(&sst.variable_or_first(None), [9999, 0, 0]).unwrap_err().to_string();
     assert!(e.contains("outside the grid") && e.contains("[9999, 0, 0]"), "{e}");
     let elsewhere = scratch_catalog("codec-elsewhere");
-    let e = physical_plan_from_bytes_with_extension_codec(&bytes, &ctx, codec(&elsewhere.1, resolve).as_ref())
-        .unwrap_err()
-        .to_string();
+    let e = jobs.run_encoded(&bytes, functions, codec(&elsewhere.1, resolve)).unwrap_err().message;
     assert!(e.contains("sst"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&elsewhere.0);
