@@ -297,3 +297,51 @@ fn scratch_catalog(name: &str) -> (std::path::PathBuf, Arc<Catalog>) {
     let _ = std::fs::remove_dir_all(&dir);
     (dir.clone(), Arc::new(Catalog::open(&dir, false, 1).unwrap()))
 }
+
+/// The scan in its SQL layout (a row per valid cell) through protobuf reads the same cells.
+#[test]
+fn a_cells_scan_through_protobuf_reads_the_same_cells() {
+    use datafusion::arrow::array::{AsArray, RecordBatch};
+    use datafusion::arrow::datatypes::Float32Type;
+    use datafusion::physical_plan::{ExecutionPlan, collect};
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::bytes::{
+        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    };
+
+    let (dir, catalog, jobs) = demo("codec-cells");
+    let dataset = catalog.get("sst").unwrap();
+    let variable = dataset.variable_or_first(None);
+    let selection = box_spec().selection;
+    let tiles = dataset.select(&variable, &selection).unwrap();
+    let scan = Arc::new(scan::ScanContext {
+        dataset,
+        variables: vec![variable],
+        selection,
+        cache: jobs.cache().scan(),
+        ctx: RunContext::default(),
+        layout: scan::Layout::Cells,
+    });
+    let plan = scan::plan(scan, &tiles, None, None, 2).unwrap();
+    let codec = JobCodec::new(catalog.clone(), jobs.cache().clone(), RunContext::default(), Arc::new(|_: &str| None));
+    let bytes = physical_plan_to_bytes_with_extension_codec(plan.clone(), &codec).unwrap();
+    let ctx = SessionContext::new().task_ctx();
+    let decoded = physical_plan_from_bytes_with_extension_codec(&bytes, &ctx, &codec).unwrap();
+    // Rows and the sum of the variable's column: partitions may come back in another order.
+    let cells = |plan: Arc<dyn ExecutionPlan>| {
+        let ctx = ctx.clone();
+        let batches: Vec<RecordBatch> =
+            jobs.block_on(async move { collect(plan, ctx).await.map_err(plan::job_error) }).unwrap();
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let sum: f64 = batches
+            .iter()
+            .flat_map(|b| b.column(3).as_primitive::<Float32Type>().iter().flatten().map(f64::from).collect::<Vec<_>>())
+            .sum();
+        (rows, sum)
+    };
+    let ((rows, sum), (got_rows, got_sum)) = (cells(plan), cells(decoded));
+    assert!(rows > 1000, "{rows} cells");
+    assert_eq!(got_rows, rows);
+    assert!((got_sum - sum).abs() <= 1e-9 * sum.abs(), "{got_sum} vs {sum}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
