@@ -215,3 +215,38 @@ impl PhysicalExtensionCodec for JobCodec {
         Ok(Arc::new(reduce_udaf(self.resolve(text(&header, "functions")?)?)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_that_are_not_ours_or_are_cut_short_are_plan_errors() {
+        let mut part = Vec::new();
+        write(&mut part, &json!({ "part": "reduce", "functions": "abc" }), b"body");
+        let (header, body) = read(&part).unwrap();
+        assert_eq!((text(&header, "functions").unwrap(), body), ("abc", &b"body"[..]));
+        for bad in [&b"\x0a\x03abc"[..], &part[..8], &part[..14], b""] {
+            let e = read(bad).unwrap_err().to_string();
+            assert!(e.contains("not a tilegate plan part"), "{e}");
+        }
+        let mut not_json = MAGIC.to_vec();
+        not_json.extend_from_slice(&3u32.to_le_bytes());
+        not_json.extend_from_slice(b"{no");
+        assert!(read(&not_json).unwrap_err().to_string().contains("not a tilegate plan part"));
+        assert!(text(&header, "dataset").unwrap_err().to_string().contains("lacks 'dataset'"));
+    }
+
+    #[test]
+    fn selections_round_trip_and_malformed_ones_are_refused() {
+        for s in [
+            Selection::default(),
+            Selection { bbox: Some([-150.0, 45.0, -120.0, 60.0]), time: Some((1_220_227_200, 1_221_523_200)) },
+        ] {
+            assert_eq!(selection_of(&selection_json(&s)).unwrap(), s);
+        }
+        for bad in [json!({"bbox": [1, 2, 3]}), json!({"time": "soon"}), json!({"bbox": "x"})] {
+            assert!(selection_of(&bad).unwrap_err().to_string().contains("selection is malformed"), "{bad}");
+        }
+    }
+}
