@@ -55,7 +55,7 @@ impl Stats {
         // Sums of d = v - k and d^2 around a shift k taken from the data keep M2 well conditioned
         // (no cancellation of large squares). A missing cell counts as k: d = 0 adds nothing, and
         // k, a valid value, cannot change min or max; only the count skips it.
-        let Some(k) = values.iter().find(|v| !v.is_nan()).map(|&v| f64::from(v)) else { return Self::default() };
+        let Some(k) = Kernel::first_valid(values).map(f64::from) else { return Self::default() };
         let mut kernel = Kernel::new(k);
         let mut s = Self::default();
         let mut shifted = 0.0f64;
@@ -141,6 +141,11 @@ impl OneByOne {
         Self { k, min: k, max: k, d2: 0.0 }
     }
 
+    /// The first value that is not NaN.
+    fn first_valid(values: &[f32]) -> Option<f32> {
+        values.iter().copied().find(|v| !v.is_nan())
+    }
+
     /// The row's valid cells and their sum of d; keeps min, max and d^2.
     fn row(&mut self, row: &[f32]) -> (u64, f64) {
         let (mut count, mut d) = (0, 0.0);
@@ -173,6 +178,10 @@ trait Vectors {
     fn splat_d(v: f64) -> Self::D;
     /// All bits set in the lanes that are not NaN.
     fn valid(v: Self::V) -> Self::V;
+    /// Bitwise or.
+    fn or(a: Self::V, b: Self::V) -> Self::V;
+    /// Whether any bit is set.
+    fn any(mask: Self::V) -> bool;
     /// `a` where `mask` is set, `b` elsewhere.
     fn select(mask: Self::V, a: Self::V, b: Self::V) -> Self::V;
     /// `i32` lanes: `counts - mask`, so a set mask adds 1.
@@ -211,6 +220,18 @@ impl<I: Vectors> InVectors<I> {
         let k32 = I::splat(k as f32);
         let zero = I::splat_d(0.0);
         Self { k, k32, k64: I::splat_d(k), lo: k32, hi: k32, d2: [zero, zero] }
+    }
+
+    /// The first value that is not NaN, looked for 16 cells a step: land and ice put long NaN runs
+    /// before a tile's first valid cell, and a loop of one cell a step pays wasmtime's interrupt
+    /// check (and Cranelift's spills around it) per cell.
+    fn first_valid(values: &[f32]) -> Option<f32> {
+        let mut blocks = values.chunks_exact(16);
+        let found = blocks.find(|block| {
+            let valid = |at: usize| I::valid(I::load(&block[at..at + 4]));
+            I::any(I::or(I::or(valid(0), valid(4)), I::or(valid(8), valid(12))))
+        });
+        found.unwrap_or(blocks.remainder()).iter().copied().find(|v| !v.is_nan())
     }
 
     /// One step: the mask of valid lanes, the values (a NaN becomes k), and d in two halves.
@@ -302,6 +323,14 @@ mod wasm {
             f32x4_eq(v, v)
         }
         #[inline(always)]
+        fn or(a: v128, b: v128) -> v128 {
+            v128_or(a, b)
+        }
+        #[inline(always)]
+        fn any(mask: v128) -> bool {
+            v128_any_true(mask)
+        }
+        #[inline(always)]
         fn select(mask: v128, a: v128, b: v128) -> v128 {
             v128_bitselect(a, b, mask)
         }
@@ -384,6 +413,14 @@ mod x86 {
         #[inline(always)]
         fn valid(v: __m128) -> __m128 {
             unsafe { _mm_cmpeq_ps(v, v) }
+        }
+        #[inline(always)]
+        fn or(a: __m128, b: __m128) -> __m128 {
+            unsafe { _mm_or_ps(a, b) }
+        }
+        #[inline(always)]
+        fn any(mask: __m128) -> bool {
+            unsafe { _mm_movemask_ps(mask) != 0 }
         }
         #[inline(always)]
         fn select(mask: __m128, a: __m128, b: __m128) -> __m128 {
@@ -530,5 +567,24 @@ mod tests {
         let ((min, max, d2), (lo, hi, e2)) = (fast.finish(), slow.finish());
         assert_eq!((min, max), (lo, hi));
         assert!((d2 - e2).abs() < 1e-12 * e2, "{d2} vs {e2}");
+    }
+
+    #[test]
+    fn the_first_valid_value_is_found_in_every_place() {
+        // Lengths around the 16-cell step; the one valid value in each place, then none at all.
+        for len in [0, 1, 3, 15, 16, 17, 31, 32, 33, 180, 32_400] {
+            let mut values = vec![f32::NAN; len];
+            assert_eq!(Kernel::first_valid(&values), None, "{len} cells, all NaN");
+            for at in (0..len).filter(|&at| at < 40 || at % 997 == 0 || at + 20 > len) {
+                values[at] = at as f32 - 7.5;
+                if at + 1 < len {
+                    values[len - 1] = 1e9; // a later valid value does not count
+                }
+                let found = Kernel::first_valid(&values);
+                assert_eq!(found, OneByOne::first_valid(&values), "{len} cells, valid from {at}");
+                assert_eq!(found, Some(at as f32 - 7.5), "{len} cells, valid from {at}");
+                values.iter_mut().for_each(|v| *v = f32::NAN);
+            }
+        }
     }
 }
