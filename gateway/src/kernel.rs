@@ -149,7 +149,7 @@ impl SandboxKernel {
             ctx: ctx.clone(),
             deadline: Instant::now() + self.limits.deadline,
             values: self.values(job.session_id),
-            idle: Mutex::new(Vec::new()),
+            idle: Idle::new(),
         };
         Ok(Some((list, Arc::new(workers))))
     }
@@ -196,7 +196,7 @@ impl SandboxKernel {
                 ctx: ctx.clone(),
                 deadline,
                 values: values.clone(),
-                idle: Mutex::new(Vec::new()),
+                idle: Idle::new(),
             };
             let functions = WasmFunctions {
                 workers,
@@ -251,7 +251,9 @@ impl JobRequest {
 }
 
 /// Instances of one module for a statement's calls (a job's map and reduce, SQL functions): one
-/// per worker thread at a time, reused across calls, dropped after any failure.
+/// per worker thread at a time, reused across calls, dropped after any failure. A thread gets back
+/// the instance it last used when that one is idle: its memory (the last tile copied in, the
+/// guest's heap) is still in that core's cache, where another thread would have to pull it over.
 struct Workers {
     sandbox: Arc<Sandbox>,
     program: Arc<Program>,
@@ -259,7 +261,28 @@ struct Workers {
     ctx: RunContext,
     deadline: Instant,
     values: Arc<dyn SessionValues>,
-    idle: Mutex<Vec<Worker>>,
+    idle: Idle<Worker>,
+}
+
+/// Idle items, each with the thread that last used it: a thread takes back its own when it is
+/// idle, else any.
+struct Idle<T>(Mutex<Vec<(std::thread::ThreadId, T)>>);
+
+impl<T> Idle<T> {
+    fn new() -> Self {
+        Self(Mutex::new(Vec::new()))
+    }
+
+    fn take(&self) -> Option<T> {
+        let thread = std::thread::current().id();
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let own = idle.iter().rposition(|(last, _)| *last == thread);
+        own.map(|i| idle.swap_remove(i)).or_else(|| idle.pop()).map(|(_, item)| item)
+    }
+
+    fn put(&self, item: T) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push((std::thread::current().id(), item));
+    }
 }
 
 impl Workers {
@@ -269,8 +292,7 @@ impl Workers {
         call: impl FnOnce(&mut Worker) -> Result<Vec<u8>, tilegate_sandbox::Error>,
     ) -> Result<Vec<u8>, JobError> {
         let failed = |e: tilegate_sandbox::Error| JobError::new(e.name(), e.to_string());
-        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let mut worker = match idle {
+        let mut worker = match self.idle.take() {
             Some(w) => w,
             None => self
                 .sandbox
@@ -278,7 +300,7 @@ impl Workers {
                 .map_err(failed)?,
         };
         let out = call(&mut worker).map_err(failed)?;
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(worker);
+        self.idle.put(worker);
         Ok(out)
     }
 }
@@ -445,6 +467,19 @@ fn output_data(printed: String, result: Value) -> Data {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_takes_back_the_instance_it_last_used() {
+        let idle = Arc::new(Idle::new());
+        idle.put("main's");
+        let other = idle.clone();
+        std::thread::spawn(move || other.put("other's")).join().unwrap();
+        // The other thread's item went in last; this thread still gets its own first.
+        assert_eq!(idle.take(), Some("main's"));
+        // With none of its own idle, any idle one.
+        assert_eq!(idle.take(), Some("other's"));
+        assert_eq!(idle.take(), None);
+    }
 
     #[test]
     fn text_joins_printed_and_result() {
