@@ -1,11 +1,12 @@
 //! Map/reduce jobs over the tiles of a dataset, planned and run by Apache DataFusion.
 //!
-//! The plan is `scan → map → unnest → group by key with reduce`:
+//! The plan is `scan → map → gather → unnest → group by key with reduce`:
 //! - the scan is a stock `DataSourceExec` over a `FileScanConfig` with one `PartitionedFile` per
 //!   selected tile, read by our [`scan::TileSource`] (so the same plan can run on Ballista, which
 //!   only slices stock file scans correctly); each tile becomes one row holding the tile's bytes,
 //!   cells outside the selection set to NaN;
-//! - map is a scalar UDF returning the tile's `(key, value)` pairs as `List<Struct<key, value>>`;
+//! - map is a scalar UDF returning the tile's `(key, value)` pairs as `List<Struct<key, value>>`,
+//!   gathered 16 tiles a batch (`plan::TILES_PER_BATCH`) by a stock `FilterExec` that passes them all;
 //! - reduce is an aggregate UDF merging the values of a key, in any grouping: the keys a batch
 //!   touches in one [`TileFunctions::fold`] call (`states`).
 //!

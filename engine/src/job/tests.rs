@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use prelude::{Stats, Tile, Value, job_fold_bytes, job_rows_bytes, value_field_encode};
+use prelude::{Stats, Tile, Time, Value, job_fold_bytes, job_rows_bytes, value_field_encode};
 
 use super::*;
 
@@ -235,6 +235,7 @@ fn malformed_fold_and_rows_outputs_fail_the_job_as_abi_errors() {
 /// job gives. A codec that does not know the module, or the dataset, refuses it by name.
 #[test]
 fn a_job_plan_through_protobuf_gives_the_same_rows() {
+    use datafusion::common::tree_node::TreeNode;
     use datafusion::physical_plan::displayable;
     use datafusion::prelude::SessionContext;
     use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
@@ -266,6 +267,15 @@ fn a_job_plan_through_protobuf_gives_the_same_rows() {
     let fresh = SessionContext::new();
     let plan = physical_plan_from_bytes_with_extension_codec(&bytes, &fresh.task_ctx(), ours.as_ref()).unwrap();
     assert_eq!(show(plan.as_ref()), shown, "the same plan");
+    let mut gathers = Vec::new();
+    plan.apply(|node| {
+        if let Some(filter) = node.downcast_ref::<datafusion::physical_plan::filter::FilterExec>() {
+            gathers.push(filter.batch_size());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })
+    .unwrap();
+    assert_eq!(gathers, [plan::TILES_PER_BATCH], "map outputs are gathered as bounded there as here");
     // ...and gives the job's rows, up to the last bits of sums merged in another order (as two
     // direct runs are).
     let decoded = jobs.run_encoded(&bytes, functions.clone(), ours).unwrap();
@@ -289,6 +299,63 @@ fn a_job_plan_through_protobuf_gives_the_same_rows() {
     assert!(e.contains("sst"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&elsewhere.0);
+}
+
+/// NEXUS's time series map (a key per tile and day), counting the batched reduce's calls.
+#[derive(Default)]
+struct PerDay {
+    folds: AtomicUsize,
+    maps: AtomicUsize,
+}
+
+impl TileFunctions for PerDay {
+    fn map(&self, tile: &[u8], values: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.maps.fetch_add(1, Ordering::Relaxed);
+        let pairs = Tile::from_parts(tile, values).stats_by_time();
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in &pairs {
+            value_field_encode(k, &mut out);
+            value_field_encode(v, &mut out);
+        }
+        Ok(out)
+    }
+    fn reduce(&self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, JobError> {
+        let mut out = Vec::new();
+        Stats::decode(a).merge(Stats::decode(b)).encode(&mut out);
+        Ok(out)
+    }
+    fn fold(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        self.folds.fetch_add(1, Ordering::Relaxed);
+        Ok(job_fold_bytes::<Stats>(Stats::merge, input))
+    }
+    fn row(&self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, JobError> {
+        Err(JobError::new("JobError", "rows come batched"))
+    }
+    fn rows(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        Ok(job_rows_bytes::<Time, Stats>(input))
+    }
+    fn identity(&self) -> String {
+        "per_day".into()
+    }
+}
+
+#[test]
+fn map_outputs_reach_the_reduce_gathered_over_tiles() {
+    // One pair per tile: were each tile's output its own batch, the partial aggregate would fold
+    // once per tile; gathered, once per `TILES_PER_BATCH` tiles of each partition, no fewer (the
+    // bound keeps a per-pixel map's gathered pairs small).
+    let (dir, _catalog, jobs) = demo("gathered");
+    let functions = Arc::new(PerDay::default());
+    let spec = JobSpec { dataset: "sst".into(), variable: None, selection: Selection::default() };
+    let rows = jobs.run(&spec, functions.clone(), &RunContext::default()).unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&rows).unwrap();
+    let (tiles, folds) = (functions.maps.load(Ordering::Relaxed), functions.folds.load(Ordering::Relaxed));
+    assert!(rows.len() >= 365 && tiles >= 4 * rows.len(), "{} days from {tiles} tiles", rows.len());
+    assert!(rows.iter().all(|r| r["cnt"].as_u64().unwrap() > 0), "every day has cells");
+    // At most: a part batch more per partition (2), and the final stage's merges (2 x 2).
+    let (least, most) = (tiles / plan::TILES_PER_BATCH, tiles.div_ceil(plan::TILES_PER_BATCH) + 6);
+    assert!((least..=most).contains(&folds), "{folds} fold calls for {tiles} tiles ({least} to {most})");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An empty data directory's catalog (no demo dataset).
