@@ -152,6 +152,11 @@ impl Sandbox {
             .cranelift_opt_level(OptLevel::Speed)
             // Enough frames to see where a trap happened without copying deep recursions.
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32));
+        // For profiling only: wasmtime writes /tmp/perf-<pid>.map, so `perf report` names guest
+        // functions. Off by default (the file grows with every module compiled).
+        if std::env::var_os("TILEGATE_PERF_MAP").is_some() {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm).map_err(|e| Error::Setup(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         host::link(&mut linker).map_err(|e| Error::Setup(format!("{e:#}")))?;

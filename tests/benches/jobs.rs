@@ -264,6 +264,18 @@ fn time_series_sql(filter: &str) -> String {
 }
 
 /// One line of the table: the label, the time (if any) and a ratio (if any).
+/// The NEXUS time-average map (a key per pixel: one reduce per pixel and day) as a `rust`
+/// statement: the shipped snippet over 91 days of a 60 x 40 degree box.
+fn time_average_map() -> String {
+    let snippet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/snippets/time_average_map.rs");
+    let snippet = std::fs::read_to_string(snippet).expect("time_average_map.rs");
+    let code = snippet
+        .replace(".bbox(-150.0, 40.0, -130.0, 50.0)", ".bbox(-160.0, 20.0, -100.0, 60.0)")
+        .replace(r#".time("2008-09-01", "2008-09-30")"#, r#".time("2008-09-01", "2008-11-30")"#);
+    assert!(code.contains("-160.0") && code.contains("2008-11-30"), "the snippet's box and times moved");
+    code
+}
+
 fn line(label: &str, seconds: Option<Duration>, ratio: Option<f64>) {
     let time = seconds.map_or(String::new(), |d| format!("{:.3}", secs(d)));
     let ratio = ratio.map_or(String::new(), |r| format!("{r:.3}"));
@@ -283,10 +295,12 @@ fn secs(d: Duration) -> f64 {
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--repeat N`: only the global job, N times (to profile); `--repeat-cached N`: from a warm tile
-    // cache of `--cache-mib M` (8192 unless given).
+    // cache of `--cache-mib M` (8192 unless given); `--repeat-map N`: only the time-average map
+    // statement, from a warm tile cache.
     let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1).and_then(|n| n.parse::<usize>().ok());
     let cache_mib = arg("--cache-mib").unwrap_or(8192);
     let repeat = arg("--repeat").map(|n| (n, 0)).or(arg("--repeat-cached").map(|n| (n, cache_mib)));
+    let repeat_map = arg("--repeat-map");
     let days = if quick { "30" } else { "365" };
     let dir = std::env::temp_dir().join(format!("tilegate-bench-jobs-{days}"));
     let store = dir.join("datasets/sst.zarr");
@@ -336,6 +350,16 @@ async fn main() {
         let n = f();
         (clock.elapsed(), n)
     };
+    if let Some(times) = repeat_map {
+        let (gateway, stop) = gateway(&dir, 2, 8192, true).await;
+        let code = time_average_map();
+        for _ in 0..=times {
+            let (took, grid) = rust(&gateway, &code).await;
+            println!("time-average map (rust statement): {:.3} s, {} lat rows", secs(took), grid.len());
+        }
+        let _ = stop.send(());
+        return;
+    }
     if let Some((times, cache_mib)) = repeat {
         let (gateway, stop) = gateway(&dir, 2, cache_mib, true).await;
         let global_code = guest("global_timeseries");
@@ -389,14 +413,7 @@ async fn main() {
     for query in INDEX_QUERIES.iter().chain([&global_series.as_str()]) {
         indexed.push(sql(&two, query).await);
     }
-    // The NEXUS time-average map (a key per pixel: one reduce per pixel and day) as a `rust`
-    // statement, the shipped snippet over 91 days of a 60 x 40 degree box.
-    let snippet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/snippets/time_average_map.rs");
-    let snippet = std::fs::read_to_string(snippet).expect("time_average_map.rs");
-    let map_code = snippet
-        .replace(".bbox(-150.0, 40.0, -130.0, 50.0)", ".bbox(-160.0, 20.0, -100.0, 60.0)")
-        .replace(r#".time("2008-09-01", "2008-09-30")"#, r#".time("2008-09-01", "2008-11-30")"#);
-    assert!(map_code.contains("-160.0") && map_code.contains("2008-11-30"), "the snippet's box and times moved");
+    let map_code = time_average_map();
     rust(&two, &map_code).await; // warm: compile
     let (wasm_map, grid) = rust(&two, &map_code).await;
     let map_pixels = grid
