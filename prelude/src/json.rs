@@ -247,7 +247,7 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Result<Json, String> {
         let start = self.at;
-        while self.bytes.get(self.at).is_some_and(|b| b"+-0123456789.eE".contains(b)) {
+        while self.bytes.get(self.at).is_some_and(|&b| matches!(b, b'+' | b'-' | b'0'..=b'9' | b'.' | b'e' | b'E')) {
             self.at += 1;
         }
         std::str::from_utf8(&self.bytes[start..self.at])
@@ -309,6 +309,9 @@ mod tests {
         assert_eq!(json[0]["name"].as_str(), Some("a\"bé"));
         assert_eq!(json[0]["ok"].as_bool(), Some(true));
         assert!(json[0]["none"].is_null() && json[0]["missing"].is_null() && json[5].is_null());
+        let numbers = Json::parse("[-1.5e-3, 2E+2, -0, 7]").unwrap();
+        let numbers: Vec<f64> = (0..4).filter_map(|i| numbers[i].as_f64()).collect();
+        assert_eq!(numbers, [-1.5e-3, 200.0, 0.0, 7.0]);
         let mut out = String::new();
         json.to_json(&mut out);
         assert_eq!(out, r#"[{"time":1220227200,"cnt":3,"mean":12.5,"name":"a\"bé","ok":true,"none":null},[]]"#);
