@@ -8,7 +8,9 @@
 //! - map is a scalar UDF returning the tile's `(key, value)` pairs as `List<Struct<key, value>>`,
 //!   gathered 16 tiles a batch (`plan::TILES_PER_BATCH`) by a stock `FilterExec` that passes them all;
 //! - reduce is an aggregate UDF merging the values of a key, in any grouping: the keys a batch
-//!   touches in one [`TileFunctions::fold`] call (`states`).
+//!   touches in one [`TileFunctions::fold`] call (`states`);
+//! - then each key's row comes from [`TileFunctions::rows`] calls of about 1 MB, run on the
+//!   workers in parallel, and the rows are sorted by key (`rows`).
 //!
 //! What map, reduce and the final rows *do* comes from a [`TileFunctions`] the caller supplies
 //! (the gateway's runs wasm in the sandbox); the engine only moves bytes. Work runs on the
@@ -17,6 +19,7 @@
 mod cache;
 mod codec;
 pub(crate) mod plan;
+mod rows;
 pub(crate) mod scan;
 pub(crate) mod states;
 #[cfg(test)]
@@ -264,14 +267,14 @@ impl Jobs {
         functions: Arc<dyn TileFunctions>,
         codec: Arc<JobCodec>,
     ) -> Result<Vec<u8>, JobError> {
-        let bytes = bytes.to_vec();
+        let (bytes, workers) = (bytes.to_vec(), self.workers);
         self.block_on(async move {
             let session = datafusion::prelude::SessionContext::new();
             let decode = datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
             let plan = decode(&bytes, &session.task_ctx(), codec.as_ref()).map_err(plan::job_error)?;
             let batches =
                 datafusion::physical_plan::collect(plan, session.task_ctx()).await.map_err(plan::job_error)?;
-            plan::rows_json(functions.as_ref(), &batches)
+            rows::rows_json(functions.as_ref(), &batches, workers)
         })
     }
 

@@ -1,12 +1,11 @@
-//! The job's DataFusion plan: tile table → map UDF → gather → unnest → reduce UDAF by key; then
-//! the rows.
+//! The job's DataFusion plan: tile table → map UDF → gather → unnest → reduce UDAF by key (then
+//! `rows` makes its rows).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, ListArray, StructArray};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
@@ -26,14 +25,10 @@ use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, ident};
 
 use super::scan::{self, Layout, ScanContext, external};
 use super::states::{GroupStates, NewStates, OneState, StateCalls, merge_in_calls, read_states};
-use super::wire::{Reader, put_field, read_fields, word_at};
+use super::wire::{Reader, word_at};
 use super::{JobError, TileCache, TileFunctions};
 use crate::RunContext;
 use crate::dataset::{Dataset, Selection, Tile};
-
-/// About this many bytes of keys and values per `rows` call: their JSON, several times larger
-/// for verbose rows, stays under the sandbox's output cap (8 MiB by default).
-const ROWS_CALL_BYTES: usize = 1 << 20;
 
 pub(super) struct Job {
     pub(super) dataset: Arc<Dataset>,
@@ -54,7 +49,7 @@ impl Job {
         }
         let (plan, session) = self.physical_plan().await.map_err(job_error)?;
         let batches = datafusion::physical_plan::collect(plan, session.task_ctx()).await.map_err(job_error)?;
-        let json = rows_json(self.functions.as_ref(), &batches)?;
+        let json = super::rows::rows_json(self.functions.as_ref(), &batches, self.workers)?;
         self.ctx.set_progress(1.0);
         Ok(json)
     }
@@ -125,71 +120,6 @@ pub(super) fn reduce_udaf(functions: Arc<dyn TileFunctions>) -> AggregateUDF {
         signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable),
         calls: Arc::new(Folds { functions }),
     })
-}
-
-/// The result of a job's plan as a JSON array of rows, sorted by key.
-pub(super) fn rows_json(functions: &dyn TileFunctions, batches: &[RecordBatch]) -> Result<Vec<u8>, JobError> {
-    let mut rows = rows_of(functions, batches)?;
-    rows.sort_by(|a, b| compare_json(&a.0, &b.0));
-    let mut json = Vec::with_capacity(rows.iter().map(|r| r.1.len() + 1).sum::<usize>() + 2);
-    json.push(b'[');
-    for (i, (_, row)) in rows.iter().enumerate() {
-        if i > 0 {
-            json.push(b',');
-        }
-        json.extend_from_slice(row);
-    }
-    json.push(b']');
-    Ok(json)
-}
-
-/// Each reduced key's row from the guest, about [`ROWS_CALL_BYTES`] of keys and values per call:
-/// the key (parsed, to sort by) and the row's JSON.
-fn rows_of(
-    functions: &dyn TileFunctions,
-    batches: &[RecordBatch],
-) -> Result<Vec<(serde_json::Value, Vec<u8>)>, JobError> {
-    let mut pairs = batches
-        .iter()
-        .flat_map(|batch| {
-            let (keys, values) = (batch.column(0).as_binary::<i32>(), batch.column(1).as_binary::<i32>());
-            (0..batch.num_rows()).filter(|&i| values.is_valid(i)).map(move |i| (keys.value(i), values.value(i)))
-        })
-        .peekable();
-    let mut rows = Vec::new();
-    while pairs.peek().is_some() {
-        let mut input = 0u32.to_le_bytes().to_vec();
-        let mut n = 0u32;
-        while let Some((key, value)) = pairs.next_if(|_| n == 0 || input.len() < ROWS_CALL_BYTES) {
-            put_field(&mut input, key);
-            put_field(&mut input, value);
-            n += 1;
-        }
-        input[..4].copy_from_slice(&n.to_le_bytes());
-        let output = functions.rows(&input)?;
-        let outs = read_fields(&output, false, 1).filter(|outs| outs.len() == n as usize).ok_or_else(|| {
-            JobError::new("AbiError", format!("the rows of {n} keys came back as {} bytes", output.len()))
-        })?;
-        rows.extend(outs.into_iter().map(|out| {
-            let split = out.iter().position(|&b| b == b'\n').unwrap_or(out.len());
-            let key = serde_json::from_slice(&out[..split]).unwrap_or(serde_json::Value::Null);
-            (key, out[(split + 1).min(out.len())..].to_vec())
-        }));
-    }
-    Ok(rows)
-}
-
-/// Keys sort as their JSON: numbers numerically, strings lexically, arrays element by element.
-fn compare_json(a: &serde_json::Value, b: &serde_json::Value) -> std::cmp::Ordering {
-    use serde_json::Value::{Array, Number, String};
-    match (a, b) {
-        (Number(x), Number(y)) => x.as_f64().unwrap_or(0.0).total_cmp(&y.as_f64().unwrap_or(0.0)),
-        (String(x), String(y)) => x.cmp(y),
-        (Array(x), Array(y)) => {
-            x.iter().zip(y).map(|(p, q)| compare_json(p, q)).find(|o| o.is_ne()).unwrap_or(x.len().cmp(&y.len()))
-        }
-        _ => a.to_string().cmp(&b.to_string()),
-    }
 }
 
 /// The job's error from DataFusion's: ours when a tile or function failed, else a plan error.
