@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 
 use crate::abi;
 use crate::tile::Tile;
-use crate::value::{Value, json_string, row_json};
+use crate::value::{Value, json_string, push_row_of};
 
 /// What `sbx_invoke` calls: `(user function, input a, input b) -> output bytes`.
 pub(crate) type Trampoline = fn(usize, &[u8], &[u8]) -> Vec<u8>;
@@ -271,15 +271,22 @@ impl<'a> Batch<'a> {
 /// The key's JSON, a newline, then the row's JSON (the host sorts by the first, returns the second).
 fn row_trampoline<K: Value, V: Value>(_: usize, key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut out = String::new();
-    push_row::<K, V>(&mut out, key, value);
+    push_row::<K, V>(&mut out, &mut String::new(), key, value);
     out.into_bytes()
 }
 
-fn push_row<K: Value, V: Value>(out: &mut String, key: &[u8], value: &[u8]) {
+/// Appends what [`row_trampoline`] returns; `scratch` holds the key's and value's JSON (each
+/// formatted once: float formatting is most of a per-pixel job's rows).
+fn push_row<K: Value, V: Value>(out: &mut String, scratch: &mut String, key: &[u8], value: &[u8]) {
     let (k, v) = (K::decode(key), V::decode(value));
-    k.to_json(out);
+    scratch.clear();
+    k.to_json(scratch);
+    let key_len = scratch.len();
+    v.to_json(scratch);
+    let (key, value) = scratch.split_at(key_len);
+    out.push_str(key);
     out.push('\n');
-    out.push_str(&row_json(&k, &v));
+    push_row_of::<K>(out, key, value);
 }
 
 /// The rows of many keys in one call: input `u32 n`, then `n` times a key and its final value
@@ -287,11 +294,11 @@ fn push_row<K: Value, V: Value>(out: &mut String, key: &[u8], value: &[u8]) {
 fn rows_trampoline<K: Value, V: Value>(_: usize, input: &[u8], _: &[u8]) -> Vec<u8> {
     let mut batch = Batch { input, at: 0 };
     let mut out = Vec::with_capacity(input.len() * 2);
-    let mut row = String::new();
+    let (mut row, mut scratch) = (String::new(), String::new());
     for _ in 0..batch.word() {
         let (key, value) = (batch.bytes(), batch.bytes());
         row.clear();
-        push_row::<K, V>(&mut row, key, value);
+        push_row::<K, V>(&mut row, &mut scratch, key, value);
         out.extend_from_slice(&(row.len() as u32).to_le_bytes());
         out.extend_from_slice(row.as_bytes());
     }

@@ -185,8 +185,14 @@ impl Value for f32 {
     fn decode(bytes: &[u8]) -> Self {
         f32::from_le_bytes(bytes[..4].try_into().unwrap_or_default())
     }
+    /// The shortest text that reads back as this `f32` (`10.1`, not the `f64` widening's
+    /// `10.100000381469727`): what the data says, and fewer digits to find.
     fn to_json(&self, out: &mut String) {
-        push_f64(out, f64::from(*self));
+        if self.is_finite() {
+            let _ = write!(out, "{self:?}");
+        } else {
+            out.push_str("null");
+        }
     }
 }
 
@@ -279,18 +285,26 @@ pub fn json_string(out: &mut String, s: &str) {
 }
 
 /// A result row: `{"<K::NAME>": key, ...value fields}` when the value is a JSON object, else
-/// `{"<K::NAME>": key, "value": value}`.
+/// `{"<K::NAME>": key, "value": value}`. (Jobs write rows with [`push_row_of`], from the key's
+/// and value's JSON formatted once.)
+#[cfg(test)]
 pub(crate) fn row_json<K: Value, V: Value>(key: &K, value: &V) -> String {
     let mut k = String::new();
     key.to_json(&mut k);
     let mut v = String::new();
     value.to_json(&mut v);
     let mut row = String::with_capacity(k.len() + v.len() + 16);
+    push_row_of::<K>(&mut row, &k, &v);
+    row
+}
+
+/// Appends [`row_json`] of a key and a value already in JSON (`key`, `value`).
+pub(crate) fn push_row_of<K: Value>(row: &mut String, key: &str, value: &str) {
     row.push('{');
-    json_string(&mut row, K::NAME);
+    json_string(row, K::NAME);
     row.push(':');
-    row.push_str(&k);
-    match v.strip_prefix('{') {
+    row.push_str(key);
+    match value.strip_prefix('{') {
         Some("}") => row.push('}'),
         Some(fields) => {
             row.push(',');
@@ -298,11 +312,10 @@ pub(crate) fn row_json<K: Value, V: Value>(key: &K, value: &V) -> String {
         }
         None => {
             row.push_str(",\"value\":");
-            row.push_str(&v);
+            row.push_str(value);
             row.push('}');
         }
     }
-    row
 }
 
 #[cfg(test)]
@@ -349,5 +362,14 @@ mod tests {
         let s = Stats::of([(1.0f32, 1.0), (3.0, 1.0)].into_iter());
         assert_eq!(row_json(&Time(10), &s), r#"{"time":10,"cnt":2,"min":1.0,"max":3.0,"mean":2.0,"std":1.0}"#);
         assert_eq!(row_json(&"a\"b".to_string(), &1.5f64), r#"{"key":"a\"b","value":1.5}"#);
+        // f32 keys as the f32 reads (not its f64 widening), in forms JSON parses; no NaN.
+        let pixel = (10.1f32, -0.125f32);
+        assert_eq!(row_json(&pixel, &f32::NAN), r#"{"key":[10.1,-0.125],"value":null}"#);
+        let json = |v: f32| {
+            let mut text = String::new();
+            v.to_json(&mut text);
+            text
+        };
+        assert_eq!([1e-7f32, 3e20, 40.0, f32::INFINITY].map(json), ["1e-7", "3e20", "40.0", "null"]);
     }
 }
