@@ -25,19 +25,23 @@ pub enum Error {
     #[error("{0}")]
     MissingEntry(String),
     /// The call ran past its deadline.
-    #[error("time limit of {} s exceeded", .0.as_secs_f64())]
+    #[error("time limit of {} s exceeded (the gateway's `statement_timeout_secs`)", .0.as_secs_f64())]
     Timeout(Duration),
     /// The call was cancelled by its caller.
     #[error("cancelled")]
     Cancelled,
     /// The module tried to grow its memory past the cap.
-    #[error("memory limit of {limit} bytes exceeded")]
+    #[error(
+        "memory limit of {limit} bytes exceeded (the gateway's `memory_limit_mib`): hold less at once, e.g. a smaller selection or fewer keys"
+    )]
     MemoryLimit {
         /// The cap, in bytes.
         limit: usize,
     },
     /// The module produced (printed or returned) more bytes than allowed.
-    #[error("output of at least {size} bytes exceeds the limit of {limit} bytes")]
+    #[error(
+        "output of at least {size} bytes exceeds the limit of {limit} bytes (the gateway's `output_limit_bytes`): return less, e.g. a smaller bbox, a coarser key or fewer fields"
+    )]
     OutputLimit {
         /// Bytes produced so far.
         size: usize,
