@@ -167,6 +167,39 @@ fn batched_and_pairwise_reduces_match_a_direct_pass() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A key per pixel over the whole globe: the rows come from several `rows` calls (which the
+/// workers take in turn), every valid pixel once, sorted by `[lat, lon]` as numbers.
+#[test]
+fn a_globe_of_keys_comes_back_from_several_rows_calls_complete_and_sorted() {
+    let (dir, catalog, jobs) = demo("globe-rows");
+    let dataset = catalog.get("sst").unwrap();
+    let variable = dataset.variable_or_first(None);
+    let first = dataset.select(&variable, &Selection::default()).unwrap().iter().map(|t| t.time.0).min().unwrap();
+    let selection = Selection { bbox: None, time: Some((first, first + 86_400)) };
+    let mut want = std::collections::BTreeSet::new();
+    for tile in dataset.select(&variable, &selection).unwrap() {
+        let data = dataset.read_tile(&variable, &tile).unwrap();
+        let (nlat, nlon) = (data.lats.len(), data.lons.len());
+        for (i, &v) in data.values.iter().enumerate() {
+            let time = data.times[i / (nlat * nlon)];
+            if !v.is_nan() && (first..=first + 86_400).contains(&time) {
+                want.insert((data.lats[i / nlon % nlat].to_bits(), data.lons[i % nlon].to_bits()));
+            }
+        }
+    }
+    let functions = PerPixel::new(true);
+    let spec = JobSpec { dataset: "sst".into(), variable: None, selection };
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&jobs.run(&spec, functions.clone(), &RunContext::default()).unwrap()).unwrap();
+    let keys: Vec<(f64, f64)> =
+        rows.iter().map(|r| (r["key"][0].as_f64().unwrap(), r["key"][1].as_f64().unwrap())).collect();
+    assert_eq!(keys.len(), want.len());
+    assert!(keys.windows(2).all(|w| w[0].0 < w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1)), "not sorted");
+    let calls = functions.rows_calls.load(Ordering::Relaxed);
+    assert!(calls >= 2, "{} keys in {calls} rows call(s)", keys.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn malformed_batches_are_abi_errors() {
     let fields = [2u32.to_le_bytes().to_vec(), vec![1, 0, 0, 0, 7, 0, 0, 0, 0]].concat();
