@@ -40,7 +40,7 @@ pub enum Error {
     },
     /// The module produced (printed or returned) more bytes than allowed.
     #[error(
-        "output of at least {size} bytes exceeds the limit of {limit} bytes (the gateway's `output_limit_bytes`): return less, e.g. a smaller bbox, a coarser key or fewer fields"
+        "output of at least {size} bytes exceeds the limit of {limit} bytes (the gateway's `output_limit_bytes`): print or return less, e.g. for a job a smaller bbox or a coarser key"
     )]
     OutputLimit {
         /// Bytes produced so far.

@@ -97,7 +97,7 @@ async fn deadline_violated() {
     let gw = Gateway::start_with(short_deadline(0.3)).await;
     let (ename, evalue, _) = error_of(&gw, fixture!("spin")).await;
     assert_eq!(ename, "Timeout");
-    assert!(evalue.contains("0.3"), "{evalue}");
+    assert!(evalue.contains("0.3") && evalue.contains("statement_timeout_secs"), "{evalue}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +108,7 @@ async fn memory_limit_obeyed_and_violated() {
     assert_eq!(pages, 65);
     let (ename, evalue, _) = error_of(&gw, fixture!("memory_bomb")).await;
     assert_eq!(ename, "MemoryLimit");
-    assert!(evalue.contains(&(8usize << 20).to_string()), "{evalue}");
+    assert!(evalue.contains(&(8usize << 20).to_string()) && evalue.contains("memory_limit_mib"), "{evalue}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +127,9 @@ async fn output_limit_obeyed_and_violated() {
     let out = gw.client.run(s.id, Language::Wasm, fixture!("print_1mib")).await.unwrap();
     assert_eq!(out.text().unwrap().len(), (1 << 20) + 2, "1 MiB printed, a newline, and the result 1");
     let tight = Gateway::start_with(Config { output_limit_bytes: 512 << 10, ..crate::test_config() }).await;
-    assert_eq!(error_of(&tight, fixture!("print_1mib")).await.0, "OutputLimit");
+    let (ename, evalue, _) = error_of(&tight, fixture!("print_1mib")).await;
+    assert_eq!(ename, "OutputLimit");
+    assert!(evalue.contains(&(512usize << 10).to_string()) && evalue.contains("output_limit_bytes"), "{evalue}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
