@@ -284,9 +284,7 @@ pub fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// A result row: `{"<K::NAME>": key, ...value fields}` when the value is a JSON object, else
-/// `{"<K::NAME>": key, "value": value}`. (Jobs write rows with [`push_row_of`], from the key's
-/// and value's JSON formatted once.)
+/// The row of a key and a value ([`push_row_of`] from their JSON), for tests.
 #[cfg(test)]
 pub(crate) fn row_json<K: Value, V: Value>(key: &K, value: &V) -> String {
     let mut k = String::new();
@@ -298,7 +296,9 @@ pub(crate) fn row_json<K: Value, V: Value>(key: &K, value: &V) -> String {
     row
 }
 
-/// Appends [`row_json`] of a key and a value already in JSON (`key`, `value`).
+/// Appends the row of a key and a value already in JSON (`key`, `value`):
+/// `{"<K::NAME>": key, ...value fields}` when the value is a JSON object, else
+/// `{"<K::NAME>": key, "value": value}`.
 pub(crate) fn push_row_of<K: Value>(row: &mut String, key: &str, value: &str) {
     row.push('{');
     json_string(row, K::NAME);
