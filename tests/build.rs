@@ -1,8 +1,13 @@
 //! Builds the example guests (`examples/guests/*.rs`) for wasm32 against the prelude with rustc
 //! directly, the way the gateway will compile `rust` statements; the tests embed the modules.
+//! A toolchain without the wasm32 target gets it through rustup first, as the gateway does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+#[path = "../compiler/src/toolchain.rs"]
+#[allow(dead_code)]
+mod toolchain;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
@@ -11,6 +16,8 @@ fn main() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     println!("cargo:rerun-if-changed={}", root.join("prelude/src").display());
     println!("cargo:rerun-if-changed={}", root.join("examples/guests").display());
+    let sysroot = toolchain::sysroot(&rustc).unwrap_or_else(|e| panic!("{e}"));
+    toolchain::ensure_target(&sysroot, &mut |step| println!("cargo:warning={step}")).unwrap_or_else(|e| panic!("{e}"));
 
     let common = [
         "--edition",
@@ -51,9 +58,5 @@ fn main() {
 
 fn run(command: &mut Command) {
     let output = command.output().expect("run rustc");
-    assert!(
-        output.status.success(),
-        "{command:?} failed (is the wasm32-unknown-unknown target installed? `rustup target add wasm32-unknown-unknown`):\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{command:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
 }

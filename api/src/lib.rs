@@ -631,7 +631,7 @@ pub struct DatasetList {
 pub struct RegisterDataset {
     /// Name to register it under.
     pub name: String,
-    /// Path of the Zarr store on the gateway's file system.
+    /// Path of the Zarr store on the gateway's file system; a relative one is taken from the data directory.
     pub path: String,
 }
 

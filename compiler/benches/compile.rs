@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tilegate_compiler::{Cell, Compiler, CompilerConfig, Toolchain};
+use tilegate_compiler::{Cell, Compiler, CompilerConfig, Isolation, Toolchain};
 
 const TIME_SERIES: &str = r#"dataset("sst").bbox(-150.0, 45.0, -120.0, 60.0).time("2008-09-01", "2008-09-16")
     .map(|tile| tile.stats_by_time())
@@ -20,7 +20,8 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("tilegate-bench-compile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let config = CompilerConfig { cache_dir: dir.clone(), ..CompilerConfig::default() };
-    let toolchain = Toolchain::find("rustc").expect("a rustc with the wasm32 target");
+    let toolchain = Toolchain::find("rustc", Isolation::default(), &mut |step| eprintln!("{step}"))
+        .expect("a rustc with the wasm32 target");
     let floor = median((0..7).map(|_| time(|| run_version(&toolchain))).collect());
 
     let compiler = Compiler::new(config.clone());

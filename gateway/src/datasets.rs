@@ -43,7 +43,9 @@ async fn register_dataset(
     }
     let catalog = app.catalog.clone();
     let name = req.name.clone();
-    let dataset = tokio::task::spawn_blocking(move || catalog.register(&req.name, &PathBuf::from(req.path)))
+    // A relative path is the data directory's (the caller cannot know the gateway's working directory).
+    let path = app.config.data_dir.join(PathBuf::from(req.path));
+    let dataset = tokio::task::spawn_blocking(move || catalog.register(&req.name, &path))
         .await
         .map_err(|_| ApiError::Internal)??;
     Ok((StatusCode::CREATED, crate::routes::location(&format!("/datasets/{name}")), ApiJson(dataset.info())))

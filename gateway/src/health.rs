@@ -20,12 +20,14 @@ async fn get_health() -> ApiJson<serde_json::Value> {
     ApiJson(json!({"status": "ok"}))
 }
 
-/// Datasets are open (they are before the server listens) and the guest prelude is built: 200
-/// with what works; 503 while the prelude is still being built.
+/// Datasets are open (they are before the server listens) and the Rust toolchain is prepared
+/// (found, its wasm32 target installed if it was missing, the guest prelude built): 200 with what
+/// works; 503 saying which of those steps is running until then.
 async fn get_ready(State(app): State<AppState>) -> Response {
     let datasets = app.catalog.list().len();
-    match app.kernel.compiler().status() {
-        None => (StatusCode::SERVICE_UNAVAILABLE, ApiJson(json!({"msg": "starting: building the guest prelude"})))
+    let compiler = app.kernel.compiler();
+    match compiler.status() {
+        None => (StatusCode::SERVICE_UNAVAILABLE, ApiJson(json!({"msg": format!("starting: {}", compiler.phase())})))
             .into_response(),
         Some(rust) => {
             let rust = rust.map_or_else(|e| e.to_string(), |()| "ready".to_owned());

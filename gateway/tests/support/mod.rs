@@ -28,12 +28,14 @@ impl Process {
         std::fs::create_dir_all(data_dir).unwrap();
         std::fs::write(&file, format!("compile_cache_dir = {cache:?}\n{config}")).unwrap();
         let mut command = Command::new(binary);
-        command
-            .args(["--bind", "127.0.0.1:0", "--config"])
-            .arg(&file)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdout(Stdio::piped());
+        command.args(["--bind", "127.0.0.1:0", "--config"]).arg(&file).arg("--data-dir").arg(data_dir);
+        Self::spawn(command, stderr)
+    }
+
+    /// Starts `command` (a `tilegate` invocation that binds an ephemeral port) and waits for its
+    /// "listening" line. Its stderr (the logs) goes to `stderr`, or is inherited at level warn.
+    pub fn spawn(mut command: Command, stderr: Option<&Path>) -> Self {
+        command.stdout(Stdio::piped());
         match stderr {
             Some(path) => {
                 command.stderr(std::fs::File::create(path).unwrap());
@@ -57,10 +59,19 @@ impl Process {
 
     /// Resident memory, KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The most resident memory the process has had, KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     }
