@@ -3,7 +3,11 @@
 //! # Layout
 //! - [`guard`]: refuses code that reaches outside the snippet (files, environment, linking).
 //! - [`snippet`]: splits a cell into crate-level items and statements, keeping user lines.
-//! - `rustc`: the toolchain, the compile sandbox (cleared env, empty dir, rlimits, deadline).
+//! - [`toolchain`]: the sysroot behind `rustc`, and the wasm32 target installed through rustup
+//!   when it is missing.
+//! - [`isolate`]: the OS jail rustc runs in (namespaces, a root holding only the toolchain, the
+//!   prelude and the job directory, no network, an unprivileged user).
+//! - `rustc`: the toolchain, the compile sandbox (the jail, cleared env, rlimits, deadline).
 //! - [`Compiler`]: the embedded prelude built once, the module cache, the compile slots.
 //!
 //! One compile: guard → generate the crate (`main.rs` including earlier cells' items, this
@@ -11,8 +15,10 @@
 //! cache, else rustc in a fresh job directory → the `.wasm` bytes.
 
 pub mod guard;
+pub mod isolate;
 mod rustc;
 pub mod snippet;
+pub mod toolchain;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -22,6 +28,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+pub use isolate::Isolation;
 pub use rustc::Toolchain;
 pub use snippet::Cell;
 
@@ -128,8 +135,12 @@ pub struct CompilerConfig {
     pub memory_bytes: u64,
     /// Compiles running at once; more wait.
     pub max_concurrent: usize,
+    /// Compiles of one user running at once (at least 1, at most `max_concurrent`).
+    pub max_per_user: usize,
     /// Modules kept in memory (all are kept on disk).
     pub cache_entries: usize,
+    /// How rustc is isolated from the host.
+    pub isolation: Isolation,
 }
 
 impl Default for CompilerConfig {
@@ -140,7 +151,9 @@ impl Default for CompilerConfig {
             deadline: Duration::from_secs(30),
             memory_bytes: 2 << 30,
             max_concurrent: 2,
+            max_per_user: 1,
             cache_entries: 256,
+            isolation: Isolation::default(),
         }
     }
 }
@@ -169,6 +182,8 @@ struct Ready {
 pub struct Compiler {
     config: CompilerConfig,
     ready: OnceLock<Result<Ready, Error>>,
+    /// What preparing is doing now (for `/ready`).
+    phase: Mutex<String>,
     cache: Mutex<Lru>,
     slots: Slots,
     rustc_runs: AtomicU64,
@@ -179,12 +194,17 @@ static NEXT_JOB: AtomicU64 = AtomicU64::new(0);
 
 impl Compiler {
     /// A compiler with `config`; nothing runs until [`Compiler::prepare`] or the first compile.
-    pub fn new(config: CompilerConfig) -> Self {
-        let slots = Slots::new(config.max_concurrent.max(1));
+    pub fn new(mut config: CompilerConfig) -> Self {
+        // rustc runs in a job directory of its own: a relative cache path would name another place.
+        if let Ok(dir) = std::path::absolute(&config.cache_dir) {
+            config.cache_dir = dir;
+        }
+        let slots = Slots::new(config.max_concurrent.max(1), config.max_per_user);
         Self {
             cache: Mutex::new(Lru::new(config.cache_entries)),
             config,
             ready: OnceLock::new(),
+            phase: Mutex::new("waiting to find the Rust toolchain".into()),
             slots,
             rustc_runs: AtomicU64::new(0),
         }
@@ -204,6 +224,17 @@ impl Compiler {
         self.ready.get().map(|r| r.as_ref().map(|_| ()).map_err(Clone::clone))
     }
 
+    /// What preparing the toolchain and prelude is doing now (meaningful while
+    /// [`Compiler::status`] is `None`).
+    pub fn phase(&self) -> String {
+        self.phase.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set_phase(&self, phase: &str) {
+        tracing::info!("{phase}");
+        *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = phase.to_owned();
+    }
+
     /// How many times rustc ran (prelude builds included); cache hits do not count.
     pub fn rustc_runs(&self) -> u64 {
         self.rustc_runs.load(Ordering::Relaxed)
@@ -215,11 +246,11 @@ impl Compiler {
     /// # Errors
     /// Refused code, rustc errors, the deadline or a resource limit, or no toolchain.
     pub fn compile(&self, earlier: &[(String, Arc<Cell>)], cell: &Cell) -> Result<Compiled, Error> {
-        self.compile_cancellable(earlier, cell, &AtomicBool::new(false))
+        self.compile_cancellable(earlier, cell, "", &AtomicBool::new(false))
     }
 
-    /// [`Compiler::compile`], stopped (rustc killed, or the wait for a slot given up) when
-    /// `cancel` is set.
+    /// [`Compiler::compile`] for `user` (whose compiles share the slots fairly with other users'),
+    /// stopped (rustc killed, or the wait for a slot given up) when `cancel` is set.
     ///
     /// # Errors
     /// As [`Compiler::compile`], plus [`Error::Cancelled`].
@@ -227,6 +258,7 @@ impl Compiler {
         &self,
         earlier: &[(String, Arc<Cell>)],
         cell: &Cell,
+        user: &str,
         cancel: &AtomicBool,
     ) -> Result<Compiled, Error> {
         guard::check(cell.source()).map_err(|r| Error::Refused { line: r.line, message: r.message })?;
@@ -236,7 +268,7 @@ impl Compiler {
         if let Some(wasm) = self.cached(&key) {
             return Ok(Compiled { wasm, key, cached: true });
         }
-        let _slot = self.slots.acquire(cancel)?;
+        let _slot = self.slots.acquire(user, cancel)?;
         // Another request may have compiled the same crate while this one waited.
         if let Some(wasm) = self.cached(&key) {
             return Ok(Compiled { wasm, key, cached: true });
@@ -272,6 +304,11 @@ impl Compiler {
         self.ready.get_or_init(|| self.build_prelude()).as_ref().map_err(Clone::clone)
     }
 
+    /// Where the jails' empty mount points are made.
+    fn jails(&self) -> PathBuf {
+        self.config.cache_dir.join("jails")
+    }
+
     fn bounds(&self) -> rustc::Bounds {
         rustc::Bounds { deadline: self.config.deadline, memory_bytes: self.config.memory_bytes, file_bytes: 256 << 20 }
     }
@@ -279,7 +316,8 @@ impl Compiler {
     /// Writes the embedded prelude and compiles it to `<cache>/prelude-<hash>/libprelude.rlib`
     /// unless an earlier run already did.
     fn build_prelude(&self) -> Result<Ready, Error> {
-        let toolchain = Toolchain::find(&self.config.rustc)?;
+        self.set_phase(&format!("finding the Rust toolchain behind `{}`", self.config.rustc));
+        let toolchain = Toolchain::find(&self.config.rustc, self.config.isolation, &mut |step| self.set_phase(step))?;
         let mut hash = Sha256::new();
         hash.update(&toolchain.version);
         hash.update(rustc::COMMON_FLAGS.join(" "));
@@ -290,6 +328,7 @@ impl Compiler {
         let prelude_hash = hex(&hash.finalize());
         let dir = self.config.cache_dir.join(format!("prelude-{}", &prelude_hash[..16]));
         if !dir.join("libprelude.rlib").is_file() {
+            self.set_phase("building the guest prelude");
             let io =
                 |e: std::io::Error| Error::Internal(format!("prelude in {}: {e}", self.config.cache_dir.display()));
             // Unique per build: compilers of one process (and other processes) may share the cache.
@@ -301,16 +340,20 @@ impl Compiler {
             for (name, text) in PRELUDE {
                 std::fs::write(src.join(name), text).map_err(io)?;
             }
+            // What rustc sees: in the jail, the building directory is its work directory.
+            let seen = toolchain.view(&building, &building);
             let mut args: Vec<String> = rustc::COMMON_FLAGS.iter().map(|s| s.to_string()).collect();
+            args.push(format!("--sysroot={}", seen.sysroot.display()));
             args.extend(["--crate-type", "rlib", "--crate-name", "prelude"].map(String::from));
-            args.push(format!("--remap-path-prefix={}=prelude", src.display()));
+            args.push(format!("--remap-path-prefix={}=prelude", seen.work.join("src").display()));
             args.push("--out-dir".into());
-            args.push(building.display().to_string());
-            args.push(src.join("lib.rs").display().to_string());
+            args.push(seen.work.display().to_string());
+            args.push(seen.work.join("src/lib.rs").display().to_string());
             self.rustc_runs.fetch_add(1, Ordering::Relaxed);
             let bounds =
                 rustc::Bounds { deadline: self.config.deadline.max(Duration::from_secs(120)), ..self.bounds() };
-            let done = rustc::run(&toolchain, &building, &args, bounds, &AtomicBool::new(false))?;
+            let never = AtomicBool::new(false);
+            let done = rustc::run(&toolchain, (&building, None), &self.jails(), &args, bounds, &never)?;
             if !done.success {
                 let _ = std::fs::remove_dir_all(&building);
                 return Err(Error::Internal(format!("the prelude did not build:\n{}", done.stderr)));
@@ -339,14 +382,17 @@ impl Compiler {
             for (name, text) in files {
                 std::fs::write(job.join(name), text).map_err(io)?;
             }
-            let args = snippet_args(ready, &job, files);
+            let seen = ready.toolchain.view(&job, &ready.prelude);
+            let args = snippet_args(&seen, files);
             self.rustc_runs.fetch_add(1, Ordering::Relaxed);
-            let done = rustc::run(&ready.toolchain, &job, &args, self.bounds(), cancel)?;
+            let dirs = (job.as_path(), Some(ready.prelude.as_path()));
+            let done = rustc::run(&ready.toolchain, dirs, &self.jails(), &args, self.bounds(), cancel)?;
             if done.success {
                 return std::fs::read(job.join("snippet.wasm")).map_err(io);
             }
             Err(rejected(
                 &done.stderr,
+                // Host paths that survived the remaps (the jail's own are fixed names).
                 &[(&job, "snippet"), (&ready.prelude, "prelude"), (&ready.toolchain.sysroot, "rust")],
             ))
         })();
@@ -381,29 +427,30 @@ fn crate_files(earlier: &[(String, Arc<Cell>)], cell: &Cell) -> Vec<(String, Str
     files
 }
 
-/// rustc's arguments for a snippet crate in `job`; every path that could show is remapped (the
-/// last matching remap wins, so the general ones come first).
-fn snippet_args(ready: &Ready, job: &Path, files: &[(String, String)]) -> Vec<String> {
+/// rustc's arguments for a snippet crate whose paths rustc sees as `seen`; every path that could
+/// show is remapped (the last matching remap wins, so the general ones come first).
+fn snippet_args(seen: &rustc::View, files: &[(String, String)]) -> Vec<String> {
     let mut args: Vec<String> = rustc::COMMON_FLAGS.iter().chain(rustc::SNIPPET_FLAGS).map(|s| s.to_string()).collect();
+    args.push(format!("--sysroot={}", seen.sysroot.display()));
     let remap = |from: &Path, to: &str| format!("--remap-path-prefix={}={to}", from.display());
-    args.push(remap(&ready.toolchain.sysroot, "rust"));
-    args.push(remap(&ready.prelude, "prelude"));
-    args.push(remap(job, "snippet"));
+    args.push(remap(&seen.sysroot, "rust"));
+    args.push(remap(&seen.prelude, "prelude"));
+    args.push(remap(&seen.work, "snippet"));
     for (name, _) in files {
         let label = match name.as_str() {
             "cell.rs" => "cell",
             "main.rs" => "tilegate",
             history => history.trim_end_matches(".rs"),
         };
-        args.push(remap(&job.join(name), label));
+        args.push(remap(&seen.work.join(name), label));
     }
     args.push("--extern".into());
-    args.push(format!("prelude={}", ready.prelude.join("libprelude.rlib").display()));
+    args.push(format!("prelude={}", seen.prelude.join("libprelude.rlib").display()));
     args.push("-L".into());
-    args.push(format!("dependency={}", ready.prelude.display()));
-    args.push(job.join("main.rs").display().to_string());
+    args.push(format!("dependency={}", seen.prelude.display()));
+    args.push(seen.work.join("main.rs").display().to_string());
     args.push("-o".into());
-    args.push(job.join("snippet.wasm").display().to_string());
+    args.push(seen.work.join("snippet.wasm").display().to_string());
     args
 }
 
@@ -440,37 +487,93 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A bounded number of compiles at once.
+/// A bounded number of compiles at once, shared fairly: at most `per_user` of them are one user's,
+/// and when a slot frees, the waiting compile of the user with the fewest running goes first
+/// (among equals, the one that waited longest). So one user's slow compiles can delay their own
+/// later ones, not everyone's.
 #[derive(Debug)]
 struct Slots {
-    free: Mutex<usize>,
+    total: usize,
+    per_user: usize,
+    state: Mutex<SlotState>,
     freed: Condvar,
 }
 
-struct Slot<'a>(&'a Slots);
+#[derive(Debug, Default)]
+struct SlotState {
+    running: usize,
+    /// Running compiles per user.
+    by_user: HashMap<String, usize>,
+    /// Waiting compiles in arrival order: (ticket, user).
+    waiting: VecDeque<(u64, String)>,
+    next_ticket: u64,
+}
+
+impl SlotState {
+    /// The ticket that goes next, if a slot and a user's share allow one.
+    fn next(&self, total: usize, per_user: usize) -> Option<u64> {
+        if self.running >= total {
+            return None;
+        }
+        let running = |user: &str| self.by_user.get(user).copied().unwrap_or(0);
+        self.waiting
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, user))| running(user) < per_user)
+            .min_by_key(|(position, (_, user))| (running(user), *position))
+            .map(|(_, (ticket, _))| *ticket)
+    }
+}
+
+struct Slot<'a> {
+    slots: &'a Slots,
+    user: String,
+}
 
 impl Slots {
-    fn new(n: usize) -> Self {
-        Self { free: Mutex::new(n), freed: Condvar::new() }
+    fn new(total: usize, per_user: usize) -> Self {
+        Self { total, per_user: per_user.clamp(1, total), state: Mutex::default(), freed: Condvar::new() }
     }
 
-    fn acquire(&self, cancel: &AtomicBool) -> Result<Slot<'_>, Error> {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        while *free == 0 {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn acquire(&self, user: &str, cancel: &AtomicBool) -> Result<Slot<'_>, Error> {
+        let mut state = self.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.waiting.push_back((ticket, user.to_owned()));
+        loop {
+            if state.next(self.total, self.per_user) == Some(ticket) {
+                state.waiting.retain(|(t, _)| *t != ticket);
+                state.running += 1;
+                *state.by_user.entry(user.to_owned()).or_default() += 1;
+                return Ok(Slot { slots: self, user: user.to_owned() });
+            }
             if cancel.load(Ordering::Relaxed) {
+                state.waiting.retain(|(t, _)| *t != ticket);
+                drop(state);
+                self.freed.notify_all();
                 return Err(Error::Cancelled);
             }
-            free = self.freed.wait_timeout(free, Duration::from_millis(20)).unwrap_or_else(PoisonError::into_inner).0;
+            state = self.freed.wait_timeout(state, Duration::from_millis(20)).unwrap_or_else(PoisonError::into_inner).0;
         }
-        *free -= 1;
-        Ok(Slot(self))
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        self.0.freed.notify_one();
+        let mut state = self.slots.lock();
+        state.running -= 1;
+        if let Some(n) = state.by_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                state.by_user.remove(&self.user);
+            }
+        }
+        drop(state);
+        self.slots.freed.notify_all();
     }
 }
 

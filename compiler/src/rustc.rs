@@ -1,6 +1,7 @@
-//! Running the toolchain's own `rustc` in the compile sandbox: a cleared environment, an empty
-//! working directory, rlimits (CPU, address space, file size), a wall-clock deadline that kills
-//! the whole process group, and paths remapped so nothing of the server shows.
+//! Running the toolchain's own `rustc` in the compile sandbox: the OS jail of [`crate::isolate`]
+//! (its own root file system, no network, an unprivileged user), a cleared environment, rlimits
+//! (CPU, address space, file size), a wall-clock deadline that kills the whole process group, and
+//! paths remapped so nothing of the server shows.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::isolate::{self, Isolation, Jail};
 
-/// The wasm target snippets and the prelude are built for.
-pub const TARGET: &str = "wasm32-unknown-unknown";
+pub use crate::toolchain::TARGET;
 
 /// Flags shared by the prelude and snippets (they must match for the rlib to link).
 pub const COMMON_FLAGS: &[&str] =
@@ -41,35 +42,71 @@ pub struct Toolchain {
     pub sysroot: PathBuf,
     /// `rustc -vV`, part of every cache key.
     pub version: String,
+    /// How rustc is isolated.
+    pub isolation: Isolation,
+    /// The shared libraries from outside the sysroot that rustc and its linker load (the jail
+    /// has them and nothing else of the host).
+    libraries: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Toolchain {
     /// Finds the toolchain behind `rustc` (a path or a name on `PATH`, possibly the rustup proxy)
-    /// and checks that it can build for wasm32.
-    pub fn find(rustc: &str) -> Result<Self, Error> {
+    /// and makes sure it can build for wasm32, installing the target through rustup when it is
+    /// missing (`log` hears what is done).
+    pub fn find(rustc: &str, isolation: Isolation, log: &mut dyn FnMut(&str)) -> Result<Self, Error> {
         let unavailable = |why: String| Error::Unavailable(format!("{why} (rustc: `{rustc}`)"));
-        let output = Command::new(rustc)
-            .args(["--print", "sysroot"])
-            .output()
-            .map_err(|e| unavailable(format!("cannot run rustc: {e}")))?;
-        if !output.status.success() {
-            return Err(unavailable(String::from_utf8_lossy(&output.stderr).trim().to_owned()));
-        }
-        let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        let sysroot = crate::toolchain::sysroot(rustc).map_err(unavailable)?;
+        crate::toolchain::ensure_target(&sysroot, log).map_err(unavailable)?;
+        let sysroot = sysroot.canonicalize().map_err(|e| unavailable(format!("{}: {e}", sysroot.display())))?;
         let real = sysroot.join("bin").join("rustc");
-        if !sysroot.join("lib/rustlib").join(TARGET).is_dir() {
-            return Err(unavailable(format!(
-                "the {TARGET} target is not installed in {}; run `rustup target add {TARGET}`",
-                sysroot.display()
-            )));
-        }
         let version = Command::new(&real)
             .arg("-vV")
             .env_clear()
             .output()
             .map_err(|e| unavailable(format!("cannot run {}: {e}", real.display())))?;
-        Ok(Self { rustc: real, sysroot, version: String::from_utf8_lossy(&version.stdout).into_owned() })
+        let libraries = match isolation {
+            Isolation::None => Vec::new(),
+            _ => isolate::libraries(&binaries(&sysroot), &sysroot).map_err(unavailable)?,
+        };
+        let version = String::from_utf8_lossy(&version.stdout).into_owned();
+        Ok(Self { rustc: real, sysroot, version, isolation, libraries })
     }
+
+    /// What rustc is told the paths of a run are: fixed names inside the jail, the host's
+    /// without one.
+    pub fn view(&self, work: &Path, prelude: &Path) -> View {
+        match self.isolation {
+            Isolation::None => View { sysroot: self.sysroot.clone(), work: work.into(), prelude: prelude.into() },
+            _ => {
+                View { sysroot: isolate::SYSROOT.into(), work: isolate::WORK.into(), prelude: isolate::PRELUDE.into() }
+            }
+        }
+    }
+}
+
+/// rustc and the linkers it may start: `bin/rustc`, and every file of `lib/rustlib/*/bin`.
+fn binaries(sysroot: &Path) -> Vec<PathBuf> {
+    let mut found = vec![sysroot.join("bin/rustc")];
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(sysroot.join("lib/rustlib"))
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path().join("bin")).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    while let Some(dir) = dirs.pop() {
+        for path in std::fs::read_dir(&dir).into_iter().flatten().filter_map(Result::ok).map(|e| e.path()) {
+            if path.is_dir() { dirs.push(path) } else { found.push(path) }
+        }
+    }
+    found
+}
+
+/// The paths of one run as rustc sees them.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The toolchain.
+    pub sysroot: PathBuf,
+    /// The run's work directory (its files, its output).
+    pub work: PathBuf,
+    /// The prelude rlib's directory.
+    pub prelude: PathBuf,
 }
 
 /// Limits of one rustc run.
@@ -92,24 +129,59 @@ pub struct Finished {
     pub stderr: String,
 }
 
-/// Runs `toolchain.rustc args` in `dir` with nothing of the server's environment; stops it when
-/// `cancel` is set.
+/// Runs rustc with `args` (paths as [`Toolchain::view`] gives them) on the work directory `dir`
+/// (writable) and `prelude` (read-only), in the jail when the toolchain is isolated, with nothing
+/// of the server's environment; stops it when `cancel` is set. `jails` is a directory for the
+/// jail's empty mount point.
 pub fn run(
     toolchain: &Toolchain,
-    dir: &Path,
+    (dir, prelude): (&Path, Option<&Path>),
+    jails: &Path,
     args: &[String],
     bounds: Bounds,
     cancel: &AtomicBool,
 ) -> Result<Finished, Error> {
-    let mut command = Command::new(&toolchain.rustc);
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("TMPDIR", dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let isolated = toolchain.isolation != Isolation::None;
+    let program = if isolated { Path::new(isolate::SYSROOT).join("bin/rustc") } else { toolchain.rustc.clone() };
+    let mut command = Command::new(program);
+    command.args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let root = if isolated {
+        let jail_error = |e: std::io::Error| Error::Internal(format!("compile sandbox: {e}"));
+        let root = jails.join(format!("{}-{}", std::process::id(), NEXT_JAIL.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&root).map_err(jail_error)?;
+        let jail = Jail::new(toolchain.isolation, &root, &toolchain.sysroot, &toolchain.libraries, dir, prelude)
+            .map_err(jail_error)?;
+        if jail.drops_to_nobody() {
+            isolate::give_to_nobody(dir).map_err(jail_error)?;
+        }
+        // No /proc in the jail: the loader cannot find `$ORIGIN`, so it is told where the
+        // toolchain's own libraries are.
+        command.env("TMPDIR", isolate::WORK).env("LD_LIBRARY_PATH", Path::new(isolate::SYSROOT).join("lib"));
+        jail.apply(&mut command);
+        Some(root)
+    } else {
+        command.current_dir(dir).env("TMPDIR", dir);
+        None
+    };
+    let result = run_command(command, bounds, cancel);
+    if let Some(root) = root {
+        let _ = std::fs::remove_dir(&root);
+    }
+    result.map_err(|e| match e {
+        Error::Internal(why) if isolated && why.starts_with("cannot start rustc") => Error::Unavailable(format!(
+            "the compile sandbox could not start rustc ({why}): rustc runs in Linux namespaces of its own \
+                 (mount, network, and a user namespace unless the gateway is root), and this host refuses them; \
+                 allow unprivileged user namespaces, or run the gateway as root, or set \
+                 compile_isolation = \"none\" on a gateway that only trusted users reach"
+        )),
+        other => other,
+    })
+}
+
+/// Numbers jail mount points uniquely within the process.
+static NEXT_JAIL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn run_command(mut command: Command, bounds: Bounds, cancel: &AtomicBool) -> Result<Finished, Error> {
     limits::apply(&mut command, bounds);
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| Error::Internal(format!("cannot start rustc: {e}")))?;

@@ -110,7 +110,7 @@ fn cancel_stops_a_compile_at_once() {
         flag.store(true, Ordering::Relaxed);
     });
     let cell = Cell::parse("const X: u64 = { let mut i = 0u64; while i < u64::MAX { i += 1; } i };\nX");
-    let err = c.compile_cancellable(&[], &cell, &cancel).unwrap_err();
+    let err = c.compile_cancellable(&[], &cell, "", &cancel).unwrap_err();
     setter.join().unwrap();
     assert!(matches!(err, Error::Cancelled), "{err:?}");
 }
@@ -120,7 +120,7 @@ fn without_a_toolchain_rust_statements_say_so() {
     let c = Compiler::new(CompilerConfig { rustc: "/nonexistent/rustc".into(), ..compiler("none").config });
     let err = compile(&c, "1").unwrap_err();
     assert_eq!(err.name(), "RustUnavailable");
-    assert!(err.to_string().contains("cannot run rustc"), "{err}");
+    assert!(err.to_string().contains("cannot run `/nonexistent/rustc`"), "{err}");
 }
 
 #[test]
@@ -146,4 +146,128 @@ fn compilers_sharing_a_cache_build_the_prelude_at_once_safely() {
         })
         .collect();
     threads.into_iter().for_each(|t| t.join().unwrap());
+}
+
+/// Hands rustc a crate that reads `path` at compile time, past the guard (as a macro that builds
+/// `#[path]` or `include_str!` from its arguments gets past it): the OS jail is the boundary.
+fn read_at_compile_time(c: &Compiler, path: &Path) -> Result<Compiled, Error> {
+    let ready = c.ready().unwrap();
+    let main =
+        format!("#[unsafe(no_mangle)]\npub extern \"C\" fn leak() -> usize {{ include_str!({path:?}).len() }}\n",);
+    let files = vec![("main.rs".to_owned(), main)];
+    let key = format!("{:064}", 0);
+    c.run_snippet(ready, &key, &files, &AtomicBool::new(false)).map(|wasm| Compiled {
+        wasm: wasm.into(),
+        key,
+        cached: false,
+    })
+}
+
+/// A file of the server's, with a unique secret in it.
+fn canary(name: &str) -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("tilegate-canary-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = format!("canary-{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    std::fs::write(dir.join("secret.txt"), &secret).unwrap();
+    (dir.join("secret.txt"), secret)
+}
+
+#[test]
+fn without_isolation_rustc_reads_what_the_server_can() {
+    // The baseline that shows the jail tests below can fail.
+    let (file, _) = canary("none");
+    let c = Compiler::new(CompilerConfig { isolation: Isolation::None, ..compiler("jail-none").config });
+    read_at_compile_time(&c, &file).unwrap();
+}
+
+fn jailed_reads_see_nothing_of_the_host(isolation: Isolation, name: &str) {
+    let (file, secret) = canary(name);
+    let c = Compiler::new(CompilerConfig { isolation, ..compiler(name).config });
+    let ready = c.ready().unwrap();
+    // The secret, the host's accounts and processes, and the compile cache and sysroot by their
+    // host paths (in the jail they are `/prelude` and `/rust`).
+    let host = [
+        file.clone(),
+        "/etc/passwd".into(),
+        "/proc/self/environ".into(),
+        "/proc/1/cmdline".into(),
+        ready.prelude.join("src/lib.rs"),
+        ready.toolchain.sysroot.join("lib/rustlib/components"),
+    ];
+    for path in &host {
+        assert!(path.is_file(), "{path:?} should exist on the host");
+        let err = read_at_compile_time(&c, path).unwrap_err();
+        let text = format!("{err} {}", err.traceback().concat());
+        assert!(text.contains("couldn't read") && text.contains("No such file"), "{path:?}: {text}");
+        assert!(!text.contains(&secret) && !text.contains("root:x:0"), "{path:?} leaked: {text}");
+    }
+    // What the jail does hold: the toolchain at its fixed path.
+    read_at_compile_time(&c, Path::new("/rust/lib/rustlib/components")).unwrap();
+}
+
+#[test]
+fn a_jailed_rustc_sees_nothing_of_the_host() {
+    jailed_reads_see_nothing_of_the_host(Isolation::Namespaces, "jail-namespaces");
+}
+
+#[test]
+fn a_jailed_rustc_in_a_user_namespace_sees_nothing_of_the_host() {
+    jailed_reads_see_nothing_of_the_host(Isolation::UserNamespace, "jail-userns");
+}
+
+/// Waits (briefly polling) until `n` compiles wait for a slot.
+fn until_waiting(slots: &Slots, n: usize) {
+    while slots.lock().waiting.len() != n {
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn one_user_holds_at_most_their_share_of_the_compile_slots() {
+    let slots = Arc::new(Slots::new(2, 1));
+    let never = AtomicBool::new(false);
+    let first = slots.acquire("ann", &never).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiting = {
+        let (slots, tx) = (slots.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let _slot = slots.acquire("ann", &AtomicBool::new(false)).unwrap();
+            tx.send("ann").unwrap();
+        })
+    };
+    until_waiting(&slots, 1);
+    // A slot is free, but not for ann: bob gets it at once.
+    let bob = slots.acquire("bob", &never).unwrap();
+    assert!(rx.try_recv().is_err(), "ann's second compile ran beside her first");
+    drop(bob);
+    drop(first);
+    assert_eq!(rx.recv().unwrap(), "ann");
+    waiting.join().unwrap();
+}
+
+#[test]
+fn a_freed_compile_slot_goes_to_the_user_with_the_fewest_running() {
+    let slots = Arc::new(Slots::new(2, 2));
+    let never = AtomicBool::new(false);
+    let (a1, a2) = (slots.acquire("ann", &never).unwrap(), slots.acquire("ann", &never).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wait = |user: &'static str| {
+        let (slots, tx) = (slots.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let slot = slots.acquire(user, &AtomicBool::new(false)).unwrap();
+            tx.send(user).unwrap();
+            drop(slot);
+        })
+    };
+    let ann = wait("ann");
+    until_waiting(&slots, 1);
+    let bob = wait("bob");
+    until_waiting(&slots, 2);
+    // Ann asked first, but she has a compile running and Bob has none.
+    drop(a1);
+    assert_eq!(rx.recv().unwrap(), "bob");
+    drop(a2);
+    assert_eq!(rx.recv().unwrap(), "ann");
+    ann.join().unwrap();
+    bob.join().unwrap();
 }

@@ -37,6 +37,16 @@ pub struct Job {
     pub language: Language,
     /// The code, without a leading `%kind` directive line.
     pub code: String,
+    /// Who runs it: the session's owner (`None` without authentication).
+    pub owner: Option<String>,
+}
+
+impl Job {
+    /// Whose share of shared resources (compile slots) the job uses: its owner, or its session
+    /// when there are no users.
+    pub fn user_key(&self) -> String {
+        self.owner.clone().unwrap_or_else(|| format!("session-{}", self.session_id))
+    }
 }
 
 /// A failed statement, as Livy's error output shows it.

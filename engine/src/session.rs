@@ -127,7 +127,7 @@ impl StatementRecord {
         let mut record = Self {
             id: row.id,
             code: row.code,
-            job: Job { session_id, statement_id: row.id, language: row.language, code: row.body },
+            job: Job { session_id, statement_id: row.id, language: row.language, code: row.body, owner: None },
             state: row.state,
             output: row.output,
             ctx: RunContext::default(),
@@ -331,7 +331,7 @@ impl SessionCell {
         let mut data = self.lock();
         let queue = data.queue.clone()?;
         let id = data.statements.len() as u64;
-        let job = Job { session_id: self.id, statement_id: id, language, code: body };
+        let job = Job { session_id: self.id, statement_id: id, language, code: body, owner: self.owner.clone() };
         let record = StatementRecord {
             id,
             code,

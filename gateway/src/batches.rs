@@ -137,6 +137,9 @@ impl Batches {
     }
 }
 
+/// Bytes of a batch's result text its log keeps.
+const LOG_RESULT_BYTES: usize = 256 << 10;
+
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/batches", get(list_batches).post(create_batch))
@@ -189,7 +192,7 @@ async fn create_batch(
     app.batches.table.lock().unwrap_or_else(PoisonError::into_inner).insert(id, cell.clone());
     let kernel: Arc<dyn Kernel> = app.kernel.clone();
     let batches = app.batches.clone();
-    let job = Job { session_id: KERNEL_SESSION_BASE + id, statement_id: 0, language, code };
+    let job = Job { session_id: KERNEL_SESSION_BASE + id, statement_id: 0, language, code, owner: cell.owner.clone() };
     let running = cell.clone();
     tokio::spawn(async move {
         let clock = Instant::now();
@@ -201,8 +204,20 @@ async fn create_batch(
         match result {
             _ if running.ctx.is_cancelled() => running.finish(SessionState::Killed),
             Ok(Ok(data)) => {
-                let text = data.get("text/plain").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
-                text.lines().for_each(|l| running.log(l));
+                let text = data.get("text/plain").and_then(|t| t.as_str()).unwrap_or_default();
+                // A batch's log lives as long as the batch: its result's text is logged up to a bound.
+                let mut logged = 0;
+                for line in text.lines() {
+                    if logged + line.len() > LOG_RESULT_BYTES {
+                        running.log(format!(
+                            "... {} more bytes of the result are not logged",
+                            text.len().saturating_sub(logged)
+                        ));
+                        break;
+                    }
+                    logged += line.len() + 1;
+                    running.log(line);
+                }
                 running.log(format!("batch {} succeeded in {took:.1?}", running.id));
                 running.finish(SessionState::Success);
             }

@@ -52,6 +52,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Most sessions alive at once.
     pub max_sessions: usize,
+    /// Most client connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// Wall-clock limit of one statement, in seconds.
     pub statement_timeout_secs: f64,
     /// Linear memory one statement may use, in MiB.
@@ -79,8 +81,19 @@ pub struct Config {
     pub compile_memory_mib: u64,
     /// Compiles running at once; more wait their turn.
     pub max_compiles: usize,
+    /// Compiles of one user (or, without users, one session) running at once; a freed slot goes
+    /// to the user with the fewest running.
+    pub max_compiles_per_user: usize,
+    /// How rustc is isolated from the host: `namespaces` (its own root file system, no network,
+    /// an unprivileged user), `user-namespace` (the same through a user namespace even as root),
+    /// or `none` (only for a gateway that just trusted users reach, on hosts that refuse
+    /// namespaces).
+    pub compile_isolation: CompileIsolation,
     /// Rows a `sql` statement's output shows; more are marked as truncated.
     pub sql_max_rows: usize,
+    /// Memory the operators of one `sql` query may hold (sorts, joins, aggregates), in MiB;
+    /// past it the query fails with `ResourcesExhausted`.
+    pub sql_memory_limit_mib: usize,
     /// Whether `sql` answers `COUNT`/`MIN`/`MAX`/`SUM`/`AVG` over tiles its filters cover whole
     /// from the tile index, reading only the tiles they cut (off = read every cell).
     pub sql_index_aggregates: bool,
@@ -105,6 +118,19 @@ pub struct Config {
     /// Largest statement result (output data as JSON) kept and returned; 0 = only the sandbox's
     /// `output_limit_bytes`. A user's own `max_result_bytes` overrides.
     pub max_result_bytes: usize,
+}
+
+/// `compile_isolation`: how rustc is isolated from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompileIsolation {
+    /// Mount, network, IPC and UTS namespaces, and `nobody` (as root) or a user namespace.
+    #[default]
+    Namespaces,
+    /// The same through a user namespace even when the gateway is root.
+    UserNamespace,
+    /// No OS isolation.
+    None,
 }
 
 /// One user (`[[users]]`). Secrets are stored hashed: `tilegate hash-token` and
@@ -142,6 +168,7 @@ impl Default for Config {
             csrf_protection: false,
             max_body_bytes: 16 << 20,
             max_sessions: 1000,
+            max_connections: 4096,
             statement_timeout_secs: 60.0,
             memory_limit_mib: 256,
             output_limit_bytes: 8 << 20,
@@ -155,7 +182,10 @@ impl Default for Config {
             compile_timeout_secs: 30.0,
             compile_memory_mib: 2048,
             max_compiles: 2,
+            max_compiles_per_user: 1,
+            compile_isolation: CompileIsolation::default(),
             sql_max_rows: 1000,
+            sql_memory_limit_mib: 1024,
             sql_index_aggregates: true,
             session_idle_timeout_secs: 3600,
             session_ttl_secs: 0,
@@ -195,13 +225,23 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Defaults, then the config file, then flags and environment.
+    /// Defaults, then the config file, then flags and environment. Every path comes out
+    /// absolute: a relative one in the file is taken from the file's directory, one from a flag,
+    /// the environment or the defaults from the current directory. Nothing below the config sees
+    /// a relative path (rustc, for one, runs in a directory of its own).
     ///
     /// # Errors
     /// [`ConfigError`] when the file cannot be read or parsed, or a value is out of range.
     pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| ConfigError::Invalid(format!("cannot read the current directory: {e}")))?;
         let mut config = match &cli.config {
-            Some(path) => Self::from_file(path)?,
+            Some(path) => {
+                let mut config = Self::from_file(path)?;
+                let file = absolute(&cwd, path);
+                config.resolve_paths(file.parent().unwrap_or(&cwd));
+                config
+            }
             None => Self::default(),
         };
         if let Some(bind) = cli.bind {
@@ -210,6 +250,7 @@ impl Config {
         if let Some(dir) = &cli.data_dir {
             config.data_dir = dir.clone();
         }
+        config.resolve_paths(&cwd);
         config.validate()?;
         Ok(config)
     }
@@ -217,6 +258,19 @@ impl Config {
     fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    /// Makes every relative path absolute against `base` (absolute ones stay as they are).
+    /// `rustc` is a path only when it names a directory (`./bin/rustc`); a bare name is looked up
+    /// on `PATH`.
+    fn resolve_paths(&mut self, base: &Path) {
+        self.data_dir = absolute(base, &self.data_dir);
+        for path in [&mut self.compile_cache_dir, &mut self.jobs_dir, &mut self.state_db].into_iter().flatten() {
+            *path = absolute(base, path);
+        }
+        if self.rustc.contains(std::path::MAIN_SEPARATOR) {
+            self.rustc = absolute(base, Path::new(&self.rustc)).display().to_string();
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -230,10 +284,16 @@ impl Config {
         if !(self.compile_timeout_secs.is_finite() && self.compile_timeout_secs > 0.0) {
             return Err(ConfigError::Invalid("compile_timeout_secs must be a positive number".into()));
         }
-        if self.compile_memory_mib < 256 || self.max_compiles == 0 {
+        if self.compile_memory_mib < 256 || self.max_compiles == 0 || self.max_compiles_per_user == 0 {
             return Err(ConfigError::Invalid(
-                "compile_memory_mib must be at least 256 and max_compiles at least 1".into(),
+                "compile_memory_mib must be at least 256, and max_compiles and max_compiles_per_user at least 1".into(),
             ));
+        }
+        if self.max_connections < 8 {
+            return Err(ConfigError::Invalid("max_connections must be at least 8".into()));
+        }
+        if self.sql_memory_limit_mib == 0 {
+            return Err(ConfigError::Invalid("sql_memory_limit_mib must be at least 1".into()));
         }
         if self.max_wasm_stack_bytes < 4096 {
             return Err(ConfigError::Invalid("max_wasm_stack_bytes must be at least 4096".into()));
@@ -258,7 +318,13 @@ impl Config {
             deadline: Duration::from_secs_f64(self.compile_timeout_secs),
             memory_bytes: self.compile_memory_mib << 20,
             max_concurrent: self.max_compiles,
+            max_per_user: self.max_compiles_per_user,
             cache_entries: self.module_cache_entries,
+            isolation: match self.compile_isolation {
+                CompileIsolation::Namespaces => tilegate_compiler::Isolation::Namespaces,
+                CompileIsolation::UserNamespace => tilegate_compiler::Isolation::UserNamespace,
+                CompileIsolation::None => tilegate_compiler::Isolation::None,
+            },
         }
     }
 
@@ -292,6 +358,13 @@ impl Config {
     }
 }
 
+/// `path` against `base` when it is relative, with `.` components dropped (no file system
+/// access: the path need not exist yet, and symlinks stay as they are).
+fn absolute(base: &Path, path: &Path) -> PathBuf {
+    let joined = base.join(path);
+    joined.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +381,20 @@ mod tests {
         assert!(config.csrf_protection);
         assert_eq!(config.memory_limit_mib, 64);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        // Paths in the file are taken from the file's directory; a bare rustc name stays a name.
+        std::fs::write(&file, "jobs_dir = \"jobs\"\nstate_db = \"./state/db.sqlite\"\nrustc = \"rustc\"\n").unwrap();
+        let config = Config::load(&cli).unwrap();
+        assert_eq!(config.jobs_dir, Some(dir.join("jobs")));
+        assert_eq!(config.state_db, Some(dir.join("state/db.sqlite")));
+        assert_eq!(config.rustc, "rustc");
+        // Flags and the defaults are taken from the current directory.
+        let cwd = std::env::current_dir().unwrap();
+        let relative = Cli { command: None, bind: None, data_dir: Some("./data".into()), config: None };
+        let config = Config::load(&relative).unwrap();
+        assert_eq!(config.data_dir, cwd.join("data"));
+        assert!(config.compiler().cache_dir.is_absolute() && config.state_db().is_absolute());
+        let defaults = Config::load(&Cli { command: None, bind: None, data_dir: None, config: None }).unwrap();
+        assert_eq!(defaults.data_dir, cwd.join("tilegate-data"));
 
         std::fs::write(&file, "bogus = 1\n").unwrap();
         assert!(matches!(Config::load(&cli), Err(ConfigError::Parse { .. })));

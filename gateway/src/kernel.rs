@@ -11,8 +11,8 @@ use tilegate_api::Language;
 use tilegate_compiler::{Cell, Compiler};
 use tilegate_engine::dataset::{Selection, cf};
 use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions, fold_pairwise, rows_one_by_one};
-use tilegate_engine::sql::SqlResult;
 use tilegate_engine::sql::functions::{AGGREGATE_EXPORT_PREFIX, EXPORT_PREFIX, SqlFunction, SqlFunctions};
+use tilegate_engine::sql::{SqlLimits, SqlResult};
 
 /// A session's snippet SQL functions and what runs them.
 type SnippetFunctions = (Vec<SqlFunction>, Arc<dyn SqlFunctions>);
@@ -46,7 +46,8 @@ pub struct SandboxKernel {
     jobs: Arc<Jobs>,
     compiler: Arc<Compiler>,
     kept: Mutex<HashMap<u64, Kept>>,
-    sql_max_rows: usize,
+    /// Bounds of `sql` statements (their timeout is the statement's).
+    sql: SqlLimits,
     metrics: Arc<Metrics>,
     /// Where sessions' named values are recorded.
     store: Arc<Store>,
@@ -54,16 +55,22 @@ pub struct SandboxKernel {
 
 impl SandboxKernel {
     /// A kernel running every statement under `limits`; `sql` results show at most
-    /// `sql_max_rows` rows.
+    /// `sql_max_rows` rows and their operators hold at most `sql_memory_bytes`.
     pub fn new(
         sandbox: Arc<Sandbox>,
         limits: Limits,
         jobs: Arc<Jobs>,
         compiler: Arc<Compiler>,
-        sql_max_rows: usize,
+        (sql_max_rows, sql_memory_bytes): (usize, usize),
         (metrics, store): (Arc<Metrics>, Arc<Store>),
     ) -> Self {
-        Self { sandbox, limits, jobs, compiler, kept: Mutex::default(), sql_max_rows, metrics, store }
+        let sql = SqlLimits {
+            timeout: limits.deadline,
+            memory_bytes: sql_memory_bytes,
+            result_bytes: FULL_RESULT_BYTES,
+            keep_rows: sql_max_rows,
+        };
+        Self { sandbox, limits, jobs, compiler, kept: Mutex::default(), sql, metrics, store }
     }
 
     /// What is kept for a session from its first statement on: its recorded values, if any.
@@ -92,7 +99,7 @@ impl SandboxKernel {
         let cell = Arc::new(Cell::parse(&job.code));
         let earlier = self.lock_kept().get(&job.session_id).map(|k| k.cells.clone()).unwrap_or_default();
         let started = Instant::now();
-        let compiled = self.compiler.compile_cancellable(&earlier, &cell, ctx.cancel_flag());
+        let compiled = self.compiler.compile_cancellable(&earlier, &cell, &job.user_key(), ctx.cancel_flag());
         let cache = match &compiled {
             Ok(c) if c.cached => "hit",
             Ok(_) => "miss",
@@ -128,13 +135,14 @@ impl SandboxKernel {
         if !earlier.iter().any(|(_, cell)| declares(cell.source())) {
             return Ok(None);
         }
-        let compiled =
-            self.compiler.compile_cancellable(&earlier, &Cell::parse("()"), ctx.cancel_flag()).map_err(|e| {
-                Failure {
-                    ename: e.name().to_owned(),
-                    evalue: format!("the session's SQL functions did not compile: {e}"),
-                    traceback: e.traceback().to_vec(),
-                }
+        let user = job.user_key();
+        let compiled = self
+            .compiler
+            .compile_cancellable(&earlier, &Cell::parse("()"), &user, ctx.cancel_flag())
+            .map_err(|e| Failure {
+                ename: e.name().to_owned(),
+                evalue: format!("the session's SQL functions did not compile: {e}"),
+                traceback: e.traceback().to_vec(),
             })?;
         let program = self.sandbox.compile(&compiled.wasm).map_err(sandbox_failure)?;
         let list: Vec<SqlFunction> = [EXPORT_PREFIX, AGGREGATE_EXPORT_PREFIX]
@@ -409,11 +417,14 @@ impl Kernel for SandboxKernel {
                     .values
                     .all();
                 let functions = self.sql_functions(job, ctx)?;
-                let result =
-                    self.jobs.sql(&job.code, ctx, &kept, functions).map_err(|e| Failure::new(e.ename, e.message))?;
-                let data = tilegate_engine::sql::output::livy_data(&result, self.sql_max_rows);
+                let result = self
+                    .jobs
+                    .sql(&job.code, ctx, self.sql, &kept, functions)
+                    .map_err(|e| Failure::new(e.ename, e.message))?;
+                let data = tilegate_engine::sql::output::livy_data(&result, self.sql.keep_rows);
+                check_output_size(&data, self.limits.output_bytes)?;
                 let size: usize = result.batches.iter().map(|b| b.get_array_memory_size()).sum();
-                if size <= FULL_RESULT_BYTES {
+                if result.complete && size <= FULL_RESULT_BYTES {
                     let mut kept = self.lock_kept();
                     let full = &mut kept.entry(job.session_id).or_insert_with(|| self.new_kept(job.session_id)).full;
                     if full.len() >= FULL_RESULTS {
@@ -462,6 +473,24 @@ fn output_data(printed: String, result: Value) -> Data {
         data.insert("application/json".to_owned(), result);
     }
     data
+}
+
+/// An `sql` output (the rows it shows, as JSON and as text) must fit in the statement's output
+/// limit, as a snippet's result must.
+fn check_output_size(data: &Data, limit: usize) -> Result<(), Failure> {
+    let json = data.get("application/json").map_or(0, |v| serde_json::to_vec(v).map_or(0, |b| b.len()));
+    let text = data.get("text/plain").and_then(serde_json::Value::as_str).map_or(0, str::len);
+    if json.max(text) <= limit {
+        return Ok(());
+    }
+    Err(Failure::new(
+        "OutputLimit",
+        format!(
+            "the query's output is {} bytes, over the limit of {limit} bytes (the gateway's `output_limit_bytes`): \
+             select fewer or shorter values, or aggregate",
+            json.max(text)
+        ),
+    ))
 }
 
 #[cfg(test)]

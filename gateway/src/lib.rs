@@ -98,6 +98,12 @@ impl AppState {
         let jobs = Jobs::new(catalog.clone(), config.worker_count(), config.tile_cache_mib << 20)
             .map_err(|e| StartError::Workers(e.to_string()))?
             .with_sql_index_aggregates(config.sql_index_aggregates);
+        if config.compile_isolation == config::CompileIsolation::None {
+            tracing::warn!(
+                "compile_isolation = \"none\": rustc runs without OS isolation; a snippet may read what the \
+                 gateway's user can read. Use it only where every user is trusted."
+            );
+        }
         let compiler = Arc::new(Compiler::new(config.compiler()));
         // Build the guest prelude now, so the first `rust` statement compiles at full speed.
         let preparing = compiler.clone();
@@ -113,7 +119,7 @@ impl AppState {
             limits,
             Arc::new(jobs),
             compiler,
-            config.sql_max_rows,
+            (config.sql_max_rows, config.sql_memory_limit_mib << 20),
             (metrics.clone(), store.clone()),
         ));
         let engine = Engine::open(config.engine(), kernel.clone(), metrics, store.clone())?;
@@ -156,6 +162,11 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
 
 /// Serves until `shutdown` completes, then cancels running statements and finishes in-flight requests.
 ///
+/// Each connection is HTTP/1.1 with a deadline for its request head ([`HEADER_READ_TIMEOUT`]: a
+/// client that sends half a request, or keeps an idle connection, is dropped after it), and at
+/// most `max_connections` are open at once (more wait in the listen backlog), so idle or slow
+/// sockets cannot take the file descriptors `/health` and everyone else need.
+///
 /// # Errors
 /// When the listener fails.
 pub async fn serve(
@@ -163,12 +174,67 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    raise_open_files_limit();
     let engine = state.engine.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: cancelling running statements");
-            engine.shut_down();
-        })
-        .await
+    let connections = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.map_err(std::io::Error::other)?,
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors or a connection reset before accept: wait a little.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service =
+            app.clone().map_request(|req: axum::http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new));
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection: {e}");
+            }
+            drop(permit);
+        });
+    }
+    tracing::info!("shutting down: cancelling running statements");
+    engine.shut_down();
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// How long a client may take to send a request head, and how long an idle kept-alive
+/// connection stays open.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Raises the soft limit of open files to the hard one, so `max_connections` sockets, the
+/// datasets and the state database fit.
+#[allow(unsafe_code)]
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

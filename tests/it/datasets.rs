@@ -184,6 +184,12 @@ async fn bad_stores_and_selections_get_clear_errors() {
     };
     refused(400, "already registered")(post(&gw, register("good", &good)).await);
     refused(400, "invalid dataset name")(post(&gw, register("../etc", &good)).await);
+    // A '.' would make a name `schema.table` in SQL: once it broke every SQL statement gateway-wide.
+    refused(400, "invalid dataset name")(post(&gw, register("evil.x", &good)).await);
+    // A relative path is the data directory's.
+    let response =
+        gw.http.post(format!("{}/datasets", gw.url)).body(register("relative", Path::new("scratch/good.zarr")));
+    assert_eq!(response.send().await.unwrap().status(), 201);
     refused(400, "not a directory")(post(&gw, register("gone", &scratch.join("missing.zarr"))).await);
     refused(400, "unknown field")(post(&gw, r#"{"name":"x","path":"/tmp","extra":1}"#.into()).await);
 

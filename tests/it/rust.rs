@@ -232,6 +232,58 @@ async fn the_hostile_corpus_is_refused_or_contained() {
         }
         assert_eq!(gw.client.session(s).await.unwrap().state, SessionState::Idle, "{code}");
     }
+    // What the contained ones returned: nothing of the host.
+    let connect = ok(&gw, s, "std::net::TcpStream::connect(\"127.0.0.1:8998\").is_ok()").await;
+    assert_eq!(connect.json(), Some(&json!(false)), "a snippet reached the network");
+    assert_eq!(ok(&gw, s, "std::env::var(\"HOME\").unwrap_or_default()").await.json(), Some(&json!("")));
+    assert_eq!(ok(&gw, s, "6 * 7").await.json(), Some(&json!(42)), "the session still works");
+}
+
+/// Compile-time reads that the token guard cannot see (a macro builds the attribute or the
+/// macro call from its arguments, so the names appear only after expansion) reach rustc; rustc's
+/// jail is the boundary: no host file is there, so nothing of it shows, and a file that exists on
+/// the host answers exactly as one that does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compile_time_reads_past_the_guard_find_nothing_of_the_host() {
+    let gw = Gateway::start_with(test_config()).await;
+    let s = session(&gw).await;
+    let canary_dir = crate::fresh_dir();
+    let canary = canary_dir.join("secret.txt");
+    let secret = format!("tilegate-canary-{}", std::process::id());
+    std::fs::write(&canary, &secret).unwrap();
+    let path_mod = |path: &str| {
+        format!("macro_rules! m {{ ($p:ident, $n:ident) => {{ #[$p = {path:?}] mod $n; }} }}\nm!(path, leak);\n1")
+    };
+    let read_macro = |path: &str| format!("macro_rules! m {{ ($r:ident) => {{ $r!({path:?}) }} }}\nm!(include_str)");
+    let mut payloads = Vec::new();
+    for path in [canary.to_str().unwrap(), "/etc/passwd", "/proc/self/environ", "/proc/self/stat", "/proc/1/cmdline"] {
+        payloads.push(path_mod(path));
+        payloads.push(read_macro(path));
+    }
+    payloads.push("macro_rules! m { ($e:ident) => { $e!(\"CARGO_MANIFEST_DIR\") } }\nm!(env)".to_owned());
+    payloads.push("macro_rules! m { ($e:ident) => { $e!(\"PATH\") } }\nm!(option_env).unwrap_or(\"none\")".to_owned());
+    let data_dir = gw.data_dir.display().to_string();
+    for code in &payloads {
+        let (ename, evalue, traceback) = match rust(&gw, s, code).await {
+            Ok(out) => ("ok".to_owned(), format!("{out:?}"), Vec::new()),
+            Err(Error::Statement { ename, evalue, traceback }) => (ename, evalue, traceback),
+            Err(other) => panic!("{code}: {other}"),
+        };
+        let shown = format!("{evalue}\n{}", traceback.concat());
+        for leak in [secret.as_str(), "root:x:0", "PATH=", data_dir.as_str()] {
+            assert!(!shown.contains(leak), "{code}\nshowed {leak:?}:\n{shown}");
+        }
+        assert!(matches!(ename.as_str(), "CompileError" | "ok"), "{code}: {ename}: {shown}");
+    }
+    // Existence cannot be probed either: a host file and a missing one read the same.
+    let answer = |path: &str, shown: String| shown.replace(path, "PATH");
+    // Paths of the same length, so the diagnostics' columns match too.
+    let host_file = canary.to_str().unwrap();
+    let missing = canary.with_file_name("absent.txt");
+    let missing = missing.to_str().unwrap();
+    let present = answer(host_file, format!("{:?}", rust(&gw, s, &path_mod(host_file)).await));
+    let absent = answer(missing, format!("{:?}", rust(&gw, s, &path_mod(missing)).await));
+    assert_eq!(present, absent, "a host file's existence shows");
     assert_eq!(ok(&gw, s, "6 * 7").await.json(), Some(&json!(42)), "the session still works");
 }
 

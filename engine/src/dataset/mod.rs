@@ -414,6 +414,15 @@ pub struct Catalog {
     datasets: RwLock<BTreeMap<String, Arc<Dataset>>>,
 }
 
+/// The one grammar of dataset names: 1 to 128 ASCII letters, digits, `_` or `-`, starting with a
+/// letter or `_`. A name is a directory (`<name>.zarr`), a URL path segment and an SQL table.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 128
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+}
+
 impl Catalog {
     /// Registers every `<data_dir>/datasets/<name>.zarr` (a directory or a symlink). When there is
     /// none and `demo` is set, first writes the demo dataset `sst`. A store that fails to open is
@@ -461,12 +470,10 @@ impl Catalog {
     /// # Errors
     /// [`Error::InvalidRequest`] for a bad or taken name or a missing path; otherwise as [`Dataset::open`].
     pub fn register(&self, name: &str, path: &Path) -> Result<Arc<Dataset>, Error> {
-        let valid = !name.is_empty()
-            && name.len() <= 128
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !valid {
+        if !valid_name(name) {
             return Err(Error::InvalidRequest(format!(
-                "invalid dataset name '{name}': use 1 to 128 letters, digits, '_', '-' or '.'"
+                "invalid dataset name '{name}': use 1 to 128 ASCII letters, digits, '_' or '-', starting with a letter \
+                 or '_' (a name is one SQL table: '.' would make it schema.table)"
             )));
         }
         if self.get(name).is_ok() {

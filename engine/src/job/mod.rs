@@ -171,6 +171,9 @@ impl Drop for Jobs {
     }
 }
 
+/// Stack of each worker thread.
+const WORKER_STACK_BYTES: usize = 64 << 20;
+
 /// Runs jobs: the worker runtime, the DataFusion settings and the decoded-tile cache.
 pub struct Jobs {
     catalog: Arc<Catalog>,
@@ -192,6 +195,9 @@ impl Jobs {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("tile-worker")
+            // Planning a deeply nested query recurses; DataFusion grows its own stack where it
+            // knows it does (`recursive_protection`), and this leaves room where it does not.
+            .thread_stack_size(WORKER_STACK_BYTES)
             .enable_all()
             .build()?;
         Ok(Self {
@@ -308,6 +314,45 @@ impl Jobs {
             let _ = tx.send(work.await);
         });
         rx.recv().unwrap_or_else(|_| Err(JobError::new("JobError", "the job's worker stopped unexpectedly")))
+    }
+
+    /// [`Jobs::block_on`], given up when `ctx` is cancelled or at `deadline` (the work is
+    /// dropped on the worker runtime, which stops a DataFusion plan at its next batch).
+    pub(crate) fn block_on_until<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, JobError>> + Send + 'static,
+        ctx: &RunContext,
+        deadline: std::time::Instant,
+        timeout: std::time::Duration,
+    ) -> Result<T, JobError> {
+        let Some(runtime) = &self.runtime else {
+            return Err(JobError::new("JobError", "the gateway is shutting down"));
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let task = runtime.spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(10)) {
+                Ok(result) => return result,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(JobError::new("JobError", "the job's worker stopped unexpectedly"));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if ctx.is_cancelled() {
+                task.abort();
+                return Err(JobError::new("Cancelled", "the statement was cancelled"));
+            }
+            if std::time::Instant::now() >= deadline {
+                task.abort();
+                let secs = timeout.as_secs_f64();
+                return Err(JobError::new(
+                    "Timeout",
+                    format!("time limit of {secs} s exceeded (the gateway's `statement_timeout_secs`)"),
+                ));
+            }
+        }
     }
 
     pub(crate) fn catalog(&self) -> &Arc<Catalog> {

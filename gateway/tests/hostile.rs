@@ -1,0 +1,204 @@
+//! Hostile statements against the real binary (so an abort or an OOM kill is a failed test, not a
+//! lost test run): each one ends as a statement with an error output (or a bounded result), and
+//! the gateway stays alive and serves everyone else while and after it runs: `/health` answers
+//! within a second and a trivial statement in another session within five.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Process, temp_dir};
+
+/// A gateway, a session for the payloads and a bystander session.
+struct Target {
+    gateway: Process,
+    http: reqwest::Client,
+    session: u64,
+    bystander: u64,
+}
+
+impl Target {
+    async fn start(name: &str, config: &str) -> Self {
+        let dir = temp_dir(&format!("hostile-{name}"));
+        let gateway = Process::start(env!("CARGO_BIN_EXE_tilegate"), &dir, config, None);
+        let http = reqwest::Client::new();
+        let session = Self::new_session(&http, &gateway.url).await;
+        let bystander = Self::new_session(&http, &gateway.url).await;
+        Self { gateway, http, session, bystander }
+    }
+
+    async fn new_session(http: &reqwest::Client, url: &str) -> u64 {
+        let s: Value =
+            http.post(format!("{url}/sessions")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+        s["id"].as_u64().unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.url)
+    }
+
+    async fn submit(&self, session: u64, kind: &str, code: &str) -> u64 {
+        let response = self
+            .http
+            .post(self.url(&format!("/sessions/{session}/statements")))
+            .json(&json!({"kind": kind, "code": code}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().await.unwrap()["id"].as_u64().unwrap()
+    }
+
+    async fn statement(&self, session: u64, id: u64, wait: u64) -> Value {
+        let url = self.url(&format!("/sessions/{session}/statements/{id}?wait={wait}"));
+        self.http.get(url).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// `/health` within 1 s and a trivial statement of the bystander within 5 s.
+    async fn others_are_served(&self, during: &str) {
+        let clock = Instant::now();
+        let health = self.http.get(self.url("/health")).timeout(Duration::from_secs(1)).send().await;
+        assert!(health.is_ok_and(|r| r.status() == 200), "/health did not answer within 1 s {during}");
+        let clock = Instant::now().max(clock);
+        let id =
+            self.submit(self.bystander, "wasm", r#"(module (func (export "main") (result i32) i32.const 42))"#).await;
+        let done = self.statement(self.bystander, id, 5).await;
+        assert_eq!(
+            done["output"]["data"]["text/plain"],
+            "42",
+            "the bystander waited {:?} {during}: {done}",
+            clock.elapsed()
+        );
+    }
+
+    /// Runs `code` in the payload session, checking the others are served while and after it
+    /// runs; returns the finished statement.
+    async fn survive(&self, kind: &str, code: &str) -> Value {
+        let short: String = code.chars().take(60).collect();
+        let id = self.submit(self.session, kind, code).await;
+        let clock = Instant::now();
+        let done = loop {
+            let st = self.statement(self.session, id, 1).await;
+            if matches!(st["state"].as_str(), Some("available" | "cancelled")) {
+                break st;
+            }
+            self.others_are_served(&format!("while `{short}` runs")).await;
+            assert!(clock.elapsed() < Duration::from_secs(300), "`{short}` still runs after 5 minutes: {st}");
+        };
+        self.others_are_served(&format!("after `{short}`")).await;
+        done
+    }
+}
+
+fn ename(statement: &Value) -> &str {
+    statement["output"]["ename"].as_str().unwrap_or("")
+}
+
+/// Queries deep enough to overflow a worker's stack while DataFusion plans them. Each is either
+/// answered or refused; none aborts the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_queries_never_abort_the_gateway() {
+    let target = Target::start("deep-sql", "demo_dataset = false\n").await;
+    let terms = |n: usize, term: &str, joint: &str| vec![term; n].join(joint);
+    let payloads = [
+        format!("SELECT {}", terms(1000, "1", "+")),
+        format!("SELECT {}", terms(10_000, "1", "+")),
+        format!("SELECT 1 WHERE {}", terms(1000, "1=1", " AND ")),
+        format!("SELECT 1 WHERE {}", terms(5000, "1=1", " OR ")),
+        terms(1000, "SELECT 1", " UNION ALL "),
+        format!("SELECT {}1{}", "(".repeat(1000), ")".repeat(1000)),
+        format!("SELECT {}1{}", "abs(".repeat(1000), ")".repeat(1000)),
+        format!("SELECT CASE {} ELSE 0 END", terms(2000, "WHEN 1=0 THEN 1", " ")),
+        format!("SELECT * FROM {}(SELECT 1 AS x){}", "(SELECT * FROM ".repeat(500), " t)".repeat(500)),
+    ];
+    for payload in &payloads {
+        let done = target.survive("sql", payload).await;
+        let status = done["output"]["status"].as_str().unwrap_or("");
+        assert!(
+            status == "ok" || ename(&done) == "SqlError",
+            "{}: {} {}",
+            &payload[..40],
+            done["state"],
+            done["output"].to_string().chars().take(500).collect::<String>()
+        );
+    }
+    // Up to the depth limit a chain is answered; past it refused before planning.
+    let sum = target.survive("sql", &format!("SELECT {} AS n", terms(900, "1", "+"))).await;
+    assert_eq!(sum["output"]["data"]["application/json"]["data"][0][0], 900, "{sum}");
+    let deep = target.survive("sql", &format!("SELECT {} AS n", terms(20_000, "1", "+"))).await;
+    assert!(deep["output"]["evalue"].as_str().unwrap_or("").contains("deep"), "{}", deep["output"]);
+}
+
+/// A query that would run for ever ends at the statement deadline; cancel stops one at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_queries_end_at_the_deadline_or_on_cancel() {
+    let target = Target::start("endless-sql", "demo_dataset = false\nstatement_timeout_secs = 3\n").await;
+    let endless = [
+        "SELECT COUNT(*) FROM range(9000000000000000000)",
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT COUNT(*) FROM r",
+    ];
+    for query in endless {
+        let done = target.survive("sql", query).await;
+        assert_eq!(ename(&done), "Timeout", "{query}: {done}");
+    }
+    let id = target.submit(target.session, "sql", "SELECT SUM(value) FROM range(9000000000000000000)").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cancel = target.url(&format!("/sessions/{}/statements/{id}/cancel", target.session));
+    assert_eq!(target.http.post(cancel).send().await.unwrap().status(), 200);
+    let done = target.statement(target.session, id, 2).await;
+    assert_eq!(done["state"], "cancelled", "cancel took more than 2 s: {done}");
+    target.others_are_served("after a cancel").await;
+}
+
+/// A query's output is bounded like a snippet's, its operators by a memory pool, and its rows by
+/// what is held: past those it is an error or a truncated result, never a gateway out of memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_queries_are_bounded_in_output_and_memory() {
+    let config = "demo_dataset = false\nsql_memory_limit_mib = 64\noutput_limit_bytes = 1048576\n";
+    let target = Target::start("large-sql", config).await;
+    let big = target.survive("sql", "SELECT repeat('x', 20000000) AS s").await;
+    assert_eq!(ename(&big), "OutputLimit", "{big}");
+    assert!(big["output"]["evalue"].as_str().unwrap().contains("output_limit_bytes"), "{big}");
+
+    let sorted = target.survive("sql", "SELECT value FROM range(50000000) ORDER BY value DESC").await;
+    assert_eq!(ename(&sorted), "SqlError", "{sorted}");
+    assert!(sorted["output"]["evalue"].as_str().unwrap().contains("Resources exhausted"), "{sorted}");
+
+    // 80 million rows of two columns (1.3 GB as Arrow): counted and the first rows shown, but
+    // held only up to the result bound (256 MiB), so the gateway's peak grows by less than that
+    // plus its working set.
+    let before = target.gateway.peak_rss_kib();
+    let many = target.survive("sql", "SELECT value, value * 2 AS twice FROM range(80000000)").await;
+    let json = &many["output"]["data"]["application/json"];
+    assert_eq!(json["totalRows"], 80_000_000, "{}", many["output"]["data"]["text/plain"]);
+    assert_eq!(json["data"].as_array().unwrap().len(), 1000);
+    let grown_mib = target.gateway.peak_rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 500, "the gateway's peak grew by {grown_mib} MiB for a result it only counts");
+}
+
+/// Idle and half-sent connections: a thousand of them do not keep `/health` or anyone else out,
+/// and one that never finishes its request head is closed after the header deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_do_not_lock_others_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = Target::start("idle-connections", "demo_dataset = false\n").await;
+    let address = target.gateway.url.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for i in 0..1100 {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        if i % 2 == 0 {
+            socket.write_all(b"GET /sessions HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        }
+        idle.push(socket);
+    }
+    target.others_are_served("with 1,100 idle or half-sent connections open").await;
+    // The half-sent ones are closed once the header deadline passes.
+    let mut half_sent = idle.swap_remove(0);
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(30), half_sent.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "a half-sent request stayed open: {read:?}");
+    target.others_are_served("after the header deadline").await;
+}
