@@ -434,9 +434,22 @@ pub struct CreateStatement {
     pub kind: Option<String>,
 }
 
-/// A statement, as `GET /sessions/{id}/statements/{sid}` returns it.
+/// A finished statement's output as the gateway holds it: the JSON text of an [`Output`], shared.
+/// A parsed JSON tree costs about twenty times its text, and every listing would copy it.
+pub type RawOutput = std::sync::Arc<serde_json::value::RawValue>;
+
+/// `output` as its JSON text.
+///
+/// # Errors
+/// Never for outputs built by the gateway (their maps have string keys).
+pub fn raw_output(output: &Output) -> serde_json::Result<RawOutput> {
+    serde_json::value::to_raw_value(output).map(RawOutput::from)
+}
+
+/// A statement, as `GET /sessions/{id}/statements/{sid}` returns it. The gateway holds the
+/// output as [`RawOutput`]; clients read it as [`Output`] (the default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Statement {
+pub struct Statement<O = Output> {
     /// Per-session id, from 0.
     pub id: u64,
     /// The submitted code.
@@ -444,7 +457,7 @@ pub struct Statement {
     /// Livy state.
     pub state: StatementState,
     /// Null until the statement is `available`; stays null when cancelled.
-    pub output: Option<Output>,
+    pub output: Option<O>,
     /// 0.0 to 1.0; 1.0 once finished. Never null (sparkmagic feeds it to a progress bar).
     pub progress: f64,
     /// Start time, epoch milliseconds, 0 if not started.
@@ -455,11 +468,30 @@ pub struct Statement {
 
 /// `GET /sessions/{id}/statements`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatementList {
+pub struct StatementList<O = Output> {
     /// Number of statements in the session.
     pub total_statements: u64,
     /// The page.
-    pub statements: Vec<Statement>,
+    pub statements: Vec<Statement<O>>,
+}
+
+impl Statement<RawOutput> {
+    /// The statement with its output parsed, as a client reads it.
+    ///
+    /// # Errors
+    /// When the held text is not an output (never for the gateway's own).
+    pub fn parsed(&self) -> serde_json::Result<Statement> {
+        let output = self.output.as_ref().map(|raw| serde_json::from_str(raw.get())).transpose()?;
+        Ok(Statement {
+            id: self.id,
+            code: self.code.clone(),
+            state: self.state,
+            output,
+            progress: self.progress,
+            started: self.started,
+            completed: self.completed,
+        })
+    }
 }
 
 /// A finished statement's result, Livy's `output` object.

@@ -18,10 +18,14 @@ pub trait Kernel: Send + Sync + 'static {
     fn session_closed(&self, _session_id: u64) {}
 
     /// The session was restored after a gateway restart: `history` is its statements that
-    /// succeeded, oldest first, with their outputs, so what the kernel kept for it (definitions,
+    /// succeeded, oldest first, with their JSON values, so what the kernel kept for it (definitions,
     /// named results) can be rebuilt. Called once, before any new statement of the session runs.
-    fn session_restored(&self, _session_id: u64, _history: &[(Job, Data)]) {}
+    fn session_restored(&self, _session_id: u64, _history: &[Restored]) {}
 }
+
+/// A restored statement that succeeded: its job and its output's `application/json` value as
+/// JSON text, when it has one.
+pub type Restored = (Job, Option<Box<serde_json::value::RawValue>>);
 
 /// Livy output `data`: MIME type → value (`text/plain`, `application/json`, ...).
 pub type Data = BTreeMap<String, Value>;

@@ -30,12 +30,12 @@ use std::time::Duration;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tilegate_api::{
-    CONF_KIND, CreateSession, CreateStatement, Language, Session, SessionList, SessionLog, SessionStateInfo, Statement,
-    StatementList,
+    CONF_KIND, CreateSession, CreateStatement, Language, RawOutput, Session, SessionList, SessionLog, SessionStateInfo,
+    Statement, StatementList,
 };
 
 pub use error::Error;
-pub use kernel::{Data, Failure, Job, Kernel, RunContext};
+pub use kernel::{Data, Failure, Job, Kernel, Restored, RunContext};
 use session::SessionCell;
 pub use store::{Store, StoreError};
 
@@ -362,7 +362,7 @@ impl Engine {
     ///
     /// # Errors
     /// [`Error::SessionNotFound`], [`Error::InvalidKind`], [`Error::SessionNotActive`].
-    pub fn submit(&self, key: &str, request: CreateStatement) -> Result<Statement, Error> {
+    pub fn submit(&self, key: &str, request: CreateStatement) -> Result<Statement<RawOutput>, Error> {
         let cell = self.cell(key)?;
         // A Livy kind (or none) may carry sparkmagic's SQL wrapper: answer the query inside it.
         let livy_kind = request.kind.as_deref().is_none_or(|k| {
@@ -384,7 +384,7 @@ impl Engine {
     ///
     /// # Errors
     /// [`Error::SessionNotFound`].
-    pub fn statements(&self, key: &str, page: Page) -> Result<StatementList, Error> {
+    pub fn statements(&self, key: &str, page: Page) -> Result<StatementList<RawOutput>, Error> {
         let cell = self.cell(key)?;
         let data = cell.lock();
         let total = data.statements.len() as u64;
@@ -399,7 +399,7 @@ impl Engine {
     ///
     /// # Errors
     /// [`Error::SessionNotFound`], [`Error::StatementNotFound`].
-    pub fn statement(&self, key: &str, statement: &str) -> Result<Statement, Error> {
+    pub fn statement(&self, key: &str, statement: &str) -> Result<Statement<RawOutput>, Error> {
         let cell = self.cell(key)?;
         let data = cell.lock();
         let index = statement_index(&cell, &data, statement)?;
@@ -416,7 +416,7 @@ impl Engine {
         key: &str,
         statement: &str,
         timeout: Duration,
-    ) -> Result<Statement, Error> {
+    ) -> Result<Statement<RawOutput>, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let cell = self.cell(key)?;

@@ -4,10 +4,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tilegate_api::{CreateSession, Language, Output, Session, SessionKind, SessionState, Statement, StatementState};
+use tilegate_api::{
+    CreateSession, Language, Output, RawOutput, Session, SessionKind, SessionState, Statement, StatementState,
+    raw_output,
+};
 use tokio::sync::mpsc;
 
-use crate::kernel::{Failure, Job, Kernel, RunContext};
+use crate::kernel::{Failure, Job, Kernel, Restored, RunContext};
 use crate::language::Shape;
 use crate::lifetime::{Clock, Limits};
 use crate::metrics::Metrics;
@@ -55,7 +58,8 @@ pub(crate) struct StatementRecord {
     code: String,
     pub(crate) job: Job,
     pub(crate) state: StatementState,
-    output: Option<Output>,
+    /// The output as JSON text (see [`RawOutput`]).
+    output: Option<RawOutput>,
     pub(crate) ctx: RunContext,
     started: i64,
     completed: i64,
@@ -64,7 +68,7 @@ pub(crate) struct StatementRecord {
 }
 
 impl StatementRecord {
-    pub(crate) fn to_api(&self) -> Statement {
+    pub(crate) fn to_api(&self) -> Statement<RawOutput> {
         let progress = match self.state {
             StatementState::Waiting => 0.0,
             StatementState::Running | StatementState::Cancelling => self.ctx.progress(),
@@ -147,12 +151,13 @@ impl StatementRecord {
         };
         record.state = StatementState::Available;
         record.completed = now_ms();
-        record.output = Some(Output::Error {
+        record.output = raw_output(&Output::Error {
             execution_count: record.id,
             ename: "GatewayRestarted".into(),
             evalue: format!("the gateway restarted while this statement was {was}; its work was lost: run it again"),
             traceback: Vec::new(),
-        });
+        })
+        .ok();
         (record, true)
     }
 }
@@ -223,14 +228,11 @@ impl SessionCell {
             }
         }
         if live {
-            let history: Vec<(Job, crate::Data)> = cell
+            let history: Vec<Restored> = cell
                 .lock()
                 .statements
                 .iter()
-                .filter_map(|s| match &s.output {
-                    Some(Output::Ok { data, .. }) => Some((s.job.clone(), data.clone())),
-                    _ => None,
-                })
+                .filter_map(|s| Some((s.job.clone(), json_of_ok(s.output.as_ref()?)?)))
                 .collect();
             kernel.session_restored(id, &history);
             cell.log(format!(
@@ -327,7 +329,13 @@ impl SessionCell {
     }
 
     /// Queues a statement. Returns `None` when the session no longer takes statements.
-    pub(crate) fn submit(&self, code: String, language: Language, body: String, shape: Shape) -> Option<Statement> {
+    pub(crate) fn submit(
+        &self,
+        code: String,
+        language: Language,
+        body: String,
+        shape: Shape,
+    ) -> Option<Statement<RawOutput>> {
         let mut data = self.lock();
         let queue = data.queue.clone()?;
         let id = data.statements.len() as u64;
@@ -450,8 +458,11 @@ async fn run_statements(
         let result_bytes = cell.limits.result_bytes;
         // Reshaping and measuring the output are JSON work on possibly megabytes: off the reactor too.
         let result = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| kernel.execute(&job, &ctx).map(|data| shape.apply(data)))
-                .and_then(|data| within(data, result_bytes))
+            let result = span
+                .in_scope(|| kernel.execute(&job, &ctx).map(|data| shape.apply(data)))
+                .and_then(|data| within(data, result_bytes));
+            // Held as text from here on: the parsed tree is dropped on this thread.
+            result.map(|data| raw_output(&Output::Ok { execution_count: id, data }))
         })
         .await
         .unwrap_or_else(|e| {
@@ -487,19 +498,20 @@ async fn run_statements(
             record.become_(StatementState::Available);
             let language = record.job.language;
             let (output, line) = match result {
-                Ok(data) => (
-                    Output::Ok { execution_count: id, data },
-                    format!("statement {id} ({language}) ok in {elapsed:.1?}"),
-                ),
+                Ok(Ok(output)) => (Some(output), format!("statement {id} ({language}) ok in {elapsed:.1?}")),
+                Ok(Err(e)) => {
+                    tracing::error!(session = cell.id, statement = id, "output not serialisable: {e}");
+                    (None, format!("statement {id} ({language}) ok in {elapsed:.1?}, but its output was lost: {e}"))
+                }
                 Err(f) => {
                     let line =
                         format!("statement {id} ({language}) failed in {elapsed:.1?}: {}: {}", f.ename, f.evalue);
                     let output =
                         Output::Error { execution_count: id, ename: f.ename, evalue: f.evalue, traceback: f.traceback };
-                    (output, line)
+                    (raw_output(&output).ok(), line)
                 }
             };
-            record.output = Some(output);
+            record.output = output;
             line
         };
         cell.save(record);
@@ -507,6 +519,19 @@ async fn run_statements(
         data.settle();
     }
     kernel.session_closed(cell.id);
+}
+
+/// For an ok output, its `application/json` value if it has one, as JSON text (read without
+/// building a tree); `None` for an error output.
+fn json_of_ok(output: &RawOutput) -> Option<Option<Box<serde_json::value::RawValue>>> {
+    #[derive(serde::Deserialize)]
+    struct Ok {
+        status: String,
+        #[serde(default)]
+        data: BTreeMap<String, Box<serde_json::value::RawValue>>,
+    }
+    let mut ok: Ok = serde_json::from_str(output.get()).ok()?;
+    (ok.status == "ok").then(|| ok.data.remove("application/json"))
 }
 
 /// The result, or an error when it is over the owner's limit.

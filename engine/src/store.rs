@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use tilegate_api::{CreateSession, Language, Output, SessionKind, SessionState, StatementState};
+use tilegate_api::{CreateSession, Language, RawOutput, SessionKind, SessionState, StatementState};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,8 @@ pub(crate) struct StatementRow {
     /// The code the kernel runs (without a `%kind` line).
     pub(crate) body: String,
     pub(crate) state: StatementState,
-    pub(crate) output: Option<Output>,
+    /// Stored and read back as JSON text, never as a tree.
+    pub(crate) output: Option<RawOutput>,
     pub(crate) started: i64,
     pub(crate) completed: i64,
 }

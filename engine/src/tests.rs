@@ -39,7 +39,7 @@ async fn wait_final(engine: &Engine, session: &str, id: u64) -> Statement {
     for _ in 0..2000 {
         let s = engine.statement(session, &id.to_string()).unwrap();
         if s.state.is_final() {
-            return s;
+            return s.parsed().unwrap();
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -276,7 +276,7 @@ impl Kernel for RecordingKernel {
         EchoKernel.execute(job, ctx)
     }
 
-    fn session_restored(&self, session_id: u64, history: &[(Job, Data)]) {
+    fn session_restored(&self, session_id: u64, history: &[crate::Restored]) {
         let codes = history.iter().map(|(job, _)| job.code.clone()).collect();
         self.0.lock().unwrap().push((session_id, codes));
     }
@@ -310,7 +310,7 @@ async fn a_restarted_engine_has_every_session_statement_and_output_and_never_reu
     while first.statement(&b.id.to_string(), "0").unwrap().state != StatementState::Running {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let before = first.statements("alpha", Page::default()).unwrap();
+    let before = serde_json::to_value(first.statements("alpha", Page::default()).unwrap()).unwrap();
     let log_before = first.session_log("alpha", Some(0), Some(-1)).unwrap();
 
     // A second engine on the same file while the first still runs: what a restart after
@@ -320,14 +320,14 @@ async fn a_restarted_engine_has_every_session_statement_and_output_and_never_reu
     assert_eq!(second.list_sessions(0, 100).total, 2, "the deleted session stays deleted");
     let restored = second.session("alpha").unwrap();
     assert_eq!((restored.id, restored.state, restored.app_id.clone()), (a.id, SessionState::Idle, a.app_id));
-    assert_eq!(second.statements("alpha", Page::default()).unwrap(), before);
+    assert_eq!(serde_json::to_value(second.statements("alpha", Page::default()).unwrap()).unwrap(), before);
     let log_after = second.session_log("alpha", Some(0), Some(-1)).unwrap();
     assert_eq!(log_after.log[..log_before.log.len()], log_before.log[..]);
     assert!(log_after.log.last().unwrap().starts_with("gateway restarted"), "{:?}", log_after.log);
 
     let key = b.id.to_string();
     for id in [spinning.id, queued.id] {
-        let st = second.statement(&key, &id.to_string()).unwrap();
+        let st = second.statement(&key, &id.to_string()).unwrap().parsed().unwrap();
         assert_eq!(st.state, StatementState::Available);
         match st.output.unwrap() {
             Output::Error { ename, evalue, .. } => {
@@ -356,7 +356,8 @@ async fn a_restarted_engine_has_every_session_statement_and_output_and_never_reu
     first.shut_down(); // ends the spinning statement, unrecorded: the store is closed
     second.shut_down();
     let third = open_engine(&path, Arc::new(EchoKernel));
-    assert_eq!(third.statement("alpha", "3").unwrap().output.unwrap().text(), Some("rust:three"));
+    let st = third.statement("alpha", "3").unwrap().parsed().unwrap();
+    assert_eq!(st.output.unwrap().text(), Some("rust:three"));
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 

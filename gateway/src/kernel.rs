@@ -17,7 +17,7 @@ use tilegate_engine::sql::{SqlLimits, SqlResult};
 /// A session's snippet SQL functions and what runs them.
 type SnippetFunctions = (Vec<SqlFunction>, Arc<dyn SqlFunctions>);
 use tilegate_engine::metrics::Metrics;
-use tilegate_engine::{Data, Failure, Job, Kernel, RunContext};
+use tilegate_engine::{Data, Failure, Job, Kernel, Restored, RunContext};
 use tilegate_sandbox::{Host, JobFailure, JobHandler, Limits, Program, Sandbox, SessionValues, Worker, decode_source};
 
 use crate::values::Values;
@@ -389,18 +389,18 @@ impl Kernel for SandboxKernel {
 
     /// Rebuilds what `execute` kept: the items of successful `rust` cells (not compiled now; the
     /// next cell compiles against them, usually from the module cache) and every `result_<id>`.
-    fn session_restored(&self, session_id: u64, history: &[(Job, Data)]) {
+    fn session_restored(&self, session_id: u64, history: &[Restored]) {
         let mut kept = self.lock_kept();
         let kept = kept.entry(session_id).or_insert_with(|| self.new_kept(session_id));
-        for (job, data) in history {
+        for (job, json) in history {
             if job.language == Language::Rust {
                 let cell = Arc::new(Cell::parse(&job.code));
                 if cell.has_items() {
                     kept.cells.push((format!("statement-{}", job.statement_id), cell));
                 }
             }
-            if let Some(json) = data.get("application/json") {
-                kept.values.keep_result(job.statement_id, json);
+            if let Some(json) = json {
+                kept.values.keep_result_text(job.statement_id, json.get().as_bytes());
             }
         }
     }

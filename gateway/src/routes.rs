@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tilegate_api::{
-    CreateSession, CreateStatement, LIVY_VERSION, Msg, Session, SessionList, SessionLog, SessionStateInfo, Statement,
-    StatementList, Version,
+    CreateSession, CreateStatement, LIVY_VERSION, Msg, RawOutput, Session, SessionList, SessionLog, SessionStateInfo,
+    Statement, StatementList, Version,
 };
 use tilegate_engine::Page;
 use tilegate_engine::sql::output::{self, Format};
@@ -132,7 +132,7 @@ async fn list_statements(
     State(app): State<AppState>,
     ApiPath(key): ApiPath<String>,
     ApiQuery(q): ApiQuery<StatementPaging>,
-) -> Result<ApiJson<StatementList>, ApiError> {
+) -> Result<ApiJson<StatementList<RawOutput>>, ApiError> {
     let descending = match q.order.as_deref() {
         None | Some("asc") => false,
         Some("desc") => true,
@@ -147,7 +147,7 @@ async fn create_statement(
     caller: Caller,
     ApiPath(key): ApiPath<String>,
     ApiJson(req): ApiJson<CreateStatement>,
-) -> Result<(StatusCode, HeaderMap, ApiJson<Statement>), ApiError> {
+) -> Result<(StatusCode, HeaderMap, ApiJson<Statement<RawOutput>>), ApiError> {
     let session = app.engine.session_state(&key)?.id;
     if let Some(user) = &caller.user {
         let limit = user.max_active_statements.unwrap_or(app.config.max_active_statements_per_user);
@@ -176,7 +176,7 @@ async fn get_statement(
     State(app): State<AppState>,
     ApiPath((key, statement)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<StatementWait>,
-) -> Result<ApiJson<Statement>, ApiError> {
+) -> Result<ApiJson<Statement<RawOutput>>, ApiError> {
     let wait = match q.wait {
         None => return Ok(ApiJson(app.engine.statement(&key, &statement)?)),
         Some(w) if (0.0..=MAX_WAIT_SECS).contains(&w) => Duration::from_secs_f64(w),

@@ -49,7 +49,13 @@ impl Values {
     /// Keeps a statement's JSON result as `result_<statement>` (the last 20, each up to 32 MiB;
     /// never over the session's total), so later statements can read it and query it in SQL.
     pub fn keep_result(&self, statement: u64, json: &serde_json::Value) {
-        let Ok(bytes) = serde_json::to_vec(json) else { return };
+        if let Ok(bytes) = serde_json::to_vec(json) {
+            self.keep_result_text(statement, &bytes);
+        }
+    }
+
+    /// [`Values::keep_result`] for a value already serialised.
+    pub fn keep_result_text(&self, statement: u64, bytes: &[u8]) {
         if bytes.len() > RESULT_BYTES {
             return;
         }
@@ -62,7 +68,7 @@ impl Values {
         }
         let total: usize = map.values().map(|v| v.len()).sum();
         if total + bytes.len() <= SESSION_BYTES {
-            map.insert(format!("result_{statement}"), bytes.into());
+            map.insert(format!("result_{statement}"), Arc::from(bytes));
         }
     }
 }

@@ -202,3 +202,60 @@ async fn idle_and_half_sent_connections_do_not_lock_others_out() {
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "a half-sent request stayed open: {read:?}");
     target.others_are_served("after the header deadline").await;
 }
+
+/// Large results inside the output limit: eight 8 MB `[0,0,...]` results once cost about 310 MiB
+/// resident each (held as parsed JSON trees, copied by every listing) and killed the gateway, and
+/// again at every restart while it restored them. Held as text they cost about their size, a
+/// listing does not copy them, and a restart restores them within the same memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_cost_their_size_and_survive_a_restart() {
+    let dir = temp_dir("hostile-large-results");
+    let start = || Process::start(env!("CARGO_BIN_EXE_tilegate"), &dir, "demo_dataset = false\n", None);
+    let gateway = start();
+    let http = reqwest::Client::new();
+    let url = |gateway: &Process, path: &str| format!("{}{path}", gateway.url);
+    let session: Value =
+        http.post(url(&gateway, "/sessions")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let id = session["id"].as_u64().unwrap();
+    // Compile once (a cache hit afterwards), then measure from there.
+    let code = "vec![0u8; 4_000_000]";
+    let statements = url(&gateway, &format!("/sessions/{id}/statements"));
+    let run = |n: u64| {
+        let (http, statements) = (http.clone(), statements.clone());
+        async move {
+            let body = json!({"kind": "rust", "code": code});
+            let st: Value = http.post(&statements).json(&body).send().await.unwrap().json().await.unwrap();
+            assert_eq!(st["id"], n);
+            let done: Value = http.get(format!("{statements}/{n}?wait=60")).send().await.unwrap().json().await.unwrap();
+            assert_eq!(done["output"]["status"], "ok", "{}", &done.to_string()[..300.min(done.to_string().len())]);
+        }
+    };
+    run(0).await;
+    let before = gateway.rss_kib();
+    for n in 1..=8 {
+        run(n).await;
+    }
+    // Ten listings at once, each of every output.
+    let listings: Vec<_> = (0..10)
+        .map(|_| {
+            let request = http.get(&statements).send();
+            tokio::spawn(async move { request.await.unwrap().json::<Value>().await.unwrap() })
+        })
+        .collect();
+    for listing in listings {
+        assert_eq!(listing.await.unwrap()["total_statements"], 9);
+    }
+    let grown = gateway.rss_kib().saturating_sub(before) / 1024;
+    eprintln!("eight 8 MB results and ten listings: +{grown} MiB resident");
+    assert!(grown < 600, "eight 8 MB results grew the gateway by {grown} MiB");
+
+    // kill -9 and start again on the same data directory: everything is back, within memory.
+    gateway.kill_9();
+    let gateway = start();
+    let restored = gateway.rss_kib() / 1024;
+    eprintln!("restarted with them: {restored} MiB resident");
+    let last: Value =
+        http.get(url(&gateway, &format!("/sessions/{id}/statements/8"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(last["output"]["data"]["application/json"].as_array().map(Vec::len), Some(4_000_000));
+    assert!(restored < 800, "the restarted gateway holds {restored} MiB");
+}
