@@ -634,8 +634,9 @@ pub struct VariableInfo {
 pub struct DatasetInfo {
     /// Name, as used in jobs and routes.
     pub name: String,
-    /// Store location.
-    pub path: String,
+    /// Store location on the server; shown to admins only (with authentication off, everyone is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// 2 or 3.
     pub zarr_format: u8,
     /// Extent of the cell centres.

@@ -85,6 +85,7 @@ struct Inner {
     metrics: Arc<metrics::Metrics>,
     store: Arc<Store>,
     sessions: DashMap<u64, Arc<SessionCell>>,
+    /// Session ids by [`name_key`].
     names: DashMap<String, u64>,
     next_id: AtomicU64,
 }
@@ -171,7 +172,7 @@ impl Engine {
                 inner.store.clone(),
             );
             if let Some(name) = &cell.name {
-                inner.names.insert(name.clone(), cell.id);
+                inner.names.insert(name_key(cell.owner.as_deref(), name), cell.id);
             }
             inner.sessions.insert(cell.id, cell);
         }
@@ -234,7 +235,7 @@ impl Engine {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(name) = &request.name {
-            match self.inner.names.entry(name.clone()) {
+            match self.inner.names.entry(name_key(owner.as_deref(), name)) {
                 Entry::Occupied(_) => return Err(Error::DuplicateName(name.clone())),
                 Entry::Vacant(slot) => {
                     slot.insert(id);
@@ -252,7 +253,7 @@ impl Engine {
         };
         if let Err(e) = self.inner.store.create_session(&row, tilegate_api::SessionState::Idle) {
             if let Some(name) = &row.request.name {
-                self.inner.names.remove(name);
+                self.inner.names.remove(&name_key(row.owner.as_deref(), name));
             }
             tracing::error!("could not record session {id}: {e}");
             return Err(Error::Unavailable("the gateway could not record the session; try again".into()));
@@ -300,7 +301,7 @@ impl Engine {
     /// # Errors
     /// [`Error::SessionNotFound`].
     pub fn session_access(&self, key: &str) -> Result<Access, Error> {
-        Ok(self.cell(key)?.access())
+        Ok(self.find(key)?.access())
     }
 
     /// What `owner`'s sessions hold now: live sessions, and statements waiting or running.
@@ -350,7 +351,7 @@ impl Engine {
             return Err(Error::SessionNotFound(key.to_owned())); // deleted concurrently
         }
         if let Some(name) = &cell.name {
-            self.inner.names.remove(name);
+            self.inner.names.remove(&name_key(cell.owner.as_deref(), name));
         }
         cell.shut_down();
         store::warn(self.inner.store.delete_session(cell.id));
@@ -459,17 +460,34 @@ impl Engine {
         }
     }
 
+    /// The id of `owner`'s session called `name` (names are unique per owner; a session without
+    /// an owner is found by its name alone, as any key). Not a heartbeat.
+    pub fn session_named(&self, owner: Option<&str>, name: &str) -> Option<u64> {
+        self.inner.names.get(&name_key(owner, name)).map(|e| *e.value())
+    }
+
+    /// The ids of every session called `name`, whoever owns it (admins may address any).
+    pub fn sessions_named_by_anyone(&self, name: &str) -> Vec<u64> {
+        let named = |key: &str| key == name || key.split_once('\u{0}').is_some_and(|(_, n)| n == name);
+        self.inner.names.iter().filter(|e| named(e.key())).map(|e| *e.value()).collect()
+    }
+
     /// The session by id or name; a request for it counts as its heartbeat.
     fn cell(&self, key: &str) -> Result<Arc<SessionCell>, Error> {
+        let cell = self.find(key)?;
+        cell.lock().clock.heard = tokio::time::Instant::now();
+        Ok(cell)
+    }
+
+    /// The session by id or name, without counting as its heartbeat (a check of who may see it
+    /// is not a request its owner made).
+    fn find(&self, key: &str) -> Result<Arc<SessionCell>, Error> {
         let id = match key.parse::<u64>() {
             Ok(id) => Some(id),
             Err(_) => self.inner.names.get(key).map(|e| *e.value()),
         };
-        let cell = id
-            .and_then(|id| self.inner.sessions.get(&id).map(|e| e.value().clone()))
-            .ok_or_else(|| Error::SessionNotFound(key.to_owned()))?;
-        cell.lock().clock.heard = tokio::time::Instant::now();
-        Ok(cell)
+        id.and_then(|id| self.inner.sessions.get(&id).map(|e| e.value().clone()))
+            .ok_or_else(|| Error::SessionNotFound(key.to_owned()))
     }
 }
 
@@ -508,17 +526,39 @@ fn statement_index(cell: &SessionCell, data: &session::SessionData, statement: &
 }
 
 fn validate_name(name: &str) -> Result<(), Error> {
-    let bad = |why: &str| Err(Error::InvalidRequest(format!("invalid session name '{name}': {why}")));
+    let bad = |why: &str| Err(Error::InvalidRequest(format!("invalid session name {name:?}: {why}")));
     if name.is_empty() || name.chars().count() > 256 {
         return bad("it must have 1 to 256 characters");
     }
     if name.chars().all(|c| c.is_ascii_digit()) {
         return bad("it must not be a number (session routes take ids and names alike)");
     }
-    if name.chars().any(|c| c.is_control() || c == '/') {
-        return bad("it must not contain '/' or control characters");
+    if name.chars().any(|c| hidden_char(c) || c == '/') {
+        return bad("it must not contain '/', control characters, or invisible or text-reordering ones");
     }
     Ok(())
+}
+
+/// Where a session name is kept: names are unique per owner (so that a refused duplicate never
+/// tells one user about another's session), and the names of sessions without an owner are
+/// themselves. Neither user names nor session names hold control characters.
+fn name_key(owner: Option<&str>, name: &str) -> String {
+    match owner {
+        Some(owner) => format!("{owner}\u{0}{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// A character that does not show as itself: a control character, a bidirectional override or
+/// isolate (which reorders the text around it), or a zero-width or otherwise invisible one. Names
+/// others see must not hold them, or one name can pass for another.
+pub fn hidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! against the user's Argon2 hash once, then remembered by the SHA-256 of the header) identify a
 //! [`Caller`]; anything else is 401. It then hides other users' sessions and batches: a route
 //! under `/sessions/{id}` or `/batches/{id}` that the caller may not see answers 404, exactly as
-//! for a session that does not exist. Listings filter the same way ([`Caller::can_see`]).
+//! for a session that does not exist. Listings filter the same way ([`Caller::can_see`]). Session
+//! names are per user: `/sessions/{name}` is the caller's own session of that name (the path is
+//! rewritten to its id before the routes run, so the middleware wraps the router).
 //! Without users, every caller is an anonymous admin.
 
 use std::collections::HashMap;
@@ -100,8 +102,11 @@ impl Users {
     pub(crate) fn new(config: &[UserConfig]) -> Result<Self, String> {
         let mut users = Self::default();
         for u in config {
-            if u.name.is_empty() || u.name.chars().any(|c| c.is_control() || c == ':') {
-                return Err(format!("user name '{}' must be non-empty, without ':' or control characters", u.name));
+            if u.name.is_empty() || u.name.chars().any(|c| tilegate_engine::hidden_char(c) || c == ':') {
+                return Err(format!(
+                    "user name {:?} must be non-empty, without ':', control, invisible or text-reordering characters",
+                    u.name
+                ));
             }
             if u.token_sha256.is_empty() && u.password_hash.is_none() {
                 return Err(format!("user '{}' needs token_sha256 or password_hash", u.name));
@@ -187,11 +192,46 @@ pub(crate) async fn authenticate(State(app): State<AppState>, mut req: Request, 
     } else {
         Caller { user: None }
     };
-    if let Some(hidden) = hidden(&app, &caller, &path) {
+    if let Some(id) = own_session_named(&app, &caller, &path) {
+        rename_session_segment(&mut req, id);
+    }
+    if let Some(hidden) = hidden(&app, &caller, req.uri().path()) {
         return hidden.into_response();
     }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// With users, session names are the caller's own (two users may both have a session `analysis`):
+/// the id of the caller's session named in `/sessions/{name}/...`, if any; for an admin without
+/// one of that name, the one session of anyone's that has it.
+fn own_session_named(app: &AppState, caller: &Caller, path: &str) -> Option<u64> {
+    let mut segments = path.trim_start_matches('/').split('/');
+    let (kind, key) = (segments.next()?, percent_decode(segments.next()?));
+    if kind != "sessions" || key.parse::<u64>().is_ok() {
+        return None;
+    }
+    if let Some(id) = app.engine.session_named(Some(caller.name()?), &key) {
+        return Some(id);
+    }
+    match app.engine.sessions_named_by_anyone(&key)[..] {
+        [id] if caller.is_admin() => Some(id),
+        _ => None,
+    }
+}
+
+/// `/sessions/{name}/rest?query` → `/sessions/{id}/rest?query`, before the routes see it.
+fn rename_session_segment(req: &mut Request, id: u64) {
+    let path = req.uri().path();
+    let rest = path.trim_start_matches('/').splitn(3, '/').nth(2).map(|r| format!("/{r}")).unwrap_or_default();
+    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(renamed) = format!("/sessions/{id}{rest}{query}").parse() {
+        parts.path_and_query = Some(renamed);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
 }
 
 /// The 404 for a session or batch in `path` that exists but is not the caller's.

@@ -97,6 +97,24 @@ impl BatchCell {
 }
 
 impl Batches {
+    /// Stops every running batch (at shutdown, after the store is closed: they are recorded as
+    /// interrupted by the restart, not as killed).
+    pub(crate) fn cancel_all(&self) {
+        for batch in self.table.lock().unwrap_or_else(PoisonError::into_inner).values() {
+            batch.ctx.cancel_flag().store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Batches running now: `owner`'s, or everyone's.
+    pub(crate) fn running(&self, owner: Option<&str>) -> usize {
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let running = |b: &&Arc<BatchCell>| {
+            let state = b.run.lock().unwrap_or_else(PoisonError::into_inner).0;
+            matches!(state, SessionState::Running | SessionState::Starting)
+        };
+        table.values().filter(|b| owner.is_none_or(|o| b.owner.as_deref() == Some(o))).filter(running).count()
+    }
+
     /// The batches `store` holds. One that was running when the gateway stopped is `dead` now,
     /// its log saying why.
     pub(crate) fn restore(store: Arc<Store>) -> Result<Self, StoreError> {
@@ -173,6 +191,14 @@ async fn create_batch(
     ApiJson(request): ApiJson<CreateBatch>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Batch>), ApiError> {
     caller.check_proxy_user(request.proxy_user.as_deref())?;
+    if let Some(name) = &request.name
+        && (name.chars().count() > 256 || name.chars().any(tilegate_engine::hidden_char))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid batch name {name:?}: at most 256 characters, none of them control, invisible or text-reordering."
+        )));
+    }
+    crate::routes::check_quota(&app, &caller, crate::routes::Quota::Batch)?;
     let (language, code) = code_of(&request, &app.config.jobs_dir())?;
     let id = app.batches.store.next_batch_id().map_err(|e| {
         tracing::error!("could not record a batch: {e}");

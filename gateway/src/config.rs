@@ -77,8 +77,13 @@ pub struct Config {
     pub compile_cache_dir: Option<PathBuf>,
     /// Wall-clock limit of one snippet compile, in seconds.
     pub compile_timeout_secs: f64,
-    /// Address space one rustc may use, in MiB.
+    /// Address space one rustc, or one Cranelift compile of a wasm module, may use, in MiB.
     pub compile_memory_mib: u64,
+    /// The program that compiles wasm modules in a child process, bounded by the statement's
+    /// deadline and cancel, `compile_memory_mib` and CPU time. The `tilegate` binary sets itself;
+    /// `None` (an embedded gateway, tests) compiles in the gateway's own process, unbounded.
+    #[serde(skip)]
+    pub module_compiler: Option<PathBuf>,
     /// Compiles running at once; more wait their turn.
     pub max_compiles: usize,
     /// Compiles of one user (or, without users, one session) running at once; a freed slot goes
@@ -94,6 +99,9 @@ pub struct Config {
     /// Memory the operators of one `sql` query may hold (sorts, joins, aggregates), in MiB;
     /// past it the query fails with `ResourcesExhausted`.
     pub sql_memory_limit_mib: usize,
+    /// Memory the operators of one map/reduce job may hold (above all its groups' reduce states),
+    /// in MiB; past it the job fails with `MemoryLimit`.
+    pub job_memory_limit_mib: usize,
     /// Whether `sql` answers `COUNT`/`MIN`/`MAX`/`SUM`/`AVG` over tiles its filters cover whole
     /// from the tile index, reading only the tiles they cut (off = read every cell).
     pub sql_index_aggregates: bool,
@@ -111,9 +119,10 @@ pub struct Config {
     /// Users (`[[users]]` tables). With any, authentication is on: every route but `/version`,
     /// `/health` and `/ready` needs a bearer token or HTTP Basic credentials.
     pub users: Vec<UserConfig>,
-    /// Live sessions one user may have; 0 = no limit. A user's own `max_sessions` overrides.
+    /// Live sessions (and running batches) one user may have; 0 = no limit. A user's own
+    /// `max_sessions` overrides.
     pub max_sessions_per_user: usize,
-    /// Statements waiting or running one user may have; 0 = no limit.
+    /// Statements waiting or running (and running batches) one user may have; 0 = no limit.
     pub max_active_statements_per_user: usize,
     /// Largest statement result (output data as JSON) kept and returned; 0 = only the sandbox's
     /// `output_limit_bytes`. A user's own `max_result_bytes` overrides.
@@ -181,11 +190,13 @@ impl Default for Config {
             compile_cache_dir: None,
             compile_timeout_secs: 30.0,
             compile_memory_mib: 2048,
+            module_compiler: None,
             max_compiles: 2,
             max_compiles_per_user: 1,
             compile_isolation: CompileIsolation::default(),
             sql_max_rows: 1000,
             sql_memory_limit_mib: 1024,
+            job_memory_limit_mib: 1024,
             sql_index_aggregates: true,
             session_idle_timeout_secs: 3600,
             session_ttl_secs: 0,
@@ -193,8 +204,8 @@ impl Default for Config {
             jobs_dir: None,
             state_db: None,
             users: Vec::new(),
-            max_sessions_per_user: 0,
-            max_active_statements_per_user: 0,
+            max_sessions_per_user: 50,
+            max_active_statements_per_user: 1000,
             max_result_bytes: 0,
         }
     }
@@ -292,8 +303,10 @@ impl Config {
         if self.max_connections < 8 {
             return Err(ConfigError::Invalid("max_connections must be at least 8".into()));
         }
-        if self.sql_memory_limit_mib == 0 {
-            return Err(ConfigError::Invalid("sql_memory_limit_mib must be at least 1".into()));
+        if self.sql_memory_limit_mib == 0 || self.job_memory_limit_mib == 0 {
+            return Err(ConfigError::Invalid(
+                "sql_memory_limit_mib and job_memory_limit_mib must be at least 1".into(),
+            ));
         }
         if self.max_wasm_stack_bytes < 4096 {
             return Err(ConfigError::Invalid("max_wasm_stack_bytes must be at least 4096".into()));
@@ -311,6 +324,25 @@ impl Config {
     }
 
     /// How `rust` statements are compiled.
+    /// The sandbox's settings.
+    pub fn sandbox(&self) -> tilegate_sandbox::SandboxConfig {
+        let compiler = match &self.module_compiler {
+            Some(program) => tilegate_sandbox::ModuleCompiler::Process(tilegate_sandbox::CompileProcess {
+                program: program.clone(),
+                args: vec![tilegate_sandbox::COMPILE_COMMAND.into()],
+                memory_bytes: self.compile_memory_mib << 20,
+            }),
+            None => tilegate_sandbox::ModuleCompiler::InProcess,
+        };
+        tilegate_sandbox::SandboxConfig {
+            max_wasm_stack: self.max_wasm_stack_bytes,
+            module_cache_entries: self.module_cache_entries,
+            compiler,
+            ..tilegate_sandbox::SandboxConfig::default()
+        }
+    }
+
+    /// The `rust` compiler's settings.
     pub fn compiler(&self) -> tilegate_compiler::CompilerConfig {
         tilegate_compiler::CompilerConfig {
             rustc: self.rustc.clone(),

@@ -11,6 +11,7 @@ use tilegate_api::{DatasetInfo, DatasetList, RegisterDataset, TileList};
 use tilegate_engine::dataset::{Selection, cf, tile_info};
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -20,22 +21,31 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/datasets/{name}/tiles", get(list_tiles))
 }
 
-async fn list_datasets(State(app): State<AppState>) -> ApiJson<DatasetList> {
-    ApiJson(DatasetList { datasets: app.catalog.list().iter().map(|d| d.info()).collect() })
+async fn list_datasets(State(app): State<AppState>, caller: Caller) -> ApiJson<DatasetList> {
+    ApiJson(DatasetList { datasets: app.catalog.list().iter().map(|d| shown(d.info(), &caller)).collect() })
 }
 
 async fn get_dataset(
     State(app): State<AppState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<ApiJson<DatasetInfo>, ApiError> {
-    Ok(ApiJson(app.catalog.get(&name)?.info()))
+    Ok(ApiJson(shown(app.catalog.get(&name)?.info(), &caller)))
+}
+
+/// A dataset as `caller` sees it: where it lives on the server is for admins.
+fn shown(mut info: DatasetInfo, caller: &Caller) -> DatasetInfo {
+    if !caller.is_admin() {
+        info.path = None;
+    }
+    info
 }
 
 /// Registers a store at run time. Opening it builds its tile index, so it runs off the reactor.
 /// Until authentication lands (issue 7) this route is open to every caller of the gateway.
 async fn register_dataset(
     State(app): State<AppState>,
-    caller: crate::auth::Caller,
+    caller: Caller,
     ApiJson(req): ApiJson<RegisterDataset>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<DatasetInfo>), ApiError> {
     if !caller.is_admin() {

@@ -144,7 +144,7 @@ impl SandboxKernel {
                 evalue: format!("the session's SQL functions did not compile: {e}"),
                 traceback: e.traceback().to_vec(),
             })?;
-        let program = self.sandbox.compile(&compiled.wasm).map_err(sandbox_failure)?;
+        let program = self.compile_module(&compiled.wasm, ctx).map_err(sandbox_failure)?;
         let list: Vec<SqlFunction> = [EXPORT_PREFIX, AGGREGATE_EXPORT_PREFIX]
             .into_iter()
             .flat_map(|prefix| program.exports(prefix))
@@ -177,8 +177,13 @@ impl SandboxKernel {
         self.run_module(&bytes, job, ctx)
     }
 
+    /// Cranelift's compile of a module, within the statement's time limit and cancel.
+    fn compile_module(&self, bytes: &[u8], ctx: &RunContext) -> Result<Arc<Program>, tilegate_sandbox::Error> {
+        self.sandbox.compile_within(bytes, Instant::now() + self.limits.deadline, ctx.cancel_flag())
+    }
+
     fn run_module(&self, bytes: &[u8], job: &Job, ctx: &RunContext) -> Result<Data, tilegate_sandbox::Error> {
-        let program = self.sandbox.compile(bytes)?;
+        let program = self.compile_module(bytes, ctx)?;
         // What `sbx_main` receives: where it runs. Documented in sandbox/ABI.md.
         let input = json!({ "session": job.session_id, "statement": job.statement_id }).to_string();
         let values = self.values(job.session_id);

@@ -28,7 +28,7 @@ use tilegate_engine::dataset::Catalog;
 use tilegate_engine::job::Jobs;
 use tilegate_engine::metrics::Metrics;
 use tilegate_engine::{Engine, Store};
-use tilegate_sandbox::{Limits, Sandbox, SandboxConfig};
+use tilegate_sandbox::{Limits, Sandbox};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -85,11 +85,7 @@ impl AppState {
     /// When the wasm engine cannot be set up or the data directory cannot be used.
     pub fn new(config: Config) -> Result<Self, StartError> {
         let catalog = Arc::new(Catalog::open(&config.data_dir, config.demo_dataset, config.worker_count())?);
-        let sandbox = Sandbox::new(SandboxConfig {
-            max_wasm_stack: config.max_wasm_stack_bytes,
-            module_cache_entries: config.module_cache_entries,
-            ..SandboxConfig::default()
-        })?;
+        let sandbox = Sandbox::new(config.sandbox())?;
         let limits = Limits {
             deadline: config.statement_timeout(),
             memory_bytes: config.memory_limit_mib << 20,
@@ -97,7 +93,8 @@ impl AppState {
         };
         let jobs = Jobs::new(catalog.clone(), config.worker_count(), config.tile_cache_mib << 20)
             .map_err(|e| StartError::Workers(e.to_string()))?
-            .with_sql_index_aggregates(config.sql_index_aggregates);
+            .with_sql_index_aggregates(config.sql_index_aggregates)
+            .with_job_memory_limit(config.job_memory_limit_mib << 20);
         if config.compile_isolation == config::CompileIsolation::None {
             tracing::warn!(
                 "compile_isolation = \"none\": rustc runs without OS isolation; a snippet may read what the \
@@ -131,12 +128,17 @@ impl AppState {
 
 /// The HTTP application with its middleware.
 pub fn router(state: AppState) -> Router {
-    let mut app = routes::routes().layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    let mut routes = routes::routes();
     if state.config.csrf_protection {
         // Only matched routes: an unknown route is 404 and a wrong method 405, header or not.
-        app = app.route_layer(axum::middleware::from_fn(routes::require_csrf_header));
+        routes = routes.route_layer(axum::middleware::from_fn(routes::require_csrf_header));
     }
-    app.layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+    // Authentication wraps the routes (a fallback service under it) rather than being their layer:
+    // it may rewrite `/sessions/{name}` to the caller's session id, which must happen before routing.
+    Router::new()
+        .fallback_service(routes.with_state(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             ApiError::Internal.into_response()
@@ -178,7 +180,7 @@ pub async fn serve(
     use tower::ServiceExt;
 
     raise_open_files_limit();
-    let engine = state.engine.clone();
+    let (engine, batches) = (state.engine.clone(), state.batches.clone());
     let connections = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -217,6 +219,7 @@ pub async fn serve(
     }
     tracing::info!("shutting down: cancelling running statements");
     engine.shut_down();
+    batches.cancel_all();
     graceful.shutdown().await;
     Ok(())
 }

@@ -6,8 +6,17 @@ use clap::Parser;
 use tilegate_gateway::{AppState, Cli, Command, Config, serve};
 use tracing_subscriber::EnvFilter;
 
+fn main() -> ExitCode {
+    // A child the gateway starts to compile one wasm module, bounded (see tilegate_sandbox).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == tilegate_sandbox::COMPILE_COMMAND) {
+        return tilegate_sandbox::serve_compile(&args[2..]);
+    }
+    gateway()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn gateway() -> ExitCode {
     let filter = EnvFilter::try_from_env("TILEGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -35,7 +44,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         return Ok(());
     }
-    let config = Config::load(&cli).map_err(|e| e.to_string())?;
+    let mut config = Config::load(&cli).map_err(|e| e.to_string())?;
+    // Modules compile in children of this very binary (the path stays valid if the file is replaced).
+    config.module_compiler = Some("/proc/self/exe".into());
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(config.bind)

@@ -78,15 +78,7 @@ async fn create_session(
     ApiJson(req): ApiJson<CreateSession>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Session>), ApiError> {
     caller.check_proxy_user(req.proxy_user.as_deref())?;
-    if let Some(user) = &caller.user {
-        let limit = user.max_sessions.unwrap_or(app.config.max_sessions_per_user);
-        if limit > 0 && app.engine.usage(&user.name).sessions >= limit {
-            return Err(ApiError::OverLimit(format!(
-                "User '{}' has {limit} live sessions, the most allowed: delete one first.",
-                user.name
-            )));
-        }
-    }
+    check_quota(&app, &caller, Quota::Session)?;
     let session = app.engine.create_session_for(req, caller.name().map(str::to_owned))?;
     Ok((StatusCode::CREATED, location(&format!("/sessions/{}", session.id)), ApiJson(session)))
 }
@@ -149,15 +141,7 @@ async fn create_statement(
     ApiJson(req): ApiJson<CreateStatement>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Statement<RawOutput>>), ApiError> {
     let session = app.engine.session_state(&key)?.id;
-    if let Some(user) = &caller.user {
-        let limit = user.max_active_statements.unwrap_or(app.config.max_active_statements_per_user);
-        if limit > 0 && app.engine.usage(&user.name).active_statements >= limit {
-            return Err(ApiError::OverLimit(format!(
-                "User '{}' has {limit} statements waiting or running, the most allowed: wait for one to finish.",
-                user.name
-            )));
-        }
-    }
+    check_quota(&app, &caller, Quota::Statement)?;
     let statement = app.engine.submit(&session.to_string(), req)?;
     let url = format!("/sessions/{session}/statements/{}", statement.id);
     Ok((StatusCode::CREATED, location(&url), ApiJson(statement)))
@@ -258,4 +242,51 @@ pub(crate) async fn require_csrf_header(req: Request, next: Next) -> Response {
         return ApiError::MissingCsrfHeader.into_response();
     }
     next.run(req).await
+}
+
+/// What a request is about to start, for [`check_quota`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Quota {
+    /// A session: counts against `max_sessions_per_user`.
+    Session,
+    /// A statement: counts against `max_active_statements_per_user`.
+    Statement,
+    /// A batch: like a session and a statement at once while it runs.
+    Batch,
+}
+
+/// 429 when `caller` is at a per-user limit. A running batch counts as one of its owner's
+/// sessions and one of their active statements; running batches together count against
+/// `max_sessions`, like sessions.
+pub(crate) fn check_quota(app: &AppState, caller: &Caller, quota: Quota) -> Result<(), ApiError> {
+    if quota == Quota::Batch && app.batches.running(None) >= app.config.max_sessions {
+        return Err(ApiError::OverLimit(format!(
+            "{} batches are running, the most allowed (`max_sessions`): try again when one has finished.",
+            app.config.max_sessions
+        )));
+    }
+    let Some(user) = &caller.user else { return Ok(()) };
+    let usage = app.engine.usage(&user.name);
+    let batches = app.batches.running(Some(&user.name));
+    if quota != Quota::Statement {
+        let limit = user.max_sessions.unwrap_or(app.config.max_sessions_per_user);
+        if limit > 0 && usage.sessions + batches >= limit {
+            return Err(ApiError::OverLimit(format!(
+                "User '{}' has {limit} live sessions and running batches, the most allowed \
+                 (`max_sessions_per_user`): delete a session or wait for a batch first.",
+                user.name
+            )));
+        }
+    }
+    if quota != Quota::Session {
+        let limit = user.max_active_statements.unwrap_or(app.config.max_active_statements_per_user);
+        if limit > 0 && usage.active_statements + batches >= limit {
+            return Err(ApiError::OverLimit(format!(
+                "User '{}' has {limit} statements waiting or running (batches included), the most allowed \
+                 (`max_active_statements_per_user`): wait for one to finish.",
+                user.name
+            )));
+        }
+    }
+    Ok(())
 }

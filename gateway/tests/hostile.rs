@@ -259,3 +259,150 @@ async fn large_results_cost_their_size_and_survive_a_restart() {
     assert_eq!(last["output"]["data"]["application/json"].as_array().map(Vec::len), Some(4_000_000));
     assert!(restored < 800, "the restarted gateway holds {restored} MiB");
 }
+
+/// A module that is small to send and very costly to compile: `depth` nested loops, each with a
+/// back edge, around a body that updates `locals` i64 locals, so every local is live at every
+/// loop header (the issue's 91 KB case took Cranelift 114 s and +450 MB).
+fn costly_to_compile(locals: usize, depth: usize) -> String {
+    let mut wat = format!("(module (func (export \"main\") (result i32) (local{})\n", " i64".repeat(locals));
+    wat += &"(loop\n".repeat(depth);
+    for i in 0..locals {
+        wat += &format!("(local.set {i} (i64.add (local.get {i}) (i64.const {i})))\n");
+    }
+    wat += &"(br_if 0 (i64.eqz (local.get 0))))\n".repeat(depth);
+    wat + "i32.const 0))"
+}
+
+/// The children of `pid` (its threads' children).
+fn children(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect()).unwrap_or(Vec::new());
+    tasks
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
+/// Cranelift's compile of a module is bounded like its run: it happens in a child process that
+/// the statement deadline and cancel kill, so it neither holds the gateway's threads nor its
+/// memory, and the gateway serves everyone meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn costly_modules_stop_compiling_at_the_deadline_or_on_cancel() {
+    let target = Target::start("costly-module", "demo_dataset = false\nstatement_timeout_secs = 3\n").await;
+    let module = costly_to_compile(10_000, 100);
+    let before = target.gateway.peak_rss_kib();
+    let clock = Instant::now();
+    let done = target.survive("wasm", &module).await;
+    eprintln!("a costly module stopped after {:?}: {}", clock.elapsed(), done["output"]["evalue"]);
+    assert_eq!(ename(&done), "CompileLimit", "{}", done["output"]);
+    assert!(done["output"]["evalue"].as_str().unwrap().contains("statement_timeout_secs"), "{}", done["output"]);
+    let grown_mib = target.gateway.peak_rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 200, "the gateway's peak grew by {grown_mib} MiB while a module compiled elsewhere");
+
+    // Cancel stops a compile at once, and the compiler process is gone with it.
+    let id = target.submit(target.session, "wasm", &module).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!children(target.gateway.child.id()).is_empty(), "no compiler process while a module compiles");
+    let cancel = target.url(&format!("/sessions/{}/statements/{id}/cancel", target.session));
+    assert_eq!(target.http.post(cancel).send().await.unwrap().status(), 200);
+    let done = target.statement(target.session, id, 2).await;
+    assert_eq!(done["state"], "cancelled", "cancel took more than 2 s: {done}");
+    let clock = Instant::now();
+    while !children(target.gateway.child.id()).is_empty() {
+        assert!(clock.elapsed() < Duration::from_secs(2), "the compiler outlived its cancelled statement");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    target.others_are_served("after a cancelled compile").await;
+
+    // A module that does not validate is still an `InvalidModule` with wasmtime's reason.
+    let invalid = target.survive("wasm", r#"(module (func (export "main") (result i32) i64.const 1))"#).await;
+    assert_eq!(ename(&invalid), "InvalidModule", "{}", invalid["output"]);
+    assert!(invalid["output"]["evalue"].as_str().unwrap().contains("type mismatch"), "{}", invalid["output"]);
+}
+
+/// A job whose groups hold too much (each tile of the demo dataset its own key with a 400 KB
+/// value: 1.2 GB of reduce state) ends as `MemoryLimit` at the job's memory pool, instead of
+/// growing the gateway by gigabytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_with_too_much_reduce_state_end_at_the_memory_limit() {
+    let target = Target::start("fat-job", "job_memory_limit_mib = 128\n").await;
+    let fat = r#"
+fn fat(tile: &Tile) -> Vec<((u32, (u32, u32)), String)> {
+    vec![((tile.index[0], (tile.index[1], tile.index[2])), "x".repeat(400_000))]
+}
+fn join(a: String, b: String) -> String { a + &b }
+dataset("sst").map(fat).reduce_by_key(join).json().len()
+"#;
+    let before = target.gateway.peak_rss_kib();
+    let done = target.survive("rust", fat).await;
+    let grown_mib = target.gateway.peak_rss_kib().saturating_sub(before) / 1024;
+    eprintln!("a job with 1.2 GB of reduce state: {} (peak +{grown_mib} MiB)", done["output"]["evalue"]);
+    assert_eq!(ename(&done), "MemoryLimit", "{}", done["output"]);
+    assert!(done["output"]["evalue"].as_str().unwrap().contains("job_memory_limit_mib"), "{}", done["output"]);
+    assert!(grown_mib < 600, "the gateway's peak grew by {grown_mib} MiB for a job bounded at 128 MiB");
+
+    // Within the pool the same job shape works: 40 bytes a key.
+    let small = fat.replace("400_000", "40");
+    let done = target.survive("rust", &small).await;
+    assert_eq!(done["output"]["status"], "ok", "{}", done["output"]);
+}
+
+/// A large table-shaped value in a session (a million rows, 8 MB of JSON objects) costs a query
+/// only when the query names it: `SELECT 1` once parsed every such value into a table (+550 MiB
+/// and 1.6 s per query for an 8 MB one). Measured after a restart, so that the peak is not the
+/// job's that made the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_pay_only_for_the_session_values_they_name() {
+    let dir = temp_dir("hostile-lazy-tables");
+    let start = || Process::start(env!("CARGO_BIN_EXE_tilegate"), &dir, "", None);
+    let http = reqwest::Client::new();
+    let run = |url: String, kind: &'static str, code: String| {
+        let http = http.clone();
+        async move {
+            let body = json!({"kind": kind, "code": code});
+            let st: Value =
+                http.post(format!("{url}/statements")).json(&body).send().await.unwrap().json().await.unwrap();
+            let done = format!("{url}/statements/{}?wait=60", st["id"]);
+            loop {
+                let st = http.get(&done).send().await.unwrap().json::<Value>().await.unwrap();
+                if st["state"] == "available" {
+                    break st;
+                }
+            }
+        }
+    };
+    let gateway = start();
+    let session: Value =
+        http.post(format!("{}/sessions", gateway.url)).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let rows = r#"
+record! { struct Row { a: u8 } }
+(0..1_000_000).map(|_| Row { a: 0 }).collect::<Vec<_>>()
+"#;
+    let session_url = |gateway: &Process| format!("{}/sessions/{}", gateway.url, session["id"]);
+    let made = run(session_url(&gateway), "rust", rows.into()).await;
+    assert_eq!(made["output"]["status"], "ok", "{}", made.to_string().chars().take(400).collect::<String>());
+    let size = made["output"]["data"]["application/json"].to_string().len();
+    assert!(size > 7_000_000, "the value is only {size} bytes");
+    gateway.kill_9();
+
+    let gateway = start();
+    // The first queries of a process set up what every query shares: run them in another session.
+    let other: Value =
+        http.post(format!("{}/sessions", gateway.url)).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    for _ in 0..3 {
+        let other = format!("{}/sessions/{}", gateway.url, other["id"]);
+        run(other, "sql", "SELECT 1 AS one".into()).await;
+    }
+    let before = gateway.peak_rss_kib();
+    for _ in 0..3 {
+        let one = run(session_url(&gateway), "sql", "SELECT 1 AS one".into()).await;
+        assert_eq!(one["output"]["data"]["application/json"]["data"][0][0], 1, "{}", one["output"]);
+    }
+    let grown_mib = gateway.peak_rss_kib().saturating_sub(before) / 1024;
+    eprintln!("three SELECT 1 beside a {size}-byte table-shaped value: peak +{grown_mib} MiB");
+    assert!(grown_mib < 40, "SELECT 1 grew the gateway's peak by {grown_mib} MiB");
+    // Named, the value is a table.
+    let count = run(session_url(&gateway), "sql", format!("SELECT COUNT(*) AS n FROM result_{}", made["id"])).await;
+    let n = count["output"]["data"]["application/json"]["data"][0][0].as_u64().unwrap_or(0);
+    assert_eq!(n, 1_000_000, "{}", count["output"]);
+}

@@ -27,6 +27,9 @@ pub enum Error {
     /// The call ran past its deadline.
     #[error("time limit of {} s exceeded (the gateway's `statement_timeout_secs`)", .0.as_secs_f64())]
     Timeout(Duration),
+    /// Compiling the module ran past a limit (time, memory or CPU).
+    #[error("{0}")]
+    CompileLimit(String),
     /// The call was cancelled by its caller.
     #[error("cancelled")]
     Cancelled,
@@ -96,6 +99,7 @@ impl Error {
             Self::ForbiddenImport { .. } => "ForbiddenImport",
             Self::MissingEntry(_) => "MissingEntry",
             Self::Timeout(_) => "Timeout",
+            Self::CompileLimit(_) => "CompileLimit",
             Self::Cancelled => "Cancelled",
             Self::MemoryLimit { .. } => "MemoryLimit",
             Self::OutputLimit { .. } => "OutputLimit",

@@ -21,6 +21,7 @@
 //! - `host`: the per-call store state, the memory limiter and the `sbx` imports.
 //! - The ABI itself is documented in `sandbox/ABI.md`.
 
+mod compile;
 mod error;
 mod host;
 
@@ -37,6 +38,7 @@ use wasmtime::{
     Config, Engine, ExternType, InstancePre, Linker, Module, OptLevel, Store, Trap, UpdateDeadline, Val, ValType,
 };
 
+pub use compile::{COMPILE_COMMAND, CompileProcess, ModuleCompiler, serve_compile};
 pub use error::Error;
 use host::{ALLOWED_IMPORTS, HostState, Stop};
 pub use host::{Host, JobFailure, JobHandler, SessionValues};
@@ -50,11 +52,18 @@ pub struct SandboxConfig {
     pub module_cache_entries: usize,
     /// How often deadlines and cancellation are checked.
     pub tick: Duration,
+    /// Where modules are compiled (a child process bounds the cost of a hostile module).
+    pub compiler: ModuleCompiler,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        Self { max_wasm_stack: 512 << 10, module_cache_entries: 256, tick: Duration::from_millis(10) }
+        Self {
+            max_wasm_stack: 512 << 10,
+            module_cache_entries: 256,
+            tick: Duration::from_millis(10),
+            compiler: ModuleCompiler::InProcess,
+        }
     }
 }
 
@@ -146,18 +155,7 @@ impl Sandbox {
     /// # Errors
     /// [`Error::Setup`] when wasmtime rejects the configuration.
     pub fn new(config: SandboxConfig) -> Result<Self, Error> {
-        let mut wasm = Config::new();
-        wasm.epoch_interruption(true)
-            .max_wasm_stack(config.max_wasm_stack)
-            .cranelift_opt_level(OptLevel::Speed)
-            // Enough frames to see where a trap happened without copying deep recursions.
-            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32));
-        // For profiling only: wasmtime writes /tmp/perf-<pid>.map, so `perf report` names guest
-        // functions. Off by default (the file grows with every module compiled).
-        if std::env::var_os("TILEGATE_PERF_MAP").is_some() {
-            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = Engine::new(&wasm).map_err(|e| Error::Setup(format!("{e:#}")))?;
+        let engine = Engine::new(&engine_config(config.max_wasm_stack)).map_err(|e| Error::Setup(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         host::link(&mut linker).map_err(|e| Error::Setup(format!("{e:#}")))?;
 
@@ -179,18 +177,43 @@ impl Sandbox {
     }
 
     /// Compiles a module (binary or WAT text), or returns the cached one with the same bytes.
-    /// Imports are checked here, before anything runs.
+    /// Imports are checked here, before anything runs. Without a time limit: see
+    /// [`Sandbox::compile_within`].
+    ///
+    /// # Errors
+    /// As [`Sandbox::compile_within`].
+    pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Program>, Error> {
+        self.compile_within(bytes, Instant::now() + Duration::from_secs(24 * 3600), &AtomicBool::new(false))
+    }
+
+    /// Compiles a module (binary or WAT text), or returns the cached one with the same bytes.
+    /// Imports are checked here, before anything runs. With [`ModuleCompiler::Process`] the
+    /// compile stops at `deadline` or when `interrupt` is set, and within its memory.
     ///
     /// # Errors
     /// [`Error::InvalidModule`] for bytes that do not parse or validate, [`Error::ForbiddenImport`] for
     /// an import the sandbox does not provide, [`Error::MissingEntry`] for a `main` or `sbx_*` export
-    /// with the wrong signature.
-    pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Program>, Error> {
+    /// with the wrong signature, [`Error::CompileLimit`] or [`Error::Cancelled`] for a compile
+    /// stopped by a limit or the caller.
+    pub fn compile_within(
+        &self,
+        bytes: &[u8],
+        deadline: Instant,
+        interrupt: &AtomicBool,
+    ) -> Result<Arc<Program>, Error> {
         let hash = hex(&Sha256::digest(bytes));
         if let Some(program) = self.lock_cache().get(&hash) {
             return Ok(program);
         }
-        let module = Module::new(&self.engine, bytes).map_err(|e| Error::InvalidModule(format!("{e:#}")))?;
+        let module = match &self.config.compiler {
+            ModuleCompiler::InProcess => {
+                Module::new(&self.engine, bytes).map_err(|e| Error::InvalidModule(format!("{e:#}")))?
+            }
+            ModuleCompiler::Process(process) => {
+                let artifact = compile::in_child(process, self.config.max_wasm_stack, bytes, deadline, interrupt)?;
+                compile::load(&self.engine, &artifact)?
+            }
+        };
         for import in module.imports() {
             let allowed = import.module() == "sbx" && host::IMPORT_NAMES.contains(&import.name());
             if !allowed {
@@ -323,6 +346,23 @@ impl Sandbox {
         // A panic while holding the lock cannot leave the map inconsistent: take it back.
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// The engine's settings; a module compiled in a child process is only loaded into an engine
+/// with the same ones.
+fn engine_config(max_wasm_stack: usize) -> Config {
+    let mut wasm = Config::new();
+    wasm.epoch_interruption(true)
+        .max_wasm_stack(max_wasm_stack)
+        .cranelift_opt_level(OptLevel::Speed)
+        // Enough frames to see where a trap happened without copying deep recursions.
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32));
+    // For profiling only: wasmtime writes /tmp/perf-<pid>.map, so `perf report` names guest
+    // functions. Off by default (the file grows with every module compiled).
+    if std::env::var_os("TILEGATE_PERF_MAP").is_some() {
+        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    wasm
 }
 
 /// Turns a wasmtime error into the limit or guest failure it stands for.

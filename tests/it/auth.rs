@@ -13,12 +13,17 @@ use crate::{Gateway, fixture, test_config};
 /// A gateway with ann (token, at most 2 sessions, results up to 100 bytes), bob (token and password, at most 1 active
 /// statement) and root (admin).
 async fn gateway() -> Gateway {
+    Gateway::start_with(tilegate_gateway::Config { users: users(), ..test_config() }).await
+}
+
+/// ann, bob and root as [`gateway`] has them.
+fn users() -> Vec<UserConfig> {
     let user = |name: &str, token: &str| UserConfig {
         name: name.into(),
         token_sha256: vec![hash_token(token)],
         ..Default::default()
     };
-    let users = vec![
+    vec![
         UserConfig { max_sessions: Some(2), max_result_bytes: Some(100), ..user("ann", "ann-token") },
         UserConfig {
             password_hash: Some(hash_password("bob's password").unwrap()),
@@ -26,8 +31,7 @@ async fn gateway() -> Gateway {
             ..user("bob", "bob-token")
         },
         UserConfig { admin: true, ..user("root", "root-token") },
-    ];
-    Gateway::start_with(tilegate_gateway::Config { users, ..test_config() }).await
+    ]
 }
 
 /// A request with `authorization` (none when `None`): status and JSON body.
@@ -243,4 +247,87 @@ async fn per_user_limits_answer_429_and_free_up() {
     assert!(big["output"]["evalue"].as_str().unwrap().contains("limit of 100"), "{big}");
     let (_, small) = call(&gw, ANN, Method::GET, &format!("{path}/1"), None).await;
     assert_eq!(small["output"]["data"]["text/plain"], "42", "{small}");
+}
+
+/// Nothing tells one user about another's sessions: session names are per user (bob may name a
+/// session like ann's, and a name routes to the caller's own), bob's probes of ann's session are
+/// not its heartbeat, names cannot hide or reorder characters, and where a dataset lives on the
+/// server is for admins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_probes_and_dataset_paths_reveal_nothing_of_other_users() {
+    let config = tilegate_gateway::Config { users: users(), demo_dataset: true, ..test_config() };
+    let gw = Gateway::start_with(config).await;
+    let named = |name: &str, heartbeat: u64| Some(json!({"name": name, "heartbeatTimeoutInSecond": heartbeat}));
+    let (status, ann) = call(&gw, ANN, Method::POST, "/sessions", named("analysis", 2)).await;
+    assert_eq!(status, 201, "{ann}");
+    let (status, bob) = call(&gw, BOB, Method::POST, "/sessions", named("analysis", 0)).await;
+    assert_eq!(status, 201, "ann's session name is not taken for bob: {bob}");
+    let (status, again) = call(&gw, ANN, Method::POST, "/sessions", named("analysis", 0)).await;
+    assert_eq!(status, 400, "a user's own names stay unique: {again}");
+    assert!(again["msg"].as_str().unwrap().contains("Duplicate session name"), "{again}");
+    for (auth, mine) in [(ANN, &ann), (BOB, &bob)] {
+        let (status, found) = call(&gw, auth, Method::GET, "/sessions/analysis", None).await;
+        assert_eq!((status, &found["id"]), (200, &mine["id"]), "{auth:?}: {found}");
+        let (status, _) = call(&gw, auth, Method::GET, "/sessions/analysis/statements?from=0", None).await;
+        assert_eq!(status, 200, "{auth:?}: a query string survives the name's rewrite");
+    }
+
+    // bob polls ann's session (by id) for longer than its heartbeat timeout: it still expires.
+    let path = format!("/sessions/{}", ann["id"]);
+    let clock = std::time::Instant::now();
+    while clock.elapsed() < std::time::Duration::from_secs(4) {
+        assert_eq!(call(&gw, BOB, Method::GET, &path, None).await.0, 404);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, expired) = call(&gw, ANN, Method::GET, &path, None).await;
+    assert_eq!(expired["state"], "dead", "bob's probes kept ann's session alive: {expired}");
+
+    // Control, bidirectional and zero-width characters in names are refused.
+    for name in ["invoice\u{202E}fdp.exe", "ad\u{200B}min", "tab\there", "\u{2066}x\u{2069}"] {
+        let (status, answer) = call(&gw, ANN, Method::POST, "/sessions", named(name, 0)).await;
+        assert_eq!(status, 400, "{name:?}: {answer}");
+        let batch = json!({"name": name, "code": fixture!("answer"), "kind": "wasm"});
+        let (status, answer) = call(&gw, ANN, Method::POST, "/batches", Some(batch)).await;
+        assert_eq!(status, 400, "batch {name:?}: {answer}");
+    }
+
+    // The demo dataset's server path: for root, not for ann.
+    let (_, list) = call(&gw, ROOT, Method::GET, "/datasets", None).await;
+    assert!(list["datasets"][0]["path"].as_str().is_some_and(|p| p.contains("sst")), "{list}");
+    for path in ["/datasets", "/datasets/sst"] {
+        let (status, answer) = call(&gw, ANN, Method::GET, path, None).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            !answer.to_string().contains(gw.data_dir.to_str().unwrap()),
+            "{path} shows ann the server's paths: {answer}"
+        );
+    }
+    let (_, one) = call(&gw, ANN, Method::GET, "/datasets/sst", None).await;
+    assert!(one.get("path").is_none() && one["variables"].is_array(), "{one}");
+}
+
+/// A running batch counts as one of its owner's sessions and active statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_count_against_per_user_limits() {
+    let gw = gateway().await;
+    let spin = json!({"code": fixture!("spin"), "kind": "wasm"});
+    // bob: one active statement; a running batch is it.
+    let (status, batch) = call(&gw, BOB, Method::POST, "/batches", Some(spin.clone())).await;
+    assert_eq!(status, 201, "{batch}");
+    let (_, session) = call(&gw, BOB, Method::POST, "/sessions", None).await;
+    let path = format!("/sessions/{}/statements", session["id"]);
+    let (status, answer) = call(&gw, BOB, Method::POST, &path, Some(spin.clone())).await;
+    assert_eq!(status, 429, "{answer}");
+    assert!(answer["msg"].as_str().unwrap().contains("batches included"), "{answer}");
+    let (status, answer) = call(&gw, BOB, Method::POST, "/batches", Some(spin.clone())).await;
+    assert_eq!(status, 429, "a second batch: {answer}");
+    assert_eq!(call(&gw, BOB, Method::DELETE, &format!("/batches/{}", batch["id"]), None).await.0, 200);
+    assert_eq!(call(&gw, BOB, Method::POST, &path, Some(spin.clone())).await.0, 201, "free again");
+
+    // ann: two sessions at most; one session and one running batch are two.
+    assert_eq!(call(&gw, ANN, Method::POST, "/sessions", None).await.0, 201);
+    assert_eq!(call(&gw, ANN, Method::POST, "/batches", Some(spin)).await.0, 201);
+    let (status, answer) = call(&gw, ANN, Method::POST, "/sessions", None).await;
+    assert_eq!(status, 429, "{answer}");
+    assert!(answer["msg"].as_str().unwrap().contains("running batches"), "{answer}");
 }

@@ -370,7 +370,7 @@ impl Dataset {
             .collect();
         DatasetInfo {
             name: self.name.clone(),
-            path: self.path.display().to_string(),
+            path: Some(self.path.display().to_string()),
             zarr_format: self.format,
             bbox: bbox(&self.lats, &self.lons),
             time: time_range(&self.times),

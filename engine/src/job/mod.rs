@@ -174,6 +174,9 @@ impl Drop for Jobs {
 /// Stack of each worker thread.
 const WORKER_STACK_BYTES: usize = 64 << 20;
 
+/// [`Jobs::with_job_memory_limit`]'s default: 1 GiB.
+pub const DEFAULT_JOB_MEMORY_BYTES: usize = 1 << 30;
+
 /// Runs jobs: the worker runtime, the DataFusion settings and the decoded-tile cache.
 pub struct Jobs {
     catalog: Arc<Catalog>,
@@ -183,6 +186,8 @@ pub struct Jobs {
     cache: Arc<TileCache>,
     /// Whether `sql` answers whole-tile aggregates from the tile index (`sql::index`).
     sql_index_aggregates: bool,
+    /// Memory a job's operators may hold (its groups' reduce states above all).
+    job_memory_bytes: usize,
 }
 
 impl Jobs {
@@ -206,7 +211,16 @@ impl Jobs {
             workers,
             cache: Arc::new(TileCache::new(cache_bytes)),
             sql_index_aggregates: true,
+            job_memory_bytes: DEFAULT_JOB_MEMORY_BYTES,
         })
+    }
+
+    /// The memory a job's operators may hold, above all its groups' reduce states (default
+    /// [`DEFAULT_JOB_MEMORY_BYTES`]); past it the job fails with `MemoryLimit`.
+    #[must_use]
+    pub fn with_job_memory_limit(mut self, bytes: usize) -> Self {
+        self.job_memory_bytes = bytes;
+        self
     }
 
     /// Whether `sql` statements answer `COUNT`/`MIN`/`MAX`/`SUM`/`AVG` over whole tiles from the
@@ -298,6 +312,7 @@ impl Jobs {
             ctx: ctx.clone(),
             cache: self.cache.clone(),
             workers: self.workers,
+            memory_bytes: self.job_memory_bytes,
         })
     }
 

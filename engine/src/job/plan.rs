@@ -39,6 +39,8 @@ pub(super) struct Job {
     pub(super) ctx: RunContext,
     pub(super) cache: Arc<TileCache>,
     pub(super) workers: usize,
+    /// Memory the job's operators may hold (a pool without spilling).
+    pub(super) memory_bytes: usize,
 }
 
 impl Job {
@@ -57,7 +59,7 @@ impl Job {
     /// The job's physical plan (`workers` partitions) and the session it was planned in.
     pub(super) async fn physical_plan(&self) -> Result<(Arc<dyn ExecutionPlan>, SessionContext)> {
         let config = SessionConfig::new().with_target_partitions(self.workers);
-        let session = SessionContext::new_with_config(config);
+        let session = SessionContext::new_with_config_rt(config, crate::sql::bounded_runtime(self.memory_bytes)?);
         let scan = Arc::new(ScanContext {
             dataset: self.dataset.clone(),
             variables: vec![self.variable.clone()],
@@ -129,6 +131,13 @@ pub(crate) fn job_error(e: DataFusionError) -> JobError {
             Some(job) => job.clone(),
             None => JobError::new("JobError", inner.to_string()),
         },
+        DataFusionError::ResourcesExhausted(why) => JobError::new(
+            "MemoryLimit",
+            format!(
+                "the job's groups need more memory than the gateway's `job_memory_limit_mib` allows ({why}): \
+                 use fewer or smaller keys or values, e.g. a coarser key, a smaller bbox or time range"
+            ),
+        ),
         other => JobError::new("JobError", other.to_string()),
     }
 }

@@ -32,7 +32,7 @@ use datafusion::common::{DataFusionError, TableReference};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::GreedyMemoryPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -83,6 +83,16 @@ impl Default for SqlLimits {
     }
 }
 
+/// A runtime whose operators share a pool of `memory_bytes` and never spill to disk: past the
+/// pool a query or job fails with `ResourcesExhausted` instead of growing until the gateway is
+/// killed.
+pub(crate) fn bounded_runtime(memory_bytes: usize) -> datafusion::common::Result<Arc<RuntimeEnv>> {
+    RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(GreedyMemoryPool::new(memory_bytes)))
+        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+        .build_arc()
+}
+
 impl Jobs {
     /// Runs one SQL query over the datasets to completion on the worker runtime. Blocks the
     /// calling thread (call it from a blocking thread); cancelling `ctx` stops the scan. `kept`
@@ -106,18 +116,23 @@ impl Jobs {
         for (function, runner) in functions.iter().flat_map(|(list, runner)| list.iter().map(move |f| (f, runner))) {
             function.register(&session, runner.clone());
         }
-        for (name, json) in kept {
-            let taken = session.table_exist(TableReference::bare(name.as_str())).unwrap_or(true);
-            if let (false, Some(table)) = (taken, results::table(json)) {
-                session.register_table(TableReference::bare(name.as_str()), Arc::new(table)).map_err(sql_error)?;
-            }
-        }
-        let query = query.to_owned();
+        let (query, kept) = (query.to_owned(), kept.to_vec());
         let work = async move {
             let state = session.state();
             let dialect = state.config().options().sql_parser.dialect;
             let statement = state.sql_to_statement(&query, &dialect).map_err(sql_error)?;
             check_size(&statement)?;
+            // Only the values the query names become tables (each parsed from its JSON), not every
+            // table-shaped value of the session for every query.
+            for reference in state.resolve_table_references(&statement).map_err(sql_error)? {
+                let Some((name, json)) = kept.iter().find(|(name, _)| reference.table() == name) else { continue };
+                let bare = TableReference::bare(name.as_str());
+                let taken = session.table_exist(bare.clone()).unwrap_or(true);
+                if let (false, Some(table)) = (taken, results::table(json)) {
+                    session.register_table(bare, Arc::new(table)).map_err(sql_error)?;
+                }
+            }
+            let state = session.state();
             let plan = state.statement_to_plan(statement).await.map_err(sql_error)?;
             read_only().verify_plan(&plan).map_err(sql_error)?;
             let frame = session.execute_logical_plan(plan).await.map_err(sql_error)?;
@@ -163,12 +178,7 @@ impl Jobs {
             .with_target_partitions(self.workers())
             .with_information_schema(true)
             .with_default_catalog_and_schema("tilegate", "public");
-        // The query's operators share a bounded pool and never spill to disk: past the pool a
-        // query fails with `ResourcesExhausted` instead of growing until the gateway is killed.
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(GreedyMemoryPool::new(memory_bytes)))
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
-            .build_arc()?;
+        let runtime = bounded_runtime(memory_bytes)?;
         let mut state =
             SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features();
         if self.sql_index_aggregates() {
