@@ -525,19 +525,22 @@ async fn run_statements(
 /// building a tree); `None` for an error output.
 fn json_of_ok(output: &RawOutput) -> Option<Option<Box<serde_json::value::RawValue>>> {
     #[derive(serde::Deserialize)]
-    struct Ok {
+    struct Held {
         status: String,
         #[serde(default)]
         data: BTreeMap<String, Box<serde_json::value::RawValue>>,
     }
-    let mut ok: Ok = serde_json::from_str(output.get()).ok()?;
-    (ok.status == "ok").then(|| ok.data.remove("application/json"))
+    let mut held: Held = serde_json::from_str(output.get()).ok()?;
+    (held.status == "ok").then(|| held.data.remove("application/json"))
 }
 
 /// The result, or an error when it is over the owner's limit.
 fn within(data: crate::Data, limit: Option<usize>) -> Result<crate::Data, Failure> {
     let Some(limit) = limit else { return Ok(data) };
-    let size = serde_json::to_vec(&data).map_or(0, |v| v.len());
+    // Counted as written: the output is serialised once more right after, kept as text.
+    let mut size = Counted(0);
+    let _ = serde_json::to_writer(&mut size, &data);
+    let size = size.0;
     if size <= limit {
         return Ok(data);
     }
@@ -547,6 +550,20 @@ fn within(data: crate::Data, limit: Option<usize>) -> Result<crate::Data, Failur
             "the result is {size} bytes, over your limit of {limit} (max_result_bytes): return less, or aggregate further"
         ),
     ))
+}
+
+/// A writer that only counts bytes.
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {

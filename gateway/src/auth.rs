@@ -214,8 +214,11 @@ fn own_session_named(app: &AppState, caller: &Caller, path: &str) -> Option<u64>
     if let Some(id) = app.engine.session_named(Some(caller.name()?), &key) {
         return Some(id);
     }
+    if !caller.is_admin() {
+        return None;
+    }
     match app.engine.sessions_named_by_anyone(&key)[..] {
-        [id] if caller.is_admin() => Some(id),
+        [id] => Some(id),
         _ => None,
     }
 }

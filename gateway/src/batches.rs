@@ -105,14 +105,16 @@ impl Batches {
         }
     }
 
-    /// Batches running now: `owner`'s, or everyone's.
-    pub(crate) fn running(&self, owner: Option<&str>) -> usize {
+    /// Batches running now: everyone's, and `owner`'s.
+    pub(crate) fn running(&self, owner: Option<&str>) -> (usize, usize) {
         let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let running = |b: &&Arc<BatchCell>| {
             let state = b.run.lock().unwrap_or_else(PoisonError::into_inner).0;
             matches!(state, SessionState::Running | SessionState::Starting)
         };
-        table.values().filter(|b| owner.is_none_or(|o| b.owner.as_deref() == Some(o))).filter(running).count()
+        table.values().filter(running).fold((0, 0), |(all, mine), b| {
+            (all + 1, mine + usize::from(owner.is_some() && b.owner.as_deref() == owner))
+        })
     }
 
     /// The batches `store` holds. One that was running when the gateway stopped is `dead` now,

@@ -259,15 +259,14 @@ pub(crate) enum Quota {
 /// sessions and one of their active statements; running batches together count against
 /// `max_sessions`, like sessions.
 pub(crate) fn check_quota(app: &AppState, caller: &Caller, quota: Quota) -> Result<(), ApiError> {
-    if quota == Quota::Batch && app.batches.running(None) >= app.config.max_sessions {
+    let (running, batches) = app.batches.running(caller.name());
+    if quota == Quota::Batch && running >= app.config.max_sessions {
         return Err(ApiError::OverLimit(format!(
-            "{} batches are running, the most allowed (`max_sessions`): try again when one has finished.",
-            app.config.max_sessions
+            "{running} batches are running, the most allowed (`max_sessions`): try again when one has finished."
         )));
     }
     let Some(user) = &caller.user else { return Ok(()) };
     let usage = app.engine.usage(&user.name);
-    let batches = app.batches.running(Some(&user.name));
     if quota != Quota::Statement {
         let limit = user.max_sessions.unwrap_or(app.config.max_sessions_per_user);
         if limit > 0 && usage.sessions + batches >= limit {

@@ -325,10 +325,11 @@ impl<'de> DeserializeSeed<'de> for Append<'_> {
             Column::Integer(b) => b.append_option(text.parse::<i64>().ok()),
             Column::Float(b) => b.append_option(text.parse::<f64>().ok()),
             Column::Bool(b) => b.append_option(text.parse::<bool>().ok()),
-            Column::Text(b) => match serde_json::from_str::<std::borrow::Cow<'_, str>>(text) {
-                Ok(s) if text.starts_with('"') => b.append_value(s),
-                _ => b.append_value(text),
+            Column::Text(b) if text.starts_with('"') => match serde_json::from_str::<std::borrow::Cow<'_, str>>(text) {
+                Ok(s) => b.append_value(s),
+                Err(_) => b.append_null(),
             },
+            Column::Text(b) => b.append_value(text),
         }
         Ok(())
     }
