@@ -318,6 +318,13 @@ async fn costly_modules_stop_compiling_at_the_deadline_or_on_cancel() {
     let invalid = target.survive("wasm", r#"(module (func (export "main") (result i32) i64.const 1))"#).await;
     assert_eq!(ename(&invalid), "InvalidModule", "{}", invalid["output"]);
     assert!(invalid["output"]["evalue"].as_str().unwrap().contains("type mismatch"), "{}", invalid["output"]);
+
+    // With a long deadline, the compiler's memory limit stops it (256 MiB: Cranelift needs more).
+    let config = "demo_dataset = false\nstatement_timeout_secs = 60\ncompile_memory_mib = 256\n";
+    let target = Target::start("costly-module-memory", config).await;
+    let done = target.survive("wasm", &module).await;
+    assert_eq!(ename(&done), "CompileLimit", "{}", done["output"]);
+    assert!(done["output"]["evalue"].as_str().unwrap().contains("more than 256 MiB"), "{}", done["output"]);
 }
 
 /// A job whose groups hold too much (each tile of the demo dataset its own key with a 400 KB

@@ -331,3 +331,19 @@ async fn batches_count_against_per_user_limits() {
     assert_eq!(status, 429, "{answer}");
     assert!(answer["msg"].as_str().unwrap().contains("running batches"), "{answer}");
 }
+
+/// Running batches together are capped by `max_sessions` (authentication or not), and a stopped
+/// gateway cancels them rather than waiting for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_batches_are_capped_by_max_sessions() {
+    let gw = Gateway::start_with(tilegate_gateway::Config { max_sessions: 2, ..test_config() }).await;
+    let spin = json!({"code": fixture!("spin"), "kind": "wasm"});
+    for _ in 0..2 {
+        assert_eq!(call(&gw, None, Method::POST, "/batches", Some(spin.clone())).await.0, 201);
+    }
+    let (status, answer) = call(&gw, None, Method::POST, "/batches", Some(spin.clone())).await;
+    assert_eq!(status, 429, "{answer}");
+    assert!(answer["msg"].as_str().unwrap().contains("batches are running"), "{answer}");
+    assert_eq!(call(&gw, None, Method::DELETE, "/batches/0", None).await.0, 200);
+    assert_eq!(call(&gw, None, Method::POST, "/batches", Some(spin)).await.0, 201, "free again");
+}
