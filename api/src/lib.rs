@@ -464,6 +464,19 @@ pub struct Statement<O = Output> {
     pub started: i64,
     /// Completion time, epoch milliseconds, 0 if not finished.
     pub completed: i64,
+    /// What the statement has cost so far (a tilegate extension; absent until it starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// What a statement cost: CPU time on every thread and process that worked for it (the gateway's
+/// threads, the compilers it started), and tiles it read. A tilegate extension to Livy's statement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU seconds, summed over threads (a statement on four cores for one second costs four).
+    pub cpu_seconds: f64,
+    /// Tiles read (from the tile cache or the store), counted once per read.
+    pub tiles_read: u64,
 }
 
 /// `GET /sessions/{id}/statements`.
@@ -490,6 +503,7 @@ impl Statement<RawOutput> {
             progress: self.progress,
             started: self.started,
             completed: self.completed,
+            usage: self.usage,
         })
     }
 }

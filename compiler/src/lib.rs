@@ -169,6 +169,17 @@ pub struct Compiled {
     pub cached: bool,
 }
 
+/// Who a compile is for and what watches it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Whose share of the compile slots it uses.
+    pub user: &'a str,
+    /// Set when its statement is cancelled: rustc is killed, the wait for a slot given up.
+    pub cancel: &'a AtomicBool,
+    /// Where rustc's CPU time is added, in nanoseconds.
+    pub cpu_ns: &'a AtomicU64,
+}
+
 /// The toolchain and the built prelude.
 #[derive(Debug)]
 struct Ready {
@@ -246,21 +257,23 @@ impl Compiler {
     /// # Errors
     /// Refused code, rustc errors, the deadline or a resource limit, or no toolchain.
     pub fn compile(&self, earlier: &[(String, Arc<Cell>)], cell: &Cell) -> Result<Compiled, Error> {
-        self.compile_cancellable(earlier, cell, "", &AtomicBool::new(false))
+        let (cancel, cpu_ns) = (AtomicBool::new(false), AtomicU64::new(0));
+        self.compile_for(earlier, cell, Request { user: "", cancel: &cancel, cpu_ns: &cpu_ns })
     }
 
-    /// [`Compiler::compile`] for `user` (whose compiles share the slots fairly with other users'),
-    /// stopped (rustc killed, or the wait for a slot given up) when `cancel` is set.
+    /// [`Compiler::compile`] for `request`'s user (whose compiles share the slots fairly with other
+    /// users'), stopped (rustc killed, or the wait for a slot given up) when its `cancel` is set;
+    /// rustc's CPU time is added to its `cpu_ns`.
     ///
     /// # Errors
     /// As [`Compiler::compile`], plus [`Error::Cancelled`].
-    pub fn compile_cancellable(
+    pub fn compile_for(
         &self,
         earlier: &[(String, Arc<Cell>)],
         cell: &Cell,
-        user: &str,
-        cancel: &AtomicBool,
+        request: Request<'_>,
     ) -> Result<Compiled, Error> {
+        let Request { user, cancel, .. } = request;
         guard::check(cell.source()).map_err(|r| Error::Refused { line: r.line, message: r.message })?;
         let ready = self.ready()?;
         let files = crate_files(earlier, cell);
@@ -273,7 +286,7 @@ impl Compiler {
         if let Some(wasm) = self.cached(&key) {
             return Ok(Compiled { wasm, key, cached: true });
         }
-        let wasm: Arc<[u8]> = self.run_snippet(ready, &key, &files, cancel)?.into();
+        let wasm: Arc<[u8]> = self.run_snippet(ready, &key, &files, request)?.into();
         let modules = self.config.cache_dir.join("modules");
         if std::fs::create_dir_all(&modules).is_ok() {
             // Write then rename, so a reader never sees half a module.
@@ -353,7 +366,8 @@ impl Compiler {
             let bounds =
                 rustc::Bounds { deadline: self.config.deadline.max(Duration::from_secs(120)), ..self.bounds() };
             let never = AtomicBool::new(false);
-            let done = rustc::run(&toolchain, (&building, None), &self.jails(), &args, bounds, &never)?;
+            let done =
+                rustc::run(&toolchain, (&building, None), &self.jails(), &args, bounds, (&never, &AtomicU64::new(0)))?;
             if !done.success {
                 let _ = std::fs::remove_dir_all(&building);
                 return Err(Error::Internal(format!("the prelude did not build:\n{}", done.stderr)));
@@ -372,7 +386,7 @@ impl Compiler {
         ready: &Ready,
         key: &str,
         files: &[(String, String)],
-        cancel: &AtomicBool,
+        request: Request<'_>,
     ) -> Result<Vec<u8>, Error> {
         let n = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
         let job = self.config.cache_dir.join("jobs").join(format!("{}-{}-{n}", &key[..16], std::process::id()));
@@ -386,7 +400,8 @@ impl Compiler {
             let args = snippet_args(&seen, files);
             self.rustc_runs.fetch_add(1, Ordering::Relaxed);
             let dirs = (job.as_path(), Some(ready.prelude.as_path()));
-            let done = rustc::run(&ready.toolchain, dirs, &self.jails(), &args, self.bounds(), cancel)?;
+            let watch = (request.cancel, request.cpu_ns);
+            let done = rustc::run(&ready.toolchain, dirs, &self.jails(), &args, self.bounds(), watch)?;
             if done.success {
                 return std::fs::read(job.join("snippet.wasm")).map_err(io);
             }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Error;
@@ -131,15 +131,15 @@ pub struct Finished {
 
 /// Runs rustc with `args` (paths as [`Toolchain::view`] gives them) on the work directory `dir`
 /// (writable) and `prelude` (read-only), in the jail when the toolchain is isolated, with nothing
-/// of the server's environment; stops it when `cancel` is set. `jails` is a directory for the
-/// jail's empty mount point.
+/// of the server's environment; stops it when `cancel` is set and adds its CPU time (and its
+/// linker's) to `cpu_ns`. `jails` is a directory for the jail's empty mount point.
 pub fn run(
     toolchain: &Toolchain,
     (dir, prelude): (&Path, Option<&Path>),
     jails: &Path,
     args: &[String],
     bounds: Bounds,
-    cancel: &AtomicBool,
+    (cancel, cpu_ns): (&AtomicBool, &AtomicU64),
 ) -> Result<Finished, Error> {
     let isolated = toolchain.isolation != Isolation::None;
     let program = if isolated { Path::new(isolate::SYSROOT).join("bin/rustc") } else { toolchain.rustc.clone() };
@@ -163,7 +163,7 @@ pub fn run(
         command.current_dir(dir).env("TMPDIR", dir);
         None
     };
-    let result = run_command(command, bounds, cancel);
+    let result = run_command(command, bounds, (cancel, cpu_ns));
     if let Some(root) = root {
         let _ = std::fs::remove_dir(&root);
     }
@@ -181,7 +181,11 @@ pub fn run(
 /// Numbers jail mount points uniquely within the process.
 static NEXT_JAIL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-fn run_command(mut command: Command, bounds: Bounds, cancel: &AtomicBool) -> Result<Finished, Error> {
+fn run_command(
+    mut command: Command,
+    bounds: Bounds,
+    (cancel, cpu_ns): (&AtomicBool, &AtomicU64),
+) -> Result<Finished, Error> {
     limits::apply(&mut command, bounds);
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| Error::Internal(format!("cannot start rustc: {e}")))?;
@@ -192,14 +196,19 @@ fn run_command(mut command: Command, bounds: Bounds, cancel: &AtomicBool) -> Res
         let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
         text
     });
+    // Reaped with wait4, which also says what CPU time rustc (and the linker it waited for) used.
+    let charge = |cpu: std::time::Duration| cpu_ns.fetch_add(cpu.as_nanos() as u64, Ordering::Relaxed);
     let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| Error::Internal(e.to_string()))? {
+        if let Some((status, cpu)) = limits::reap(&child, false).map_err(|e| Error::Internal(e.to_string()))? {
+            charge(cpu);
             break status;
         }
         let cancelled = cancel.load(Ordering::Relaxed);
         if cancelled || started.elapsed() > bounds.deadline {
             limits::kill_group(&child);
-            let _ = child.wait();
+            if let Ok(Some((_, cpu))) = limits::reap(&child, true) {
+                charge(cpu);
+            }
             let _ = reader.join();
             return Err(if cancelled { Error::Cancelled } else { Error::Timeout(bounds.deadline) });
         }
@@ -241,6 +250,31 @@ mod limits {
         let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
         // SAFETY: a valid pointer to a local rlimit.
         if unsafe { libc::setrlimit(resource, &limit) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    }
+
+    /// Reaps `child` once it has exited (waiting for that when `block`): its status and the CPU
+    /// time it and the children it waited for used. The `Child` must not be waited on after.
+    pub fn reap(child: &Child, block: bool) -> std::io::Result<Option<(ExitStatus, std::time::Duration)>> {
+        let pid = i32::try_from(child.id()).map_err(std::io::Error::other)?;
+        loop {
+            let mut status = 0;
+            // SAFETY: all-zero is a valid rusage (plain integers and timevals).
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: valid pointers to locals; `pid` is our own unreaped child.
+            let reaped = unsafe { libc::wait4(pid, &mut status, if block { 0 } else { libc::WNOHANG }, &mut usage) };
+            match reaped {
+                0 => return Ok(None),
+                -1 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                -1 => return Err(std::io::Error::last_os_error()),
+                _ => {
+                    let time = |t: libc::timeval| {
+                        std::time::Duration::new(t.tv_sec as u64, (t.tv_usec as u32).saturating_mul(1000))
+                    };
+                    let cpu = time(usage.ru_utime) + time(usage.ru_stime);
+                    return Ok(Some((ExitStatus::from_raw(status), cpu)));
+                }
+            }
+        }
     }
 
     /// Kills rustc and the linker it started.

@@ -110,7 +110,7 @@ fn cancel_stops_a_compile_at_once() {
         flag.store(true, Ordering::Relaxed);
     });
     let cell = Cell::parse("const X: u64 = { let mut i = 0u64; while i < u64::MAX { i += 1; } i };\nX");
-    let err = c.compile_cancellable(&[], &cell, "", &cancel).unwrap_err();
+    let err = c.compile_for(&[], &cell, Request { user: "", cancel: &cancel, cpu_ns: &AtomicU64::new(0) }).unwrap_err();
     setter.join().unwrap();
     assert!(matches!(err, Error::Cancelled), "{err:?}");
 }
@@ -156,11 +156,13 @@ fn read_at_compile_time(c: &Compiler, path: &Path) -> Result<Compiled, Error> {
         format!("#[unsafe(no_mangle)]\npub extern \"C\" fn leak() -> usize {{ include_str!({path:?}).len() }}\n",);
     let files = vec![("main.rs".to_owned(), main)];
     let key = format!("{:064}", 0);
-    c.run_snippet(ready, &key, &files, &AtomicBool::new(false)).map(|wasm| Compiled {
-        wasm: wasm.into(),
-        key,
-        cached: false,
-    })
+    c.run_snippet(
+        ready,
+        &key,
+        &files,
+        Request { user: "", cancel: &AtomicBool::new(false), cpu_ns: &AtomicU64::new(0) },
+    )
+    .map(|wasm| Compiled { wasm: wasm.into(), key, cached: false })
 }
 
 /// A file of the server's, with a unique secret in it.

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use serde_json::Value;
 use tilegate_api::Language;
 
+use crate::meter::Meter;
+
 /// Runs statements. Called on a blocking thread, never on the async reactor, one statement of a
 /// session at a time (statements of different sessions run in parallel).
 pub trait Kernel: Send + Sync + 'static {
@@ -71,12 +73,15 @@ impl Failure {
     }
 }
 
-/// What a running statement can see of its surroundings: whether it was cancelled, and where to
-/// report progress.
+/// What a running statement can see of its surroundings: whether it was cancelled, where to
+/// report progress, and the meter its work is charged to.
 #[derive(Debug, Clone, Default)]
 pub struct RunContext {
     cancel: Arc<AtomicBool>,
     progress: Arc<AtomicU64>,
+    meter: Arc<Meter>,
+    /// Set once a `rust` statement's module is compiled (it no longer waits for a compile).
+    compiled: Arc<AtomicBool>,
 }
 
 impl RunContext {
@@ -94,6 +99,20 @@ impl RunContext {
     pub fn set_progress(&self, fraction: f64) {
         let fraction = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
         self.progress.store(fraction.to_bits(), Ordering::Relaxed);
+    }
+
+    /// What the statement has cost so far: charge its work here (see [`crate::meter`]).
+    pub fn meter(&self) -> &Arc<Meter> {
+        &self.meter
+    }
+
+    /// Says the statement's module is compiled: it no longer counts as waiting for a compile.
+    pub fn set_compiled(&self) {
+        self.compiled.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_compiled(&self) -> bool {
+        self.compiled.load(Ordering::Relaxed)
     }
 
     pub(crate) fn progress(&self) -> f64 {

@@ -5,18 +5,22 @@
 //! - [`Engine`]: the session table; every REST operation is one method here.
 //! - `session`: one session, its statements and log, and its worker (one statement at a time).
 //! - [`kernel`]: the [`Kernel`] trait, [`Job`], [`RunContext`] (cancel flag, progress), [`Failure`].
+//! - [`accounts`]: each user's compute today and since start (daily quotas, `/metrics`).
+//! - [`meter`]: what a statement costs (CPU time on every thread that works for it, tiles read).
 //! - [`language`]: session kinds and how a statement's language is resolved.
 //! - [`dataset`]: shared Zarr datasets, their tiles and the tile index ([`dataset::Catalog`]).
 //! - [`job`]: map/reduce jobs over tiles, planned and run by DataFusion ([`job::Jobs`]).
 //! - [`store`]: the durable record (SQLite) sessions, statements and batches are restored from.
 //! - [`Error`]: what the engine refuses.
 
+pub mod accounts;
 pub mod dataset;
 mod error;
 pub mod job;
 pub mod kernel;
 pub mod language;
 mod lifetime;
+pub mod meter;
 pub mod metrics;
 mod session;
 pub mod sql;
@@ -83,6 +87,7 @@ struct Inner {
     config: EngineConfig,
     kernel: Arc<dyn Kernel>,
     metrics: Arc<metrics::Metrics>,
+    accounts: Arc<accounts::Accounts>,
     store: Arc<Store>,
     sessions: DashMap<u64, Arc<SessionCell>>,
     /// Session ids by [`name_key`].
@@ -102,13 +107,31 @@ pub struct Access {
     pub proxy_user: Option<String>,
 }
 
-/// What one user's sessions hold.
+/// What one user's sessions hold now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
+pub struct Holdings {
     /// Sessions not dead.
     pub sessions: usize,
     /// Statements waiting or running.
     pub active_statements: usize,
+    /// `rust` statements waiting or running whose module is not compiled yet.
+    pub compiles_waiting: usize,
+}
+
+/// A statement's language, the code it runs and its output's shape. A Livy kind (or none) may
+/// carry sparkmagic's SQL wrapper: the query inside it is answered.
+fn resolve_statement(
+    request: &CreateStatement,
+    default: Language,
+) -> Result<(Language, String, language::Shape), Error> {
+    let livy_kind = request.kind.as_deref().is_none_or(|k| {
+        matches!(k.trim().to_ascii_lowercase().as_str(), "spark" | "scala" | "pyspark" | "python" | "sparkr" | "r")
+    });
+    if let Some((query, shape)) = livy_kind.then(|| language::sparkmagic_sql(&request.code)).flatten() {
+        return Ok((Language::Sql, query, shape));
+    }
+    let (language, body) = language::resolve(request.kind.as_deref(), &request.code, default)?;
+    Ok((language, body, language::Shape::Livy))
 }
 
 /// Paging for statement listings.
@@ -156,6 +179,7 @@ impl Engine {
             config,
             kernel,
             metrics,
+            accounts: Arc::new(accounts::Accounts::new(store.clone())),
             store,
             sessions: DashMap::new(),
             names: DashMap::new(),
@@ -168,7 +192,7 @@ impl Engine {
                 session,
                 (inner.config.log_lines, limits),
                 inner.kernel.clone(),
-                inner.metrics.clone(),
+                (inner.metrics.clone(), inner.accounts.clone()),
                 inner.store.clone(),
             );
             if let Some(name) = &cell.name {
@@ -192,6 +216,11 @@ impl Engine {
     /// The metrics statements are recorded in.
     pub fn metrics(&self) -> &Arc<metrics::Metrics> {
         &self.inner.metrics
+    }
+
+    /// What each user's statements cost (batches are charged here too).
+    pub fn accounts(&self) -> &Arc<accounts::Accounts> {
+        &self.inner.accounts
     }
 
     /// Number of sessions per state (Livy's state names).
@@ -262,7 +291,7 @@ impl Engine {
             row,
             (self.inner.config.log_lines, limits),
             self.inner.kernel.clone(),
-            self.inner.metrics.clone(),
+            (self.inner.metrics.clone(), self.inner.accounts.clone()),
             self.inner.store.clone(),
         );
         let session = cell.to_api(&cell.lock());
@@ -304,9 +333,9 @@ impl Engine {
         Ok(self.find(key)?.access())
     }
 
-    /// What `owner`'s sessions hold now: live sessions, and statements waiting or running.
-    pub fn usage(&self, owner: &str) -> Usage {
-        let mut usage = Usage::default();
+    /// What `owner`'s sessions hold now: live sessions, statements waiting or running, compiles.
+    pub fn holdings(&self, owner: &str) -> Holdings {
+        let mut usage = Holdings::default();
         for cell in self.inner.sessions.iter() {
             if cell.owner.as_deref() != Some(owner) {
                 continue;
@@ -315,7 +344,12 @@ impl Engine {
             if !matches!(data.state, tilegate_api::SessionState::Dead | tilegate_api::SessionState::ShuttingDown) {
                 usage.sessions += 1;
             }
-            usage.active_statements += data.statements.iter().filter(|s| !s.state.is_final()).count();
+            for statement in data.statements.iter().filter(|s| !s.state.is_final()) {
+                usage.active_statements += 1;
+                if statement.job.language == Language::Rust && !statement.ctx.is_compiled() {
+                    usage.compiles_waiting += 1;
+                }
+            }
         }
         usage
     }
@@ -365,20 +399,18 @@ impl Engine {
     /// [`Error::SessionNotFound`], [`Error::InvalidKind`], [`Error::SessionNotActive`].
     pub fn submit(&self, key: &str, request: CreateStatement) -> Result<Statement<RawOutput>, Error> {
         let cell = self.cell(key)?;
-        // A Livy kind (or none) may carry sparkmagic's SQL wrapper: answer the query inside it.
-        let livy_kind = request.kind.as_deref().is_none_or(|k| {
-            matches!(k.trim().to_ascii_lowercase().as_str(), "spark" | "scala" | "pyspark" | "python" | "sparkr" | "r")
-        });
-        let (language, body, shape) = match livy_kind.then(|| language::sparkmagic_sql(&request.code)).flatten() {
-            Some((query, shape)) => (Language::Sql, query, shape),
-            None => {
-                let (language, body) =
-                    language::resolve(request.kind.as_deref(), &request.code, cell.default_language)?;
-                (language, body, language::Shape::Livy)
-            }
-        };
+        let (language, body, shape) = resolve_statement(&request, cell.default_language)?;
         cell.submit(request.code, language, body, shape)
             .ok_or_else(|| Error::SessionNotActive { id: cell.id, state: cell.lock().state.to_string() })
+    }
+
+    /// The language `request` would run in, in session `key` (for quotas, before submitting).
+    ///
+    /// # Errors
+    /// As [`Engine::submit`].
+    pub fn statement_language(&self, key: &str, request: &CreateStatement) -> Result<Language, Error> {
+        let cell = self.cell(key)?;
+        Ok(resolve_statement(request, cell.default_language)?.0)
     }
 
     /// A page of a session's statements.

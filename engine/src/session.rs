@@ -5,14 +5,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tilegate_api::{
-    CreateSession, Language, Output, RawOutput, Session, SessionKind, SessionState, Statement, StatementState,
+    CreateSession, Language, Output, RawOutput, Session, SessionKind, SessionState, Statement, StatementState, Usage,
     raw_output,
 };
 use tokio::sync::mpsc;
 
+use crate::accounts::Accounts;
 use crate::kernel::{Failure, Job, Kernel, Restored, RunContext};
 use crate::language::Shape;
 use crate::lifetime::{Clock, Limits};
+use crate::meter::metered;
 use crate::metrics::Metrics;
 use crate::store::{self, LoadedSession, SessionRow, StatementRow, Store};
 
@@ -65,6 +67,8 @@ pub(crate) struct StatementRecord {
     completed: i64,
     /// How its output is shaped for the client (sparkmagic's SQL records, or Livy's).
     shape: Shape,
+    /// What it cost, once final (while it runs, its meter says).
+    usage: Option<Usage>,
 }
 
 impl StatementRecord {
@@ -82,6 +86,11 @@ impl StatementRecord {
             progress,
             started: self.started,
             completed: self.completed,
+            usage: match self.state {
+                StatementState::Waiting => None,
+                StatementState::Running | StatementState::Cancelling => Some(self.ctx.meter().usage()),
+                StatementState::Available | StatementState::Error | StatementState::Cancelled => self.usage,
+            },
         }
     }
 }
@@ -121,6 +130,7 @@ impl StatementRecord {
             output: self.output.clone(),
             started: self.started,
             completed: self.completed,
+            usage: self.usage,
         }
     }
 
@@ -138,6 +148,7 @@ impl StatementRecord {
             started: row.started,
             completed: row.completed,
             shape: Shape::Livy,
+            usage: row.usage,
         };
         let was = match record.state {
             StatementState::Waiting => "waiting",
@@ -170,7 +181,7 @@ impl SessionCell {
         row: SessionRow,
         (log_capacity, limits): (usize, Limits),
         kernel: Arc<dyn Kernel>,
-        metrics: Arc<Metrics>,
+        books: (Arc<Metrics>, Arc<Accounts>),
         store: Arc<Store>,
     ) -> Arc<Self> {
         let (id, kind, language) = (row.id, row.kind, row.default_language);
@@ -189,7 +200,7 @@ impl SessionCell {
             },
         );
         cell.log(format!("session {id} started: kind {kind}, statements default to {language}"));
-        tokio::spawn(run_statements(cell.clone(), rx, kernel, metrics));
+        tokio::spawn(run_statements(cell.clone(), rx, kernel, books));
         cell
     }
 
@@ -199,7 +210,7 @@ impl SessionCell {
         loaded: LoadedSession,
         (log_capacity, limits): (usize, Limits),
         kernel: Arc<dyn Kernel>,
-        metrics: Arc<Metrics>,
+        books: (Arc<Metrics>, Arc<Accounts>),
         store: Arc<Store>,
     ) -> Arc<Self> {
         let id = loaded.row.id;
@@ -240,7 +251,7 @@ impl SessionCell {
                  statements interrupted",
                 history.len(),
             ));
-            tokio::spawn(run_statements(cell.clone(), rx, kernel, metrics));
+            tokio::spawn(run_statements(cell.clone(), rx, kernel, books));
         }
         cell
     }
@@ -350,6 +361,7 @@ impl SessionCell {
             started: 0,
             completed: 0,
             shape,
+            usage: None,
         };
         let statement = record.to_api();
         tracing::info!(session = self.id, statement = id, %language, "statement submitted");
@@ -437,7 +449,7 @@ async fn run_statements(
     cell: Arc<SessionCell>,
     mut queue: mpsc::UnboundedReceiver<u64>,
     kernel: Arc<dyn Kernel>,
-    metrics: Arc<Metrics>,
+    (metrics, accounts): (Arc<Metrics>, Arc<Accounts>),
 ) {
     while let Some(id) = queue.recv().await {
         let index = id as usize;
@@ -457,10 +469,10 @@ async fn run_statements(
         let span = tracing::info_span!("statement", session = cell.id, statement = id);
         let result_bytes = cell.limits.result_bytes;
         // Reshaping and measuring the output are JSON work on possibly megabytes: off the reactor too.
+        let meter = ctx.meter().clone();
         let result = tokio::task::spawn_blocking(move || {
-            let result = span
-                .in_scope(|| kernel.execute(&job, &ctx).map(|data| shape.apply(data)))
-                .and_then(|data| within(data, result_bytes));
+            let run = || metered(ctx.meter(), || kernel.execute(&job, &ctx));
+            let result = span.in_scope(run).map(|data| shape.apply(data)).and_then(|data| within(data, result_bytes));
             // Held as text from here on: the parsed tree is dropped on this thread.
             result.map(|data| raw_output(&Output::Ok { execution_count: id, data }))
         })
@@ -471,9 +483,12 @@ async fn run_statements(
         });
         let elapsed = clock.elapsed();
 
+        let usage = meter.usage();
+        accounts.charge(cell.owner.as_deref(), usage);
         let mut data = cell.lock();
         let record = &mut data.statements[index];
         record.completed = now_ms();
+        record.usage = Some(usage);
         let outcome = match (&result, record.state) {
             (_, StatementState::Cancelling) => "cancelled",
             (Ok(_), _) => "ok",

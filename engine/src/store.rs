@@ -83,6 +83,9 @@ pub(crate) struct StatementRow {
     pub(crate) output: Option<RawOutput>,
     pub(crate) started: i64,
     pub(crate) completed: i64,
+    /// What it cost (absent in rows written before costs were kept).
+    #[serde(default)]
+    pub(crate) usage: Option<tilegate_api::Usage>,
 }
 
 /// A session and everything stored for it.
@@ -109,6 +112,10 @@ CREATE TABLE IF NOT EXISTS log (
     session INTEGER NOT NULL, n INTEGER NOT NULL, line TEXT NOT NULL, PRIMARY KEY (session, n)
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, row TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS usage (
+    user TEXT NOT NULL, day INTEGER NOT NULL, cpu_ns INTEGER NOT NULL, tiles INTEGER NOT NULL,
+    statements INTEGER NOT NULL, PRIMARY KEY (user, day)
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS session_values (
     session INTEGER NOT NULL, name TEXT NOT NULL, json BLOB NOT NULL, PRIMARY KEY (session, name)
 ) STRICT, WITHOUT ROWID;
@@ -235,6 +242,31 @@ impl Store {
             params![session as i64, row.id as i64, serde_json::to_string(row)?],
         )?;
         Ok(())
+    }
+
+    /// Adds one statement's cost to `user`'s account for `day` (days since the epoch, UTC).
+    pub(crate) fn add_usage(&self, user: &str, day: i64, cpu_ns: u64, tiles: u64) -> Result<(), StoreError> {
+        let Some(conn) = self.lock() else { return Ok(()) };
+        conn.execute(
+            "INSERT INTO usage (user, day, cpu_ns, tiles, statements) VALUES (?1, ?2, ?3, ?4, 1)
+             ON CONFLICT (user, day) DO UPDATE SET cpu_ns = cpu_ns + ?3, tiles = tiles + ?4,
+             statements = statements + 1",
+            params![user, day, cpu_ns as i64, tiles as i64],
+        )?;
+        Ok(())
+    }
+
+    /// `user`'s account for `day`: CPU nanoseconds, tiles, statements (zeros when none ran).
+    pub(crate) fn usage(&self, user: &str, day: i64) -> Result<[u64; 3], StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let row: Option<(i64, i64, i64)> = conn
+            .query_row(
+                "SELECT cpu_ns, tiles, statements FROM usage WHERE user = ?1 AND day = ?2",
+                params![user, day],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(row.map_or([0; 3], |(c, t, s)| [c as u64, t as u64, s as u64]))
     }
 
     /// Appends log line `n` of a session, dropping lines before `keep_from`.

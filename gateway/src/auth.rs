@@ -36,6 +36,7 @@ pub(crate) struct User {
     password_hash: Option<String>,
     pub(crate) max_sessions: Option<usize>,
     pub(crate) max_active_statements: Option<usize>,
+    pub(crate) cpu_seconds_per_day: Option<u64>,
 }
 
 /// The configured users, and the Basic credentials already verified.
@@ -122,6 +123,7 @@ impl Users {
                 password_hash: u.password_hash.clone(),
                 max_sessions: u.max_sessions,
                 max_active_statements: u.max_active_statements,
+                cpu_seconds_per_day: u.cpu_seconds_per_day,
             });
             for hex in &u.token_sha256 {
                 let digest = parse_hex(hex).ok_or_else(|| {

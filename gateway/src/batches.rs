@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tilegate_api::{Batch, BatchList, CreateBatch, Language, Msg, SessionLog, SessionState, SessionStateInfo};
+use tilegate_engine::meter::metered;
 use tilegate_engine::store::warn;
 use tilegate_engine::{Access, Job, Kernel, RunContext, Store, StoreError};
 
@@ -200,8 +201,8 @@ async fn create_batch(
             "Invalid batch name {name:?}: at most 256 characters, none of them control, invisible or text-reordering."
         )));
     }
-    crate::routes::check_quota(&app, &caller, crate::routes::Quota::Batch)?;
     let (language, code) = code_of(&request, &app.config.jobs_dir())?;
+    crate::routes::check_quota(&app, &caller, crate::routes::Quota::Batch(language))?;
     let id = app.batches.store.next_batch_id().map_err(|e| {
         tracing::error!("could not record a batch: {e}");
         ApiError::Engine(tilegate_engine::Error::Unavailable(
@@ -219,16 +220,20 @@ async fn create_batch(
     app.batches.save(&cell);
     app.batches.table.lock().unwrap_or_else(PoisonError::into_inner).insert(id, cell.clone());
     let kernel: Arc<dyn Kernel> = app.kernel.clone();
-    let batches = app.batches.clone();
+    let (batches, accounts) = (app.batches.clone(), app.engine.accounts().clone());
     let job = Job { session_id: KERNEL_SESSION_BASE + id, statement_id: 0, language, code, owner: cell.owner.clone() };
     let running = cell.clone();
     tokio::spawn(async move {
         let clock = Instant::now();
         let (kernel_job, ctx) = (job.clone(), running.ctx.clone());
         let kernel_done = kernel.clone();
-        let result = tokio::task::spawn_blocking(move || kernel.execute(&kernel_job, &ctx)).await;
+        let result =
+            tokio::task::spawn_blocking(move || metered(ctx.meter(), || kernel.execute(&kernel_job, &ctx))).await;
         kernel_done.session_closed(job.session_id);
         let took = clock.elapsed();
+        let usage = running.ctx.meter().usage();
+        accounts.charge(running.owner.as_deref(), usage);
+        let cost = format!("{:.3} CPU seconds, {} tiles read", usage.cpu_seconds, usage.tiles_read);
         match result {
             _ if running.ctx.is_cancelled() => running.finish(SessionState::Killed),
             Ok(Ok(data)) => {
@@ -246,13 +251,13 @@ async fn create_batch(
                     logged += line.len() + 1;
                     running.log(line);
                 }
-                running.log(format!("batch {} succeeded in {took:.1?}", running.id));
+                running.log(format!("batch {} succeeded in {took:.1?} ({cost})", running.id));
                 running.finish(SessionState::Success);
             }
             Ok(Err(failure)) => {
                 running.log(format!("{}: {}", failure.ename, failure.evalue));
                 failure.traceback.iter().for_each(|l| running.log(l.trim_end()));
-                running.log(format!("batch {} failed in {took:.1?}", running.id));
+                running.log(format!("batch {} failed in {took:.1?} ({cost})", running.id));
                 running.finish(SessionState::Dead);
             }
             Err(_) => {

@@ -124,6 +124,11 @@ pub struct Config {
     pub max_sessions_per_user: usize,
     /// Statements waiting or running (and running batches) one user may have; 0 = no limit.
     pub max_active_statements_per_user: usize,
+    /// `rust` statements one user may have waiting for their module's compile; 0 = no limit.
+    pub max_waiting_compiles_per_user: usize,
+    /// CPU seconds one user's statements and batches may use per day (UTC); past it new ones get
+    /// 429 until midnight UTC. 0 = no limit. A user's own `cpu_seconds_per_day` overrides.
+    pub cpu_seconds_per_day_per_user: u64,
     /// Largest statement result (output data as JSON) kept and returned; 0 = only the sandbox's
     /// `output_limit_bytes`. A user's own `max_result_bytes` overrides.
     pub max_result_bytes: usize,
@@ -167,6 +172,9 @@ pub struct UserConfig {
     /// Overrides `max_result_bytes`.
     #[serde(default)]
     pub max_result_bytes: Option<usize>,
+    /// Overrides `cpu_seconds_per_day_per_user`.
+    #[serde(default)]
+    pub cpu_seconds_per_day: Option<u64>,
 }
 
 impl Default for Config {
@@ -206,6 +214,8 @@ impl Default for Config {
             users: Vec::new(),
             max_sessions_per_user: 50,
             max_active_statements_per_user: 1000,
+            max_waiting_compiles_per_user: 16,
+            cpu_seconds_per_day_per_user: 0,
             max_result_bytes: 0,
         }
     }

@@ -9,6 +9,7 @@ use serde_json::json;
 use tilegate_engine::metrics::sample;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiJson;
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -42,7 +43,7 @@ const HELP: &[(&str, &str)] = &[
 ];
 
 /// Prometheus text format.
-async fn get_metrics(State(app): State<AppState>) -> Response {
+async fn get_metrics(State(app): State<AppState>, caller: Caller) -> Response {
     let mut out = String::new();
     out.push_str("# HELP tilegate_sessions Sessions by state.\n# TYPE tilegate_sessions gauge\n");
     for (state, n) in app.engine.sessions_by_state() {
@@ -63,5 +64,7 @@ async fn get_metrics(State(app): State<AppState>) -> Response {
     out.push_str("# HELP tilegate_datasets Registered datasets.\n# TYPE tilegate_datasets gauge\n");
     sample(&mut out, "tilegate_datasets", "", app.catalog.list().len());
     app.engine.metrics().render(&mut out, HELP);
+    // Admins (and everyone without authentication) see every user's compute; a user their own.
+    app.engine.accounts().render(&mut out, if caller.is_admin() { None } else { caller.name() });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tilegate_api::Language;
-use tilegate_compiler::{Cell, Compiler};
+use tilegate_compiler::{Cell, Compiler, Request};
 use tilegate_engine::dataset::{Selection, cf};
 use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions, fold_pairwise, rows_one_by_one};
 use tilegate_engine::sql::functions::{AGGREGATE_EXPORT_PREFIX, EXPORT_PREFIX, SqlFunction, SqlFunctions};
@@ -99,7 +99,10 @@ impl SandboxKernel {
         let cell = Arc::new(Cell::parse(&job.code));
         let earlier = self.lock_kept().get(&job.session_id).map(|k| k.cells.clone()).unwrap_or_default();
         let started = Instant::now();
-        let compiled = self.compiler.compile_cancellable(&earlier, &cell, &job.user_key(), ctx.cancel_flag());
+        let user = job.user_key();
+        let request = Request { user: &user, cancel: ctx.cancel_flag(), cpu_ns: ctx.meter().cpu_ns() };
+        let compiled = self.compiler.compile_for(&earlier, &cell, request);
+        ctx.set_compiled();
         let cache = match &compiled {
             Ok(c) if c.cached => "hit",
             Ok(_) => "miss",
@@ -138,7 +141,11 @@ impl SandboxKernel {
         let user = job.user_key();
         let compiled = self
             .compiler
-            .compile_cancellable(&earlier, &Cell::parse("()"), &user, ctx.cancel_flag())
+            .compile_for(
+                &earlier,
+                &Cell::parse("()"),
+                Request { user: &user, cancel: ctx.cancel_flag(), cpu_ns: ctx.meter().cpu_ns() },
+            )
             .map_err(|e| Failure {
                 ename: e.name().to_owned(),
                 evalue: format!("the session's SQL functions did not compile: {e}"),
@@ -179,7 +186,8 @@ impl SandboxKernel {
 
     /// Cranelift's compile of a module, within the statement's time limit and cancel.
     fn compile_module(&self, bytes: &[u8], ctx: &RunContext) -> Result<Arc<Program>, tilegate_sandbox::Error> {
-        self.sandbox.compile_within(bytes, Instant::now() + self.limits.deadline, ctx.cancel_flag())
+        let deadline = Instant::now() + self.limits.deadline;
+        self.sandbox.compile_within(bytes, deadline, (ctx.cancel_flag(), ctx.meter().cpu_ns()))
     }
 
     fn run_module(&self, bytes: &[u8], job: &Job, ctx: &RunContext) -> Result<Data, tilegate_sandbox::Error> {

@@ -8,10 +8,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tilegate_api::{
-    CreateSession, CreateStatement, LIVY_VERSION, Msg, RawOutput, Session, SessionList, SessionLog, SessionStateInfo,
-    Statement, StatementList, Version,
+    CreateSession, CreateStatement, LIVY_VERSION, Language, Msg, RawOutput, Session, SessionList, SessionLog,
+    SessionStateInfo, Statement, StatementList, Version,
 };
 use tilegate_engine::Page;
 use tilegate_engine::sql::output::{self, Format};
@@ -25,6 +25,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/version", get(get_version))
         .route("/openapi.json", get(get_openapi))
+        .route("/usage", get(get_usage))
         .route("/sessions", get(list_sessions).post(create_session))
         .route("/sessions/{session}", get(get_session).delete(delete_session))
         .route("/sessions/{session}/state", get(get_session_state))
@@ -141,7 +142,7 @@ async fn create_statement(
     ApiJson(req): ApiJson<CreateStatement>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Statement<RawOutput>>), ApiError> {
     let session = app.engine.session_state(&key)?.id;
-    check_quota(&app, &caller, Quota::Statement)?;
+    check_quota(&app, &caller, Quota::Statement(app.engine.statement_language(&key, &req)?))?;
     let statement = app.engine.submit(&session.to_string(), req)?;
     let url = format!("/sessions/{session}/statements/{}", statement.id);
     Ok((StatusCode::CREATED, location(&url), ApiJson(statement)))
@@ -244,15 +245,40 @@ pub(crate) async fn require_csrf_header(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// `GET /usage`: the caller's compute today.
+#[derive(Debug, Serialize)]
+struct UsageToday {
+    user: String,
+    day: String,
+    #[serde(flatten)]
+    spent: tilegate_engine::accounts::Spent,
+    cpu_seconds_per_day: Option<u64>,
+}
+
+async fn get_usage(State(app): State<AppState>, caller: Caller) -> ApiJson<UsageToday> {
+    let user = caller.name().unwrap_or(tilegate_engine::accounts::ANONYMOUS).to_owned();
+    let quota =
+        caller.user.as_ref().map_or(0, |u| u.cpu_seconds_per_day.unwrap_or(app.config.cpu_seconds_per_day_per_user));
+    let day = tilegate_engine::accounts::today();
+    let date = tilegate_engine::dataset::cf::iso(day * 86_400).chars().take(10).collect();
+    ApiJson(UsageToday {
+        spent: app.engine.accounts().today(&user),
+        user,
+        day: date,
+        cpu_seconds_per_day: (quota > 0).then_some(quota),
+    })
+}
+
 /// What a request is about to start, for [`check_quota`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Quota {
     /// A session: counts against `max_sessions_per_user`.
     Session,
-    /// A statement: counts against `max_active_statements_per_user`.
-    Statement,
+    /// A statement in a language: counts against `max_active_statements_per_user`, and
+    /// `max_waiting_compiles_per_user` for `rust`; needs CPU time left today.
+    Statement(Language),
     /// A batch: like a session and a statement at once while it runs.
-    Batch,
+    Batch(Language),
 }
 
 /// 429 when `caller` is at a per-user limit. A running batch counts as one of its owner's
@@ -260,14 +286,14 @@ pub(crate) enum Quota {
 /// `max_sessions`, like sessions.
 pub(crate) fn check_quota(app: &AppState, caller: &Caller, quota: Quota) -> Result<(), ApiError> {
     let (running, batches) = app.batches.running(caller.name());
-    if quota == Quota::Batch && running >= app.config.max_sessions {
+    if matches!(quota, Quota::Batch(_)) && running >= app.config.max_sessions {
         return Err(ApiError::OverLimit(format!(
             "{running} batches are running, the most allowed (`max_sessions`): try again when one has finished."
         )));
     }
     let Some(user) = &caller.user else { return Ok(()) };
-    let usage = app.engine.usage(&user.name);
-    if quota != Quota::Statement {
+    let usage = app.engine.holdings(&user.name);
+    if !matches!(quota, Quota::Statement(_)) {
         let limit = user.max_sessions.unwrap_or(app.config.max_sessions_per_user);
         if limit > 0 && usage.sessions + batches >= limit {
             return Err(ApiError::OverLimit(format!(
@@ -277,15 +303,31 @@ pub(crate) fn check_quota(app: &AppState, caller: &Caller, quota: Quota) -> Resu
             )));
         }
     }
-    if quota != Quota::Session {
-        let limit = user.max_active_statements.unwrap_or(app.config.max_active_statements_per_user);
-        if limit > 0 && usage.active_statements + batches >= limit {
-            return Err(ApiError::OverLimit(format!(
-                "User '{}' has {limit} statements waiting or running (batches included), the most allowed \
-                 (`max_active_statements_per_user`): wait for one to finish.",
-                user.name
-            )));
-        }
+    let (Quota::Statement(language) | Quota::Batch(language)) = quota else { return Ok(()) };
+    let limit = user.max_active_statements.unwrap_or(app.config.max_active_statements_per_user);
+    if limit > 0 && usage.active_statements + batches >= limit {
+        return Err(ApiError::OverLimit(format!(
+            "User '{}' has {limit} statements waiting or running (batches included), the most allowed \
+             (`max_active_statements_per_user`): wait for one to finish.",
+            user.name
+        )));
+    }
+    let limit = app.config.max_waiting_compiles_per_user;
+    if language == Language::Rust && limit > 0 && usage.compiles_waiting >= limit {
+        return Err(ApiError::OverLimit(format!(
+            "User '{}' has {limit} `rust` statements waiting for their compile, the most allowed \
+             (`max_waiting_compiles_per_user`): wait for one to compile.",
+            user.name
+        )));
+    }
+    let limit = user.cpu_seconds_per_day.unwrap_or(app.config.cpu_seconds_per_day_per_user);
+    let spent = app.engine.accounts().today(&user.name).cpu_seconds;
+    if limit > 0 && spent >= limit as f64 {
+        return Err(ApiError::OverLimit(format!(
+            "User '{}' has used {spent:.1} CPU seconds today (UTC), the most allowed (`cpu_seconds_per_day_per_user`: \
+             {limit}): the quota starts again at midnight UTC.",
+            user.name
+        )));
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -52,13 +52,13 @@ const COMPILED: u8 = 0;
 const REFUSED: u8 = 1;
 
 /// Compiles `bytes` in the child `process`, waiting at most until `deadline` and stopping when
-/// `interrupt` is set. Returns the serialized artifact.
+/// `interrupt` is set; the child's CPU time is added to `cpu_ns`. Returns the serialized artifact.
 pub(crate) fn in_child(
     process: &CompileProcess,
     max_wasm_stack: usize,
     bytes: &[u8],
     deadline: Instant,
-    interrupt: &AtomicBool,
+    (interrupt, cpu_ns): (&AtomicBool, &AtomicU64),
 ) -> Result<Vec<u8>, Error> {
     let budget = deadline.saturating_duration_since(Instant::now());
     // CPU time is summed over threads: Cranelift compiles functions on every core.
@@ -107,11 +107,11 @@ pub(crate) fn in_child(
         };
         if let Some(error) = stop {
             let _ = child.kill();
-            let _ = child.wait();
+            let _ = reap(&child, cpu_ns);
             return Err(error);
         }
     };
-    let status = child.wait().map_err(|e| Error::Setup(format!("the module compiler: {e}")))?;
+    let status = reap(&child, cpu_ns).map_err(|e| Error::Setup(format!("the module compiler: {e}")))?;
     match out.split_first() {
         Some((&COMPILED, artifact)) if status.success() => Ok(artifact.to_vec()),
         Some((&REFUSED, message)) => Err(Error::InvalidModule(String::from_utf8_lossy(message).into_owned())),
@@ -159,6 +159,31 @@ pub fn serve_compile(args: &[OsString]) -> ExitCode {
 }
 
 /// The child's own rlimits: the only libc calls of the crate.
+/// Waits for `child` with wait4, adding the CPU time it used to `cpu_ns`. The `Child` must not be
+/// waited on after.
+#[allow(unsafe_code)]
+fn reap(child: &std::process::Child, cpu_ns: &AtomicU64) -> std::io::Result<std::process::ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = i32::try_from(child.id()).map_err(std::io::Error::other)?;
+    loop {
+        let mut status = 0;
+        // SAFETY: all-zero is a valid rusage (plain integers and timevals).
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointers to locals; `pid` is our own unreaped child.
+        if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } == -1 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let micros = |t: libc::timeval| (t.tv_sec as u64).saturating_mul(1_000_000).saturating_add(t.tv_usec as u64);
+        let cpu = micros(usage.ru_utime) + micros(usage.ru_stime);
+        cpu_ns.fetch_add(cpu.saturating_mul(1000), Ordering::Relaxed);
+        return Ok(std::process::ExitStatus::from_raw(status));
+    }
+}
+
 #[allow(unsafe_code)]
 mod limits {
     pub fn restrict_self(memory_bytes: u64, cpu_secs: u64) -> std::io::Result<()> {

@@ -26,7 +26,7 @@ mod error;
 mod host;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -183,12 +183,14 @@ impl Sandbox {
     /// # Errors
     /// As [`Sandbox::compile_within`].
     pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Program>, Error> {
-        self.compile_within(bytes, Instant::now() + Duration::from_secs(24 * 3600), &AtomicBool::new(false))
+        let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+        self.compile_within(bytes, deadline, (&AtomicBool::new(false), &AtomicU64::new(0)))
     }
 
     /// Compiles a module (binary or WAT text), or returns the cached one with the same bytes.
     /// Imports are checked here, before anything runs. With [`ModuleCompiler::Process`] the
-    /// compile stops at `deadline` or when `interrupt` is set, and within its memory.
+    /// compile stops at `deadline` or when `interrupt` is set, and within its memory; the child's
+    /// CPU time is added to `cpu_ns`.
     ///
     /// # Errors
     /// [`Error::InvalidModule`] for bytes that do not parse or validate, [`Error::ForbiddenImport`] for
@@ -199,7 +201,7 @@ impl Sandbox {
         &self,
         bytes: &[u8],
         deadline: Instant,
-        interrupt: &AtomicBool,
+        (interrupt, cpu_ns): (&AtomicBool, &AtomicU64),
     ) -> Result<Arc<Program>, Error> {
         let hash = hex(&Sha256::digest(bytes));
         if let Some(program) = self.lock_cache().get(&hash) {
@@ -210,7 +212,8 @@ impl Sandbox {
                 Module::new(&self.engine, bytes).map_err(|e| Error::InvalidModule(format!("{e:#}")))?
             }
             ModuleCompiler::Process(process) => {
-                let artifact = compile::in_child(process, self.config.max_wasm_stack, bytes, deadline, interrupt)?;
+                let artifact =
+                    compile::in_child(process, self.config.max_wasm_stack, bytes, deadline, (interrupt, cpu_ns))?;
                 compile::load(&self.engine, &artifact)?
             }
         };

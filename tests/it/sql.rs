@@ -320,6 +320,22 @@ async fn multi_variable_datasets_are_one_table() {
     assert!(plan.to_string().contains("tile_index(ocean)"), "{plan}");
 }
 
+/// Every plan runs with each node wrapped to charge the statement's CPU: recursive queries (whose
+/// work table reaches its reader through the wrapper) still answer, and `EXPLAIN ANALYZE` shows
+/// DataFusion's own operators and their metrics, not the wrappers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metered_plans_answer_recursive_queries_and_explain_as_before() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let s = sql_session(&gw).await;
+    let sum = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 100) SELECT SUM(n) FROM r";
+    let answer = query(&gw, s, sum).await.unwrap();
+    assert_eq!(answer["data"], json!([[100 * 101 / 2]]));
+    let sql = "EXPLAIN ANALYZE SELECT lat, AVG(sst) FROM sst WHERE time <= '2008-09-02' GROUP BY lat";
+    let plan = query(&gw, s, sql).await.unwrap()["data"].to_string();
+    assert!(plan.contains("AggregateExec") && plan.contains("output_rows="), "{plan}");
+    assert!(!plan.contains("Metered"), "{plan}");
+}
+
 /// Filters on time, lat and lon prune tiles before any is read: the plan lists only the tiles
 /// the seed box and two days reach (one tile per day and 90° box in the demo dataset).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

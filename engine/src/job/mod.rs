@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use crate::RunContext;
 use crate::dataset::{Catalog, Selection};
+use crate::meter::MeteredFuture;
 pub use cache::{CacheScan, CacheStats, TileCache};
 pub use codec::{JobCodec, ResolveFunctions};
 use wire::{Reader, put_field, read_fields};
@@ -254,7 +255,7 @@ impl Jobs {
         ctx: &RunContext,
     ) -> Result<Vec<u8>, JobError> {
         let job = self.job(spec, functions, ctx)?;
-        self.block_on(job.run())
+        self.block_on(MeteredFuture::new(job.run(), ctx.meter().clone()))
     }
 
     /// The physical plan of the job `spec` asks for, as datafusion-proto bytes through `codec`: what
@@ -294,7 +295,7 @@ impl Jobs {
             let plan = decode(&bytes, &session.task_ctx(), codec.as_ref()).map_err(plan::job_error)?;
             let batches =
                 datafusion::physical_plan::collect(plan, session.task_ctx()).await.map_err(plan::job_error)?;
-            rows::rows_json(functions.as_ref(), &batches, workers)
+            rows::rows_json(functions.as_ref(), &batches, workers, &crate::meter::Meter::default())
         })
     }
 
@@ -344,6 +345,7 @@ impl Jobs {
             return Err(JobError::new("JobError", "the gateway is shutting down"));
         };
         let (tx, rx) = std::sync::mpsc::channel();
+        let work = MeteredFuture::new(work, ctx.meter().clone());
         let task = runtime.spawn(async move {
             let _ = tx.send(work.await);
         });

@@ -50,8 +50,10 @@ impl Job {
             return Ok(b"[]".to_vec());
         }
         let (plan, session) = self.physical_plan().await.map_err(job_error)?;
+        // Every node charges the statement, whichever task polls it.
+        let plan = crate::meter::meter_plan(plan, self.ctx.meter()).map_err(job_error)?;
         let batches = datafusion::physical_plan::collect(plan, session.task_ctx()).await.map_err(job_error)?;
-        let json = super::rows::rows_json(self.functions.as_ref(), &batches, self.workers)?;
+        let json = super::rows::rows_json(self.functions.as_ref(), &batches, self.workers, self.ctx.meter())?;
         self.ctx.set_progress(1.0);
         Ok(json)
     }

@@ -10,6 +10,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 
 use super::wire::{put_field, read_fields};
 use super::{JobError, TileFunctions};
+use crate::meter::{Meter, metered};
 
 /// About this many bytes of keys and values per `rows` call: their JSON, several times larger
 /// for verbose rows, stays under the sandbox's output cap (8 MiB by default).
@@ -21,8 +22,9 @@ pub(super) fn rows_json(
     functions: &dyn TileFunctions,
     batches: &[RecordBatch],
     workers: usize,
+    meter: &Meter,
 ) -> Result<Vec<u8>, JobError> {
-    let mut rows = rows_of(functions, batches, workers)?;
+    let mut rows = rows_of(functions, batches, workers, meter)?;
     // Each call's rows came sorted (by its thread): the stable sort merges those runs.
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     let mut json = Vec::with_capacity(rows.iter().map(|r| r.1.len() + 1).sum::<usize>() + 2);
@@ -43,6 +45,7 @@ fn rows_of(
     functions: &dyn TileFunctions,
     batches: &[RecordBatch],
     workers: usize,
+    meter: &Meter,
 ) -> Result<Vec<(SortKey, Vec<u8>)>, JobError> {
     let pairs: Vec<(&[u8], &[u8])> = batches
         .iter()
@@ -70,9 +73,9 @@ fn rows_of(
     };
     std::thread::scope(|scope| {
         for _ in 1..workers.clamp(1, calls.len().max(1)) {
-            scope.spawn(work);
+            scope.spawn(|| metered(meter, work));
         }
-        work();
+        metered(meter, work);
     });
     if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);

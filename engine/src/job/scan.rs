@@ -237,6 +237,7 @@ struct TileOpener {
 impl FileOpener for TileOpener {
     fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
         let tile = index_of(&file)?;
+        self.scan.ctx.meter().add_tiles(1);
         let (scan, columns) = (self.scan.clone(), self.columns.clone());
         Ok(async move {
             let batch = match scan.layout {

@@ -34,6 +34,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::optimizer::Optimizer;
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
@@ -116,7 +117,7 @@ impl Jobs {
         for (function, runner) in functions.iter().flat_map(|(list, runner)| list.iter().map(move |f| (f, runner))) {
             function.register(&session, runner.clone());
         }
-        let (query, kept) = (query.to_owned(), kept.to_vec());
+        let (query, kept, meter) = (query.to_owned(), kept.to_vec(), ctx.meter().clone());
         let work = async move {
             let state = session.state();
             let dialect = state.config().options().sql_parser.dialect;
@@ -137,7 +138,11 @@ impl Jobs {
             read_only().verify_plan(&plan).map_err(sql_error)?;
             let frame = session.execute_logical_plan(plan).await.map_err(sql_error)?;
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            let mut stream = frame.execute_stream().await.map_err(job_or_sql_error)?;
+            let task = frame.task_ctx();
+            let plan = frame.create_physical_plan().await.map_err(job_or_sql_error)?;
+            // Every node charges the statement, whichever task polls it.
+            let plan = crate::meter::meter_plan(plan, &meter).map_err(job_or_sql_error)?;
+            let mut stream = execute_stream(plan, Arc::new(task)).map_err(job_or_sql_error)?;
             let mut result = SqlResult { schema, batches: Vec::new(), total_rows: 0, complete: true };
             let (mut held_bytes, mut held_rows) = (0, 0);
             while let Some(batch) = stream.next().await {
