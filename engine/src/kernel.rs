@@ -20,9 +20,10 @@ pub trait Kernel: Send + Sync + 'static {
     fn session_closed(&self, _session_id: u64) {}
 
     /// The session was restored after a gateway restart: `history` is its statements that
-    /// succeeded, oldest first, with their JSON values, so what the kernel kept for it (definitions,
-    /// named results) can be rebuilt. Called once, before any new statement of the session runs.
-    fn session_restored(&self, _session_id: u64, _history: &[Restored]) {}
+    /// succeeded, oldest first, with their JSON values (each read from the store as it is taken),
+    /// so what the kernel kept for it (definitions, named results) can be rebuilt. Called once,
+    /// before any new statement of the session runs.
+    fn session_restored(&self, _session_id: u64, _history: &mut dyn Iterator<Item = Restored>) {}
 }
 
 /// A restored statement that succeeded: its job and its output's `application/json` value as

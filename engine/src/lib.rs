@@ -417,14 +417,18 @@ impl Engine {
     ///
     /// # Errors
     /// [`Error::SessionNotFound`].
+    /// Large outputs are read from the store: call it off the reactor.
     pub fn statements(&self, key: &str, page: Page) -> Result<StatementList<RawOutput>, Error> {
         let cell = self.cell(key)?;
-        let data = cell.lock();
-        let total = data.statements.len() as u64;
-        let size = page.size.unwrap_or(total) as usize;
-        let records: Box<dyn Iterator<Item = _>> =
-            if page.descending { Box::new(data.statements.iter().rev()) } else { Box::new(data.statements.iter()) };
-        let statements = records.skip(page.from as usize).take(size).map(|s| s.to_api()).collect();
+        let (total, parts): (u64, Vec<_>) = {
+            let data = cell.lock();
+            let total = data.statements.len() as u64;
+            let size = page.size.unwrap_or(total) as usize;
+            let records: Box<dyn Iterator<Item = _>> =
+                if page.descending { Box::new(data.statements.iter().rev()) } else { Box::new(data.statements.iter()) };
+            (total, records.skip(page.from as usize).take(size).map(|s| (s.to_api(), s.left)).collect())
+        };
+        let statements = parts.into_iter().map(|part| cell.api(part)).collect();
         Ok(StatementList { total_statements: total, statements })
     }
 
@@ -432,11 +436,29 @@ impl Engine {
     ///
     /// # Errors
     /// [`Error::SessionNotFound`], [`Error::StatementNotFound`].
+    /// A large output is read from the store: call it off the reactor.
     pub fn statement(&self, key: &str, statement: &str) -> Result<Statement<RawOutput>, Error> {
+        let (cell, part) = self.statement_part(key, statement)?;
+        Ok(cell.api(part))
+    }
+
+    /// A statement's id, checked to exist (nothing is read from the store).
+    ///
+    /// # Errors
+    /// [`Error::SessionNotFound`], [`Error::StatementNotFound`].
+    pub fn statement_id(&self, key: &str, statement: &str) -> Result<u64, Error> {
+        Ok(self.statement_part(key, statement)?.1.0.id)
+    }
+
+    /// A statement as held, and what of it is left to the store.
+    fn statement_part(&self, key: &str, statement: &str) -> Result<(Arc<SessionCell>, session::Part), Error> {
         let cell = self.cell(key)?;
-        let data = cell.lock();
-        let index = statement_index(&cell, &data, statement)?;
-        Ok(data.statements[index].to_api())
+        let part = {
+            let data = cell.lock();
+            let record = &data.statements[statement_index(&cell, &data, statement)?];
+            (record.to_api(), record.left)
+        };
+        Ok((cell, part))
     }
 
     /// One statement, once it is final (`available` or `cancelled`) or `timeout` has passed,
@@ -456,13 +478,25 @@ impl Engine {
             // Registered before the state is read, so a change in between still wakes us.
             let mut changed = std::pin::pin!(cell.changed.notified());
             changed.as_mut().enable();
-            let current = self.statement(key, statement)?;
-            if current.state.is_final() || tokio::time::Instant::now() >= deadline {
+            let (cell, (current, left)) = self.statement_part(key, statement)?;
+            let is_final = current.state.is_final();
+            if !is_final
+                && tokio::time::Instant::now() < deadline
+                && tokio::time::timeout_at(deadline, changed).await.is_ok()
+            {
+                continue; // it changed: look again
+            }
+            // Final, or the time is up (then look once more: it may have changed meanwhile).
+            let (cell, (current, left)) =
+                if is_final { (cell, (current, left)) } else { self.statement_part(key, statement)? };
+            if !left.any() {
                 return Ok(current);
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return self.statement(key, statement);
-            }
+            // What was left to the store is read off the reactor.
+            let (session, id) = (cell.id, current.id.to_string());
+            return tokio::task::spawn_blocking(move || cell.api((current, left)))
+                .await
+                .map_err(|_| Error::StatementNotFound { session, statement: id });
         }
     }
 

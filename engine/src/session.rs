@@ -11,12 +11,12 @@ use tilegate_api::{
 use tokio::sync::mpsc;
 
 use crate::accounts::Accounts;
-use crate::kernel::{Failure, Job, Kernel, Restored, RunContext};
+use crate::kernel::{Failure, Job, Kernel, RunContext};
 use crate::language::Shape;
 use crate::lifetime::{Clock, Limits};
 use crate::meter::metered;
 use crate::metrics::Metrics;
-use crate::store::{self, LoadedSession, SessionRow, StatementRow, Store};
+use crate::store::{self, Left, LoadedSession, SessionRow, StatementRow, Store};
 
 /// How many log lines the session JSON shows (Livy shows the last 10).
 const LOG_TAIL: usize = 10;
@@ -57,11 +57,11 @@ pub(crate) struct SessionData {
 /// A statement and its run.
 pub(crate) struct StatementRecord {
     pub(crate) id: u64,
-    code: String,
+    pub(crate) code: String,
     pub(crate) job: Job,
     pub(crate) state: StatementState,
     /// The output as JSON text (see [`RawOutput`]).
-    output: Option<RawOutput>,
+    pub(crate) output: Option<RawOutput>,
     pub(crate) ctx: RunContext,
     started: i64,
     completed: i64,
@@ -69,6 +69,8 @@ pub(crate) struct StatementRecord {
     shape: Shape,
     /// What it cost, once final (while it runs, its meter says).
     usage: Option<Usage>,
+    /// What of it (once final) is too large to hold and left to the store (see `SessionCell::api`).
+    pub(crate) left: Left,
 }
 
 impl StatementRecord {
@@ -94,6 +96,9 @@ impl StatementRecord {
         }
     }
 }
+
+/// A statement as held, and what of it is left to the store (see [`SessionCell::api`]).
+pub(crate) type Part = (Statement<RawOutput>, Left);
 
 /// Statement states move only along Livy's edges:
 ///
@@ -131,6 +136,7 @@ impl StatementRecord {
             started: self.started,
             completed: self.completed,
             usage: self.usage,
+            left: Left::default(),
         }
     }
 
@@ -149,6 +155,7 @@ impl StatementRecord {
             completed: row.completed,
             shape: Shape::Livy,
             usage: row.usage,
+            left: row.left,
         };
         let was = match record.state {
             StatementState::Waiting => "waiting",
@@ -239,17 +246,29 @@ impl SessionCell {
             }
         }
         if live {
-            let history: Vec<Restored> = cell
-                .lock()
-                .statements
-                .iter()
-                .filter_map(|s| Some((s.job.clone(), json_of_ok(s.output.as_ref()?)?)))
-                .collect();
-            kernel.session_restored(id, &history);
+            let statements: Vec<(Job, Option<RawOutput>, Left)> =
+                cell.lock().statements.iter().map(|s| (s.job.clone(), s.output.clone(), s.left)).collect();
+            // What was left to the store is read one statement at a time, as the kernel takes them.
+            let mut kept = 0;
+            let mut history = statements.into_iter().filter_map(|(mut job, mut output, left)| {
+                if left.any() {
+                    let parts = cell.left_parts(job.statement_id);
+                    if left.code {
+                        job.code = parts.body;
+                    }
+                    if left.output {
+                        output = parts.output;
+                    }
+                }
+                let json = json_of_ok(output.as_ref()?)?;
+                kept += 1;
+                Some((job, json))
+            });
+            kernel.session_restored(id, &mut history);
+            drop(history);
             cell.log(format!(
-                "gateway restarted: session {id} restored; {} results and their definitions kept, {interrupted} \
-                 statements interrupted",
-                history.len(),
+                "gateway restarted: session {id} restored; {kept} results and their definitions kept, {interrupted} \
+                 statements interrupted"
             ));
             tokio::spawn(run_statements(cell.clone(), rx, kernel, books));
         }
@@ -305,8 +324,50 @@ impl SessionCell {
     /// Records a statement as it is now.
     /// Records a statement's change and wakes whoever waits for one.
     fn save(&self, record: &StatementRecord) {
-        store::warn(self.store.put_statement(self.id, &record.to_row()));
+        // A statement with parts left to the store is final: its row does not change again.
+        if !record.left.any() {
+            store::warn(self.store.put_statement(self.id, &record.to_row()));
+        }
         self.changed.notify_waiters();
+    }
+
+    /// A statement as the API shows it; a large final output is read back from the store.
+    pub(crate) fn api(&self, (mut statement, left): Part) -> Statement<RawOutput> {
+        if left.any() {
+            let parts = self.left_parts(statement.id);
+            if left.code {
+                statement.code = parts.code;
+            }
+            if left.output {
+                statement.output = parts.output;
+            }
+        }
+        statement
+    }
+
+    /// Statement `id`'s code, body and output as the store has them.
+    fn left_parts(&self, id: u64) -> store::LeftParts {
+        self.store.statement_parts(self.id, id).unwrap_or_else(|e| {
+            tracing::error!(session = self.id, statement = id, "could not read a statement back: {e}");
+            store::LeftParts::default()
+        })
+    }
+
+    /// Once a final statement is recorded, its large code and output are left to the store
+    /// (unless the store no longer records).
+    fn release_large_parts(&self, record: &mut StatementRecord) {
+        let left = Left::of(&record.code, &record.job.code, record.output.as_ref());
+        if !left.any() || !self.store.is_open() {
+            return;
+        }
+        if left.code {
+            record.code = String::new();
+            record.job.code = String::new();
+        }
+        if left.output {
+            record.output = None;
+        }
+        record.left = left;
     }
 
     pub(crate) fn to_api(&self, data: &SessionData) -> Session {
@@ -362,6 +423,7 @@ impl SessionCell {
             completed: 0,
             shape,
             usage: None,
+            left: Left::default(),
         };
         let statement = record.to_api();
         tracing::info!(session = self.id, statement = id, %language, "statement submitted");
@@ -530,6 +592,7 @@ async fn run_statements(
             line
         };
         cell.save(record);
+        cell.release_large_parts(record);
         cell.push_log(&mut data, line);
         data.settle();
     }

@@ -86,6 +86,43 @@ pub(crate) struct StatementRow {
     /// What it cost (absent in rows written before costs were kept).
     #[serde(default)]
     pub(crate) usage: Option<tilegate_api::Usage>,
+    /// What of it was left in the database when it was read back (see [`Left`]).
+    #[serde(skip)]
+    pub(crate) left: Left,
+}
+
+/// A final statement's code or output larger than this is not held in memory: it is read from
+/// the database when asked for, so what a gateway holds does not grow with what it has recorded.
+pub(crate) const HELD_BYTES: usize = 64 << 10;
+
+/// What of a final statement is left in the database only (empty or `None` in memory).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Left {
+    /// Its code and the body the kernel ran.
+    pub(crate) code: bool,
+    /// Its output.
+    pub(crate) output: bool,
+}
+
+impl Left {
+    /// Whether anything is left.
+    pub(crate) fn any(self) -> bool {
+        self.code || self.output
+    }
+
+    /// What of a final statement's `code`, `body` and `output` is too large to hold.
+    pub(crate) fn of(code: &str, body: &str, output: Option<&RawOutput>) -> Self {
+        Self { code: code.len() + body.len() > HELD_BYTES, output: output.is_some_and(|o| o.get().len() > HELD_BYTES) }
+    }
+}
+
+/// The parts of a statement row that may be left in the database.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct LeftParts {
+    pub(crate) code: String,
+    pub(crate) body: String,
+    #[serde(default)]
+    pub(crate) output: Option<RawOutput>,
 }
 
 /// A session and everything stored for it.
@@ -299,7 +336,20 @@ impl Store {
             let state = serde_json::from_value(serde_json::Value::String(state))?;
             let statement_rows: Vec<StatementRow> = statements
                 .query_map([row.id as i64], |r| r.get::<_, String>(0))?
-                .map(|text| Ok(serde_json::from_str(&text?)?))
+                .map(|text| {
+                    // One row at a time: a large output is dropped before the next is read.
+                    let mut row: StatementRow = serde_json::from_str(&text?)?;
+                    if row.state.is_final() {
+                        row.left = Left::of(&row.code, &row.body, row.output.as_ref());
+                        if row.left.code {
+                            (row.code, row.body) = (String::new(), String::new());
+                        }
+                        if row.left.output {
+                            row.output = None;
+                        }
+                    }
+                    Ok(row)
+                })
                 .collect::<Result<_, StoreError>>()?;
             let lines: Vec<(i64, String)> =
                 log.query_map([row.id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
@@ -314,6 +364,28 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// The code, body and output of statement `id` of `session` as recorded.
+    pub(crate) fn statement_parts(&self, session: u64, id: u64) -> Result<LeftParts, StoreError> {
+        let text: Option<String> = {
+            let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            conn.query_row(
+                "SELECT row FROM statements WHERE session = ?1 AND id = ?2",
+                params![session as i64, id as i64],
+                |r| r.get(0),
+            )
+            .optional()?
+        };
+        Ok(match text {
+            Some(text) => serde_json::from_str(&text)?,
+            None => LeftParts::default(),
+        })
+    }
+
+    /// Whether writes are still recorded (not after [`Store::close`]).
+    pub(crate) fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::SeqCst)
     }
 
     /// Records a session's named value (`session().set` in a snippet).

@@ -276,8 +276,8 @@ impl Kernel for RecordingKernel {
         EchoKernel.execute(job, ctx)
     }
 
-    fn session_restored(&self, session_id: u64, history: &[crate::Restored]) {
-        let codes = history.iter().map(|(job, _)| job.code.clone()).collect();
+    fn session_restored(&self, session_id: u64, history: &mut dyn Iterator<Item = crate::Restored>) {
+        let codes = history.map(|(job, _)| job.code).collect();
         self.0.lock().unwrap().push((session_id, codes));
     }
 }
@@ -358,6 +358,49 @@ async fn a_restarted_engine_has_every_session_statement_and_output_and_never_reu
     let third = open_engine(&path, Arc::new(EchoKernel));
     let st = third.statement("alpha", "3").unwrap().parsed().unwrap();
     assert_eq!(st.output.unwrap().text(), Some("rust:three"));
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// A final statement's large code and output are not held in memory: they are read back from
+/// the store when asked for, before and after a restart (and the kernel still hears the code).
+#[tokio::test]
+async fn large_codes_and_outputs_are_left_to_the_store_and_read_back() {
+    let path = temp_db("left");
+    let first = open_engine(&path, Arc::new(EchoKernel));
+    let s = first.create_session(CreateSession { name: Some("big".into()), ..Default::default() }).unwrap();
+    let code = "x".repeat(100_000);
+    let st = first.submit("big", stmt(&code)).unwrap();
+    let small = first.submit("big", stmt("small")).unwrap();
+    wait_final(&first, "big", small.id).await;
+    let held = |engine: &Engine, id: usize| {
+        let cell = engine.cell("big").unwrap();
+        let data = cell.lock();
+        let r = &data.statements[id];
+        (r.code.len(), r.job.code.len(), r.output.is_some(), r.left)
+    };
+    assert_eq!(held(&first, 0), (0, 0, false, store::Left { code: true, output: true }));
+    assert_eq!(held(&first, 1).3, store::Left::default());
+    let expected = format!("rust:{code}");
+    let check = |engine: &Engine| {
+        let one = engine.statement("big", "0").unwrap().parsed().unwrap();
+        assert_eq!((one.code.len(), one.output.unwrap().text()), (code.len(), Some(expected.as_str())));
+        let list = engine.statements("big", Page::default()).unwrap();
+        let listed = list.statements[0].parsed().unwrap();
+        assert_eq!(listed.code, code);
+        assert_eq!(list.statements[1].parsed().unwrap().output.unwrap().text(), Some("rust:small"));
+    };
+    check(&first);
+    let polled = first.statement_when_final("big", "0", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(polled.parsed().unwrap().output.unwrap().text(), Some(expected.as_str()));
+
+    let kernel = Arc::new(RecordingKernel::default());
+    let second = open_engine(&path, kernel.clone());
+    assert_eq!(held(&second, 0), (0, 0, false, store::Left { code: true, output: true }));
+    check(&second);
+    assert_eq!(kernel.0.lock().unwrap()[0], (s.id, vec![code.clone(), "small".to_owned()]));
+    first.shut_down();
+    second.shut_down();
+    let _ = st;
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 

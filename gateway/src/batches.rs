@@ -202,6 +202,7 @@ async fn create_batch(
         )));
     }
     let (language, code) = code_of(&request, &app.config.jobs_dir())?;
+    crate::routes::check_code_size(&app, &code)?;
     crate::routes::check_quota(&app, &caller, crate::routes::Quota::Batch(language))?;
     let id = app.batches.store.next_batch_id().map_err(|e| {
         tracing::error!("could not record a batch: {e}");

@@ -126,6 +126,11 @@ pub struct Config {
     pub max_active_statements_per_user: usize,
     /// `rust` statements one user may have waiting for their module's compile; 0 = no limit.
     pub max_waiting_compiles_per_user: usize,
+    /// Memory every session's named values (`session().set`, the kept `result_<id>`) may take
+    /// together, in MiB; past it `set` fails and results are not kept as values.
+    pub session_values_memory_mib: usize,
+    /// Largest statement code (and batch code), in bytes; larger is refused with 413.
+    pub max_code_bytes: usize,
     /// CPU seconds one user's statements and batches may use per day (UTC); past it new ones get
     /// 429 until midnight UTC. 0 = no limit. A user's own `cpu_seconds_per_day` overrides.
     pub cpu_seconds_per_day_per_user: u64,
@@ -215,6 +220,8 @@ impl Default for Config {
             max_sessions_per_user: 50,
             max_active_statements_per_user: 1000,
             max_waiting_compiles_per_user: 16,
+            session_values_memory_mib: 2048,
+            max_code_bytes: 8 << 20,
             cpu_seconds_per_day_per_user: 0,
             max_result_bytes: 0,
         }

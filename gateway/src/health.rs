@@ -61,6 +61,8 @@ async fn get_metrics(State(app): State<AppState>, caller: Caller) -> Response {
     sample(&mut out, "tilegate_tile_cache_bytes", "", cache.bytes);
     out.push_str("# HELP tilegate_compiled_modules Compiled wasm modules held in memory.\n# TYPE tilegate_compiled_modules gauge\n");
     sample(&mut out, "tilegate_compiled_modules", "", app.kernel.sandbox().cached_modules());
+    out.push_str("# HELP tilegate_session_values_bytes Bytes every session's named values hold in memory (bounded by session_values_memory_mib).\n# TYPE tilegate_session_values_bytes gauge\n");
+    sample(&mut out, "tilegate_session_values_bytes", "", app.kernel.values_budget().used());
     out.push_str("# HELP tilegate_datasets Registered datasets.\n# TYPE tilegate_datasets gauge\n");
     sample(&mut out, "tilegate_datasets", "", app.catalog.list().len());
     app.engine.metrics().render(&mut out, HELP);

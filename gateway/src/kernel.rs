@@ -20,7 +20,7 @@ use tilegate_engine::metrics::Metrics;
 use tilegate_engine::{Data, Failure, Job, Kernel, Restored, RunContext};
 use tilegate_sandbox::{Host, JobFailure, JobHandler, Limits, Program, Sandbox, SessionValues, Worker, decode_source};
 
-use crate::values::Values;
+use crate::values::{Budget, Values};
 use tilegate_engine::Store;
 
 /// What the kernel keeps for a session between its statements.
@@ -51,6 +51,8 @@ pub struct SandboxKernel {
     metrics: Arc<Metrics>,
     /// Where sessions' named values are recorded.
     store: Arc<Store>,
+    /// The memory every session's values share.
+    values_budget: Arc<Budget>,
 }
 
 impl SandboxKernel {
@@ -62,7 +64,7 @@ impl SandboxKernel {
         jobs: Arc<Jobs>,
         compiler: Arc<Compiler>,
         (sql_max_rows, sql_memory_bytes): (usize, usize),
-        (metrics, store): (Arc<Metrics>, Arc<Store>),
+        (metrics, store, values_budget): (Arc<Metrics>, Arc<Store>, Arc<Budget>),
     ) -> Self {
         let sql = SqlLimits {
             timeout: limits.deadline,
@@ -70,12 +72,13 @@ impl SandboxKernel {
             result_bytes: FULL_RESULT_BYTES,
             keep_rows: sql_max_rows,
         };
-        Self { sandbox, limits, jobs, compiler, kept: Mutex::default(), sql, metrics, store }
+        Self { sandbox, limits, jobs, compiler, kept: Mutex::default(), sql, metrics, store, values_budget }
     }
 
     /// What is kept for a session from its first statement on: its recorded values, if any.
     fn new_kept(&self, session_id: u64) -> Kept {
-        Kept { values: Arc::new(Values::recorded(self.store.clone(), session_id)), ..Kept::default() }
+        let values = Values::recorded(self.store.clone(), session_id, self.values_budget.clone());
+        Kept { values: Arc::new(values), ..Kept::default() }
     }
 
     /// The compiler (for readiness).
@@ -86,6 +89,11 @@ impl SandboxKernel {
     /// The jobs (for tile cache counters).
     pub(crate) fn jobs(&self) -> &Jobs {
         &self.jobs
+    }
+
+    /// The memory sessions' values share (for `/metrics`).
+    pub(crate) fn values_budget(&self) -> &Budget {
+        &self.values_budget
     }
 
     /// The sandbox (for its module cache).
@@ -402,7 +410,7 @@ impl Kernel for SandboxKernel {
 
     /// Rebuilds what `execute` kept: the items of successful `rust` cells (not compiled now; the
     /// next cell compiles against them, usually from the module cache) and every `result_<id>`.
-    fn session_restored(&self, session_id: u64, history: &[Restored]) {
+    fn session_restored(&self, session_id: u64, history: &mut dyn Iterator<Item = Restored>) {
         let mut kept = self.lock_kept();
         let kept = kept.entry(session_id).or_insert_with(|| self.new_kept(session_id));
         for (job, json) in history {

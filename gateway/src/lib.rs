@@ -117,7 +117,7 @@ impl AppState {
             Arc::new(jobs),
             compiler,
             (config.sql_max_rows, config.sql_memory_limit_mib << 20),
-            (metrics.clone(), store.clone()),
+            (metrics.clone(), store.clone(), values::Budget::new(config.session_values_memory_mib << 20)),
         ));
         let engine = Engine::open(config.engine(), kernel.clone(), metrics, store.clone())?;
         let batches = Arc::new(batches::Batches::restore(store)?);

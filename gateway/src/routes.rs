@@ -132,7 +132,11 @@ async fn list_statements(
         Some(other) => return Err(ApiError::BadRequest(format!("Invalid order '{other}': use asc or desc."))),
     };
     let page = Page { from: q.from.unwrap_or(0), size: q.size, descending };
-    Ok(ApiJson(app.engine.statements(&key, page)?))
+    // Large outputs are read from the state database: off the reactor.
+    let engine = app.engine.clone();
+    let list =
+        tokio::task::spawn_blocking(move || engine.statements(&key, page)).await.map_err(|_| ApiError::Internal)?;
+    Ok(ApiJson(list?))
 }
 
 async fn create_statement(
@@ -142,6 +146,7 @@ async fn create_statement(
     ApiJson(req): ApiJson<CreateStatement>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Statement<RawOutput>>), ApiError> {
     let session = app.engine.session_state(&key)?.id;
+    check_code_size(&app, &req.code)?;
     check_quota(&app, &caller, Quota::Statement(app.engine.statement_language(&key, &req)?))?;
     let statement = app.engine.submit(&session.to_string(), req)?;
     let url = format!("/sessions/{session}/statements/{}", statement.id);
@@ -163,7 +168,12 @@ async fn get_statement(
     ApiQuery(q): ApiQuery<StatementWait>,
 ) -> Result<ApiJson<Statement<RawOutput>>, ApiError> {
     let wait = match q.wait {
-        None => return Ok(ApiJson(app.engine.statement(&key, &statement)?)),
+        None => {
+            // A large output is read from the state database: off the reactor.
+            let engine = app.engine.clone();
+            let found = tokio::task::spawn_blocking(move || engine.statement(&key, &statement));
+            return Ok(ApiJson(found.await.map_err(|_| ApiError::Internal)??));
+        }
         Some(w) if (0.0..=MAX_WAIT_SECS).contains(&w) => Duration::from_secs_f64(w),
         Some(w) => {
             return Err(ApiError::BadRequest(format!(
@@ -198,7 +208,7 @@ async fn get_statement_result(
     let format = Format::parse(name)
         .ok_or_else(|| ApiError::BadRequest(format!("Invalid format '{name}': use jsonl, csv, arrow or parquet.")))?;
     let session = app.engine.session_state(&key)?.id;
-    let statement = app.engine.statement(&key, &statement)?.id;
+    let statement = app.engine.statement_id(&key, &statement)?;
     let result = app.kernel.full_result(session, statement).ok_or_else(|| {
         ApiError::NotFound(format!(
             "Statement {statement} of session {session} has no result to download: only the last {} `sql` \
@@ -243,6 +253,20 @@ pub(crate) async fn require_csrf_header(req: Request, next: Next) -> Response {
         return ApiError::MissingCsrfHeader.into_response();
     }
     next.run(req).await
+}
+
+/// 413 for code over `max_code_bytes` (a statement's code is kept with it, in memory and in the
+/// state database, for the session's life).
+pub(crate) fn check_code_size(app: &AppState, code: &str) -> Result<(), ApiError> {
+    let limit = app.config.max_code_bytes;
+    if code.len() > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "The code is {} bytes, more than the gateway's `max_code_bytes` ({limit}): send a smaller module or \
+             snippet.",
+            code.len()
+        )));
+    }
+    Ok(())
 }
 
 /// `GET /usage`: the caller's compute today.

@@ -1,7 +1,8 @@
 //! A session's named JSON values (`session().set/get` in the prelude), kept in memory for the
-//! session's life.
+//! session's life, within the session's bound and the gateway's (every session's values together).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tilegate_engine::Store;
@@ -14,13 +15,64 @@ const SESSION_BYTES: usize = 256 << 20;
 const KEPT_RESULTS: usize = 20;
 const RESULT_BYTES: usize = 32 << 20;
 
+/// The memory every session's values share (`session_values_memory_mib`).
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    /// At most `limit` bytes for every session's values together.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self { used: AtomicUsize::new(0), limit })
+    }
+
+    /// Takes `bytes` if they fit.
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used + bytes <= self.limit).then_some(used + bytes)
+            })
+            .is_ok()
+    }
+
+    /// Takes `bytes` whether they fit or not (values already recorded, read back after a restart).
+    fn force(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
 /// One session's values: name → JSON text (checked to be JSON when set). Values set by snippets
 /// are recorded in the state database when there is one (`result_<id>` are not: they are rebuilt
 /// from the statements' outputs).
-#[derive(Default)]
 pub struct Values {
     map: Mutex<HashMap<String, Arc<[u8]>>>,
     record: Option<(Arc<Store>, u64)>,
+    budget: Arc<Budget>,
+}
+
+impl Default for Values {
+    /// Values not recorded, under no bound but the session's.
+    fn default() -> Self {
+        Self { map: Mutex::default(), record: None, budget: Budget::new(usize::MAX) }
+    }
+}
+
+impl Drop for Values {
+    fn drop(&mut self) {
+        let map = self.map.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.budget.give_back(map.values().map(|v| v.len()).sum());
+    }
 }
 
 impl std::fmt::Debug for Values {
@@ -30,14 +82,22 @@ impl std::fmt::Debug for Values {
 }
 
 impl Values {
-    /// Values of session `session`, recorded in `store`, starting with what `store` holds for it.
-    pub fn recorded(store: Arc<Store>, session: u64) -> Self {
+    /// Values of session `session`, recorded in `store`, starting with what `store` holds for it,
+    /// sharing `budget` with every other session's.
+    pub fn recorded(store: Arc<Store>, session: u64, budget: Arc<Budget>) -> Self {
         let stored = store.values(session).unwrap_or_else(|e| {
             tracing::error!(session, "could not read session values: {e}");
             Vec::new()
         });
-        let map = stored.into_iter().map(|(name, json)| (name, Arc::from(json))).collect();
-        Self { map: Mutex::new(map), record: Some((store, session)) }
+        let map: HashMap<String, Arc<[u8]>> = stored.into_iter().map(|(name, json)| (name, Arc::from(json))).collect();
+        budget.force(map.values().map(|v| v.len()).sum());
+        Self { map: Mutex::new(map), record: Some((store, session)), budget }
+    }
+
+    /// Values not recorded, sharing `budget`.
+    #[cfg(test)]
+    fn recorded_nowhere(budget: Arc<Budget>) -> Self {
+        Self { map: Mutex::default(), record: None, budget }
     }
 
     /// Every value, name and JSON.
@@ -64,11 +124,17 @@ impl Values {
             map.keys().filter_map(|k| k.strip_prefix("result_")?.parse().ok()).collect::<Vec<u64>>();
         results.sort_unstable();
         while results.len() >= KEPT_RESULTS {
-            map.remove(&format!("result_{}", results.remove(0)));
+            if let Some(old) = map.remove(&format!("result_{}", results.remove(0))) {
+                self.budget.give_back(old.len());
+            }
         }
         let total: usize = map.values().map(|v| v.len()).sum();
-        if total + bytes.len() <= SESSION_BYTES {
-            map.insert(format!("result_{statement}"), Arc::from(bytes));
+        // Past the gateway's bound the result is not kept (its output still has it).
+        if total + bytes.len() <= SESSION_BYTES
+            && self.budget.take(bytes.len())
+            && let Some(old) = map.insert(format!("result_{statement}"), Arc::from(bytes))
+        {
+            self.budget.give_back(old.len());
         }
     }
 }
@@ -93,7 +159,16 @@ impl SessionValues for Values {
                 SESSION_BYTES >> 20
             ));
         }
-        map.insert(name.to_owned(), json.into());
+        if !self.budget.take(json.len()) {
+            return Err(format!(
+                "keeping '{name}' ({} bytes) would take every session's values together over the gateway's \
+                 bound (`session_values_memory_mib`): delete sessions you no longer need",
+                json.len()
+            ));
+        }
+        if let Some(old) = map.insert(name.to_owned(), json.into()) {
+            self.budget.give_back(old.len());
+        }
         if let Some((store, session)) = &self.record
             && let Err(e) = store.put_value(*session, name, json)
         {
@@ -110,13 +185,33 @@ mod tests {
     #[test]
     fn recorded_values_come_back_and_results_are_not_recorded() {
         let store = Arc::new(Store::in_memory().unwrap());
-        let values = Values::recorded(store.clone(), 7);
+        let budget = Budget::new(1 << 20);
+        let values = Values::recorded(store.clone(), 7, budget.clone());
         values.set("a", b"[1, 2]").unwrap();
         values.keep_result(0, &serde_json::json!([3]));
-        let again = Values::recorded(store.clone(), 7);
+        let again = Values::recorded(store.clone(), 7, budget.clone());
         assert_eq!(&*again.get("a").unwrap(), b"[1, 2]");
         assert!(again.get("result_0").is_none(), "results are rebuilt from outputs, not recorded");
-        assert!(Values::recorded(store, 8).get("a").is_none(), "per session");
+        assert!(Values::recorded(store, 8, budget).get("a").is_none(), "per session");
+    }
+
+    #[test]
+    fn every_session_s_values_share_the_gateway_s_bound() {
+        let budget = Budget::new(100);
+        let (one, two) = (Values::recorded_nowhere(budget.clone()), Values::recorded_nowhere(budget.clone()));
+        one.set("a", &[b'1'; 60]).unwrap();
+        let refused = two.set("b", &[b'2'; 60]).unwrap_err();
+        assert!(refused.contains("session_values_memory_mib"), "{refused}");
+        two.keep_result_text(0, &[b'3'; 60]);
+        assert!(two.get("result_0").is_none(), "a result past the bound is not kept");
+        // Replacing a value gives its old bytes back; a closed session gives back all of its own.
+        one.set("a", &[b'4'; 30]).unwrap();
+        assert_eq!(budget.used(), 30);
+        two.set("b", &[b'5'; 60]).unwrap();
+        drop(one);
+        assert_eq!(budget.used(), 60);
+        drop(two);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

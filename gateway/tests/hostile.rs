@@ -263,6 +263,44 @@ async fn large_results_cost_their_size_and_survive_a_restart() {
     assert!(restored < 800, "the restarted gateway holds {restored} MiB");
 }
 
+/// A large durable state (24 sessions with an 8 MB result each) comes back after a restart within
+/// a bounded memory: outputs over 64 KiB stay in the state database until asked for, and the
+/// results kept as session values share `session_values_memory_mib`. Every output is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_durable_state_restarts_within_bounded_memory() {
+    let dir = temp_dir("hostile-large-state");
+    let config = "demo_dataset = false\nsession_values_memory_mib = 64\n";
+    let start = || Process::start(env!("CARGO_BIN_EXE_tilegate"), &dir, config, None);
+    let gateway = start();
+    let fresh = gateway.rss_kib() / 1024;
+    let http = reqwest::Client::new();
+    let mut sessions = Vec::new();
+    for _ in 0..24 {
+        let s: Value =
+            http.post(format!("{}/sessions", gateway.url)).json(&json!({})).send().await.unwrap().json().await.unwrap();
+        let statements = format!("{}/sessions/{}/statements", gateway.url, s["id"]);
+        let body = json!({"kind": "rust", "code": "vec![0u8; 4_000_000]"});
+        let st: Value = http.post(&statements).json(&body).send().await.unwrap().json().await.unwrap();
+        let done = http.get(format!("{statements}/{}?wait=60", st["id"])).send().await.unwrap().text().await.unwrap();
+        assert!(done.contains("\"status\":\"ok\""), "{}", &done[..200.min(done.len())]);
+        sessions.push(s["id"].as_u64().unwrap());
+    }
+    let running = gateway.rss_kib() / 1024;
+    gateway.kill_9();
+    let gateway = start();
+    let restored = gateway.rss_kib() / 1024;
+    eprintln!("fresh {fresh} MiB; with 24 results of 8 MB {running} MiB; restarted with them {restored} MiB");
+    assert!(
+        restored < fresh + 150,
+        "restarted with 192 MB of results the gateway holds {restored} MiB (fresh: {fresh} MiB)"
+    );
+    for id in &sessions {
+        let url = format!("{}/sessions/{id}/statements/0", gateway.url);
+        let st = http.get(url).send().await.unwrap().text().await.unwrap();
+        assert!(st.len() > 8_000_000 && st.contains("\"status\":\"ok\""), "{}", &st[..200.min(st.len())]);
+    }
+}
+
 /// A module that is small to send and very costly to compile: `depth` nested loops, each with a
 /// back edge, around a body that updates `locals` i64 locals, so every local is live at every
 /// loop header (the 91 KB case took Cranelift 114 s and +450 MB).

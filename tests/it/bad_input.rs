@@ -50,6 +50,22 @@ async fn huge_body_is_413() {
     assert_eq!(gw.client.run(s.id, tilegate_sdk::Language::Wasm, fixture!("answer")).await.unwrap().text(), Some("42"));
 }
 
+/// Code has a bound of its own, below the body's (a statement's code is kept for the session's
+/// life): statements and inline batches over `max_code_bytes` get 413 naming it, and queue nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_over_max_code_bytes_is_413() {
+    let gw = Gateway::start_with(Config { max_code_bytes: 1000, ..crate::test_config() }).await;
+    let s = gw.client.create_session(&Default::default()).await.unwrap();
+    let path = format!("/sessions/{}/statements", s.id);
+    let long = json!({ "code": format!("{}1", " ".repeat(1000)), "kind": "sql" }).to_string();
+    assert_refused(&gw, Method::POST, &path, Some(&long), 413, "max_code_bytes").await;
+    let batch = json!({ "code": format!("{}1", " ".repeat(1000)), "kind": "sql" }).to_string();
+    assert_refused(&gw, Method::POST, "/batches", Some(&batch), 413, "max_code_bytes").await;
+    assert_eq!(gw.client.statements(s.id).await.unwrap().total_statements, 0);
+    let fits = json!({ "code": format!("SELECT {}1", " ".repeat(900)), "kind": "sql" }).to_string();
+    assert_eq!(gw.raw(Method::POST, &path, Some(&fits)).await.0, 201);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_ids_and_routes() {
     let gw = Gateway::start().await;
