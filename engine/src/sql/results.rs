@@ -27,11 +27,18 @@ use crate::dataset::cf;
 /// Column names, column types and rows (one value per column).
 type Columns = (Vec<String>, Vec<DataType>, Vec<Vec<Value>>);
 
-/// The table a kept JSON value stands for, or `None` when it is not table-shaped.
+/// The largest Livy-shaped value (`{"schema", "data"}`) read as a table: it is read through a
+/// `serde_json::Value` tree, some twenty times its size (the gateway's own `sql` results are at most
+/// `sql_max_rows` rows; a list of objects has no such bound, it is read in streaming passes).
+pub(crate) const LIVY_TABLE_BYTES: usize = 4 << 20;
+
+/// The table a kept JSON value stands for, or `None` when it is not table-shaped (or a Livy-shaped
+/// value over [`LIVY_TABLE_BYTES`]).
 pub(crate) fn table(json: &[u8]) -> Option<MemTable> {
     let first = json.iter().find(|b| !b.is_ascii_whitespace())?;
     let (fields, columns) = match first {
         b'[' => objects(json)?,
+        b'{' if json.len() > LIVY_TABLE_BYTES => return None,
         b'{' => {
             let value: Value = serde_json::from_slice(json).ok()?;
             let o = value.as_object()?;
@@ -398,6 +405,10 @@ mod tests {
         assert_eq!(t.schema().field(0).data_type(), &DataType::Timestamp(TimeUnit::Second, None));
         assert!(table(b"42").is_none() && table(b"[1, 2]").is_none() && table(b"[]").is_none());
         assert!(table(b"[{}, 1]").is_none() && table(b"{\"a\": 1}").is_none() && table(b"[{} ").is_none());
+        // A Livy-shaped value is read through a tree: past its bound it is not a table.
+        let rows = vec!["[\"2008-09-01T00:00:00Z\", 5]"; LIVY_TABLE_BYTES / 20].join(",");
+        let big = String::from_utf8_lossy(livy).replace("[[\"2008-09-01T00:00:00Z\", 5]]", &format!("[{rows}]"));
+        assert!(big.len() > LIVY_TABLE_BYTES && table(big.as_bytes()).is_none());
     }
 
     #[test]
