@@ -10,35 +10,41 @@ use tilegate_sdk::{CreateSession, Language};
 use crate::jobs::{gateway_with_sst, reference};
 use crate::test_config;
 
-/// A snippet, the reference command that computes its rows, the name of their key, and how to
-/// read rows in the reference's form out of the snippet's NEXUS-shaped answer.
+/// A snippet, the reference command that computes its rows, the name of their key, how to read
+/// rows in the reference's form out of the snippet's NEXUS-shaped answer, and the statistics
+/// NEXUS's shape of it has (each must be there and agree with the reference).
 struct Algorithm {
     name: &'static str,
     code: &'static str,
     reference: &'static str,
     key: &'static str,
     rows: fn(&Value) -> Vec<Value>,
+    fields: &'static [&'static str],
 }
 
 macro_rules! snippet {
-    ($name:literal, $reference:literal, $key:literal, $rows:expr) => {
+    ($name:literal, $reference:literal, $key:literal, $rows:expr, $fields:expr) => {
         Algorithm {
             name: $name,
             code: include_str!(concat!("../../examples/snippets/", $name, ".rs")),
             reference: $reference,
             key: $key,
             rows: $rows,
+            fields: $fields,
         }
     };
 }
 
+/// Every statistic: NEXUS's time series and Hovmöller diagrams have them all.
+const ALL: &[&str] = &["cnt", "min", "max", "mean", "std"];
+
 const ALGORITHMS: [Algorithm; 6] = [
-    snippet!("time_series", "timeseries", "time", per_day),
-    snippet!("time_average_map", "timeavg", "key", |v| map_cells(v, "mean")),
-    snippet!("climatology_map", "climatology", "key", |v| map_cells(v, "avg")),
-    snippet!("latitude_hovmoller", "hovmoller-lat", "key", |v| hovmoller(v, "lats", "latitude")),
-    snippet!("longitude_hovmoller", "hovmoller-lon", "key", |v| hovmoller(v, "lons", "longitude")),
-    snippet!("daily_difference_average", "ddas", "time", per_day),
+    snippet!("time_series", "timeseries", "time", per_day, ALL),
+    snippet!("time_average_map", "timeavg", "key", |v| map_cells(v, "mean"), &["cnt", "mean"]),
+    snippet!("climatology_map", "climatology", "key", |v| map_cells(v, "avg"), &["cnt", "mean"]),
+    snippet!("latitude_hovmoller", "hovmoller-lat", "key", |v| hovmoller(v, "lats", "latitude"), ALL),
+    snippet!("longitude_hovmoller", "hovmoller-lon", "key", |v| hovmoller(v, "lons", "longitude"), ALL),
+    snippet!("daily_difference_average", "ddas", "time", per_day, &["mean", "std"]),
 ];
 
 /// `data: [[{...}], ...]` (time series, daily difference): one object per day.
@@ -73,9 +79,6 @@ fn data(answer: &Value) -> &Vec<Value> {
     answer["data"].as_array().unwrap_or_else(|| panic!("no NEXUS data list: {answer}"))
 }
 
-/// The float fields of a row; `cnt` is compared exactly.
-const FLOATS: [&str; 4] = ["min", "max", "mean", "std"];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nexus_algorithm_snippets_match_numpy() {
     let clock = Instant::now();
@@ -106,7 +109,7 @@ async fn nexus_algorithm_snippets_match_numpy() {
             want = january.map(|r| json!({"key": r["key"][1], "cnt": r["cnt"], "mean": r["mean"]})).collect();
         }
         eprintln!("{name}: numpy in {:.2?}", clock.elapsed());
-        assert_same_rows(name, algorithm.key, &rows, &want);
+        assert_same_rows(name, (algorithm.key, algorithm.fields), &rows, &want);
         eprintln!("{name}: first row {}", rows[0]);
         timings.push((name, took, rows.as_array().map_or(0, Vec::len)));
         results.push((name, rows));
@@ -138,21 +141,20 @@ fn selection(code: &str) -> Vec<String> {
     bbox.into_iter().chain(time).collect()
 }
 
-/// Same keys in the same order, `cnt` equal, the floats within 1e-5 relative (absolute below 1);
-/// fields NEXUS's shape leaves out (a map's `min`, ...) are not compared, `mean` always is.
-fn assert_same_rows(name: &str, key: &str, ours: &Value, numpy: &Value) {
+/// Same keys in the same order, and each of `fields` in every row of ours: `cnt` equal, the
+/// floats within 1e-5 relative (absolute below 1). A field missing from ours fails.
+fn assert_same_rows(name: &str, (key, fields): (&str, &[&str]), ours: &Value, numpy: &Value) {
     let (got, want) = (ours.as_array().unwrap(), numpy.as_array().unwrap());
     assert!(!want.is_empty(), "{name}: the reference selected nothing");
     assert_eq!(got.len(), want.len(), "{name}: rows, ours {} vs numpy {}", got.len(), want.len());
     for (g, w) in got.iter().zip(want) {
         assert!(same_key(&g[key], &w[key]), "{name}: key {} vs numpy {}", g[key], w[key]);
-        if g.get("cnt").is_some() {
-            assert_eq!(g["cnt"].as_u64(), w["cnt"].as_u64(), "{name} {}: cnt", w[key]);
-        }
-        assert!(g.get("mean").is_some(), "{name}: no mean in {g}");
-        for f in FLOATS.into_iter().filter(|f| g.get(*f).is_some()) {
-            let (a, b) = (g[f].as_f64(), w[f].as_f64().unwrap());
-            let a = a.unwrap_or_else(|| panic!("{name} {}: {f} is {}", w[key], g[f]));
+        for &f in fields {
+            let b = w[f].as_f64().unwrap_or_else(|| panic!("{name}: the reference has no {f}: {w}"));
+            let a = g[f].as_f64().unwrap_or_else(|| panic!("{name} {}: {f} is {} in {g}", w[key], g[f]));
+            if f == "cnt" {
+                assert_eq!(a, b, "{name} {}: cnt", w[key]);
+            }
             assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{name} {}: {f} ours {a}, numpy {b}", w[key]);
         }
     }

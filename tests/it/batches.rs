@@ -73,10 +73,21 @@ async fn a_running_batch_is_killed_and_bad_requests_are_400() {
     let gw = Gateway::start().await;
     let id = submit(&gw, json!({"code": "let mut i = 0u64;\nloop { i = std::hint::black_box(i + 1); }"})).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let finished = |gw: &Gateway| {
+        let (http, url) = (gw.http.clone(), format!("{}/usage", gw.url));
+        async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap()["statements"].as_u64().unwrap() }
+    };
+    let before = finished(&gw).await;
     let (status, body) = gw.raw(reqwest::Method::DELETE, &format!("/batches/{id}"), None).await;
     assert_eq!((status, body), (200, json!({"msg": "deleted"})));
     let (status, body) = gw.raw(reqwest::Method::GET, &format!("/batches/{id}"), None).await;
     assert_eq!(status, 404, "{body}");
+    // Its work stops too: the endless loop ends (and is charged) within seconds, not at the deadline.
+    let clock = std::time::Instant::now();
+    while finished(&gw).await == before {
+        assert!(clock.elapsed() < Duration::from_secs(5), "the killed batch still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     for body in [
         json!({}),

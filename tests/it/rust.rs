@@ -106,9 +106,24 @@ dataset("sst").bbox(-180.0, -10.0, -90.0, 10.0).time("2008-09-01", "2008-09-08")
     assert_rows_match(&rows, &reference("warm", &store, &args), &["value"]);
     assert!(rows.as_array().unwrap().iter().all(|r| r["cells"].as_u64().unwrap() >= r["value"].as_u64().unwrap()));
 
-    // The same series through the SDK from a second session: the compiled module is reused.
+    // The same series through the SDK from a second session: the compiled module is reused (a
+    // cache hit, no rustc run, as `/metrics` counts compiles) and answers the same.
+    let first = rows_of(&gw, s).await;
+    let before = compiles(&gw).await;
     let again = session(&gw).await;
-    assert_eq!(ok(&gw, again, TIME_SERIES).await.json(), Some(&rows_of(&gw, s).await));
+    assert_eq!(ok(&gw, again, TIME_SERIES).await.json(), Some(&first));
+    let after = compiles(&gw).await;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 0), "(hits, misses) of the second session's compile");
+}
+
+/// Compiles so far as `/metrics` counts them: (cache hits, misses).
+async fn compiles(gw: &Gateway) -> (u64, u64) {
+    let text = gw.http.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    let count = |cache: &str| {
+        let line = format!("tilegate_compile_seconds_count{{cache=\"{cache}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(line.as_str())).map_or(0, |n| n.parse().unwrap())
+    };
+    (count("hit"), count("miss"))
 }
 
 async fn rows_of(gw: &Gateway, s: u64) -> Value {

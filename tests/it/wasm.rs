@@ -84,6 +84,9 @@ async fn language_comes_from_kind_directive_conf_or_session() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    // ... so the WAT runs as the session's wasm (as `rust` it would be a compile error).
+    let done = gw.client.wait(py.id, body["id"].as_u64().unwrap()).await.unwrap();
+    assert_eq!(done.output.unwrap().text(), Some("42"), "kind pyspark did not run as the session's wasm");
     // An sql session defaults to sql.
     let sql =
         gw.client.create_session(&CreateSession { kind: Some("sql".into()), ..Default::default() }).await.unwrap();
