@@ -419,6 +419,31 @@ impl Engine {
     /// [`Error::SessionNotFound`].
     /// Large outputs are read from the store: call it off the reactor.
     pub fn statements(&self, key: &str, page: Page) -> Result<StatementList<RawOutput>, Error> {
+        let (cell, total, parts) = self.statement_parts(key, page)?;
+        let statements = parts.into_iter().map(|part| cell.api(part)).collect();
+        Ok(StatementList { total_statements: total, statements })
+    }
+
+    /// [`Engine::statements`] for async callers: what is left to the store is read on the
+    /// blocking pool, and only when a statement of the page has something left.
+    ///
+    /// # Errors
+    /// [`Error::SessionNotFound`].
+    pub async fn statements_read(&self, key: &str, page: Page) -> Result<StatementList<RawOutput>, Error> {
+        let (cell, total, parts) = self.statement_parts(key, page)?;
+        let statements = if parts.iter().any(|(_, left)| left.any()) {
+            let session = cell.id;
+            tokio::task::spawn_blocking(move || parts.into_iter().map(|part| cell.api(part)).collect())
+                .await
+                .map_err(|_| Error::SessionNotFound(session.to_string()))?
+        } else {
+            parts.into_iter().map(|(statement, _)| statement).collect()
+        };
+        Ok(StatementList { total_statements: total, statements })
+    }
+
+    /// A page of a session's statements as held: the session, its number of statements, the page.
+    fn statement_parts(&self, key: &str, page: Page) -> Result<(Arc<SessionCell>, u64, Vec<session::Part>), Error> {
         let cell = self.cell(key)?;
         let (total, parts): (u64, Vec<_>) = {
             let data = cell.lock();
@@ -428,8 +453,7 @@ impl Engine {
                 if page.descending { Box::new(data.statements.iter().rev()) } else { Box::new(data.statements.iter()) };
             (total, records.skip(page.from as usize).take(size).map(|s| (s.to_api(), s.left)).collect())
         };
-        let statements = parts.into_iter().map(|part| cell.api(part)).collect();
-        Ok(StatementList { total_statements: total, statements })
+        Ok((cell, total, parts))
     }
 
     /// One statement.

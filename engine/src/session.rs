@@ -532,8 +532,14 @@ async fn run_statements(
         let result_bytes = cell.limits.result_bytes;
         // Reshaping and measuring the output are JSON work on possibly megabytes: off the reactor too.
         let meter = ctx.meter().clone();
+        let (charged, owner) = (accounts.clone(), cell.owner.clone());
         let result = tokio::task::spawn_blocking(move || {
-            let run = || metered(ctx.meter(), || kernel.execute(&job, &ctx));
+            // Charged here, on the blocking thread: the account is written to the store.
+            let run = || {
+                let result = metered(ctx.meter(), || kernel.execute(&job, &ctx));
+                charged.charge(owner.as_deref(), ctx.meter().usage());
+                result
+            };
             let result = span.in_scope(run).map(|data| shape.apply(data)).and_then(|data| within(data, result_bytes));
             // Held as text from here on: the parsed tree is dropped on this thread.
             result.map(|data| raw_output(&Output::Ok { execution_count: id, data }))
@@ -546,7 +552,6 @@ async fn run_statements(
         let elapsed = clock.elapsed();
 
         let usage = meter.usage();
-        accounts.charge(cell.owner.as_deref(), usage);
         let mut data = cell.lock();
         let record = &mut data.statements[index];
         record.completed = now_ms();

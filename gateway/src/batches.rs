@@ -226,14 +226,18 @@ async fn create_batch(
     let running = cell.clone();
     tokio::spawn(async move {
         let clock = Instant::now();
-        let (kernel_job, ctx) = (job.clone(), running.ctx.clone());
+        let (kernel_job, ctx, owner) = (job.clone(), running.ctx.clone(), running.owner.clone());
         let kernel_done = kernel.clone();
-        let result =
-            tokio::task::spawn_blocking(move || metered(ctx.meter(), || kernel.execute(&kernel_job, &ctx))).await;
+        let result = tokio::task::spawn_blocking(move || {
+            let result = metered(ctx.meter(), || kernel.execute(&kernel_job, &ctx));
+            // Charged on the blocking thread: the account is written to the store.
+            accounts.charge(owner.as_deref(), ctx.meter().usage());
+            result
+        })
+        .await;
         kernel_done.session_closed(job.session_id);
         let took = clock.elapsed();
         let usage = running.ctx.meter().usage();
-        accounts.charge(running.owner.as_deref(), usage);
         let cost = format!("{:.3} CPU seconds, {} tiles read", usage.cpu_seconds, usage.tiles_read);
         match result {
             _ if running.ctx.is_cancelled() => running.finish(SessionState::Killed),

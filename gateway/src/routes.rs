@@ -132,11 +132,8 @@ async fn list_statements(
         Some(other) => return Err(ApiError::BadRequest(format!("Invalid order '{other}': use asc or desc."))),
     };
     let page = Page { from: q.from.unwrap_or(0), size: q.size, descending };
-    // Large outputs are read from the state database: off the reactor.
-    let engine = app.engine.clone();
-    let list =
-        tokio::task::spawn_blocking(move || engine.statements(&key, page)).await.map_err(|_| ApiError::Internal)?;
-    Ok(ApiJson(list?))
+    // What is left to the state database is read off the reactor, only when there is some.
+    Ok(ApiJson(app.engine.statements_read(&key, page).await?))
 }
 
 async fn create_statement(
@@ -168,12 +165,8 @@ async fn get_statement(
     ApiQuery(q): ApiQuery<StatementWait>,
 ) -> Result<ApiJson<Statement<RawOutput>>, ApiError> {
     let wait = match q.wait {
-        None => {
-            // A large output is read from the state database: off the reactor.
-            let engine = app.engine.clone();
-            let found = tokio::task::spawn_blocking(move || engine.statement(&key, &statement));
-            return Ok(ApiJson(found.await.map_err(|_| ApiError::Internal)??));
-        }
+        // At once; what is left to the state database is read off the reactor, only when there is.
+        None => Duration::ZERO,
         Some(w) if (0.0..=MAX_WAIT_SECS).contains(&w) => Duration::from_secs_f64(w),
         Some(w) => {
             return Err(ApiError::BadRequest(format!(
