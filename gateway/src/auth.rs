@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
-use tilegate_engine::Access;
+use tilegate_sessions::Access;
 
 use crate::AppState;
 use crate::config::UserConfig;
@@ -103,7 +103,7 @@ impl Users {
     pub(crate) fn new(config: &[UserConfig]) -> Result<Self, String> {
         let mut users = Self::default();
         for u in config {
-            if u.name.is_empty() || u.name.chars().any(|c| tilegate_engine::hidden_char(c) || c == ':') {
+            if u.name.is_empty() || u.name.chars().any(|c| tilegate_sessions::hidden_char(c) || c == ':') {
                 return Err(format!(
                     "user name {:?} must be non-empty, without ':', control, invisible or text-reordering characters",
                     u.name
@@ -257,7 +257,7 @@ fn hidden(app: &AppState, caller: &Caller, path: &str) -> Option<ApiError> {
         return None;
     }
     Some(match kind {
-        "sessions" => ApiError::Engine(tilegate_engine::Error::SessionNotFound(key)),
+        "sessions" => ApiError::Engine(tilegate_sessions::Error::SessionNotFound(key)),
         _ => ApiError::NotFound(format!("Batch '{key}' not found.")),
     })
 }

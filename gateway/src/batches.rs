@@ -15,17 +15,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tilegate_api::{Batch, BatchList, CreateBatch, Language, Msg, SessionLog, SessionState, SessionStateInfo};
-use tilegate_engine::meter::metered;
-use tilegate_engine::store::warn;
-use tilegate_engine::{Access, Job, Kernel, RunContext, Store, StoreError};
+use tilegate_context::metered;
+use tilegate_sessions::store::warn;
+use tilegate_sessions::{Access, Job, Kernel, Opening, RunContext, Store, StoreError};
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::routes::location;
-
-/// Batches run as sessions of their own in the kernel, with ids far above any real session's.
-const KERNEL_SESSION_BASE: u64 = 1 << 62;
 
 /// Log lines kept per batch.
 const LOG_LINES: usize = 1000;
@@ -195,7 +192,7 @@ async fn create_batch(
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Batch>), ApiError> {
     caller.check_proxy_user(request.proxy_user.as_deref())?;
     if let Some(name) = &request.name
-        && (name.chars().count() > 256 || name.chars().any(tilegate_engine::hidden_char))
+        && (name.chars().count() > 256 || name.chars().any(tilegate_sessions::hidden_char))
     {
         return Err(ApiError::BadRequest(format!(
             "Invalid batch name {name:?}: at most 256 characters, none of them control, invisible or text-reordering."
@@ -206,7 +203,7 @@ async fn create_batch(
     crate::routes::check_quota(&app, &caller, crate::routes::Quota::Batch(language))?;
     let id = app.batches.store.next_batch_id().map_err(|e| {
         tracing::error!("could not record a batch: {e}");
-        ApiError::Engine(tilegate_engine::Error::Unavailable(
+        ApiError::Engine(tilegate_sessions::Error::Unavailable(
             "the gateway could not record the batch; try again".into(),
         ))
     })?;
@@ -220,22 +217,22 @@ async fn create_batch(
     });
     app.batches.save(&cell);
     app.batches.table.lock().unwrap_or_else(PoisonError::into_inner).insert(id, cell.clone());
-    let kernel: Arc<dyn Kernel> = app.kernel.clone();
+    // A kernel session of its own, keeping nothing beyond the run.
+    let kernel = app.kernel.open(Opening { id, durable: false }, &mut std::iter::empty());
     let (batches, accounts) = (app.batches.clone(), app.engine.accounts().clone());
-    let job = Job { session_id: KERNEL_SESSION_BASE + id, statement_id: 0, language, code, owner: cell.owner.clone() };
+    let job = Job { session_id: id, statement_id: 0, language, code, owner: cell.owner.clone() };
     let running = cell.clone();
     tokio::spawn(async move {
         let clock = Instant::now();
         let (kernel_job, ctx, owner) = (job.clone(), running.ctx.clone(), running.owner.clone());
-        let kernel_done = kernel.clone();
         let result = tokio::task::spawn_blocking(move || {
             let result = metered(ctx.meter(), || kernel.execute(&kernel_job, &ctx));
+            kernel.close();
             // Charged on the blocking thread: the account is written to the store.
             accounts.charge(owner.as_deref(), ctx.meter().usage());
             result
         })
         .await;
-        kernel_done.session_closed(job.session_id);
         let took = clock.elapsed();
         let usage = running.ctx.meter().usage();
         let cost = format!("{:.3} CPU seconds, {} tiles read", usage.cpu_seconds, usage.tiles_read);

@@ -388,9 +388,9 @@ impl Config {
     }
 
     /// The engine's session settings.
-    pub fn engine(&self) -> tilegate_engine::EngineConfig {
+    pub fn engine(&self) -> tilegate_sessions::EngineConfig {
         let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
-        tilegate_engine::EngineConfig {
+        tilegate_sessions::EngineConfig {
             max_sessions: self.max_sessions,
             idle_timeout: secs(self.session_idle_timeout_secs),
             ttl: secs(self.session_ttl_secs),

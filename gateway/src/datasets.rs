@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde::Deserialize;
 use tilegate_api::{DatasetInfo, DatasetList, RegisterDataset, TileList};
-use tilegate_engine::dataset::{Selection, cf, tile_info};
+use tilegate_compute::dataset::{Selection, cf, tile_info};
 
 use crate::AppState;
 use crate::auth::Caller;

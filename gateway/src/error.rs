@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tilegate_api::Msg;
-use tilegate_engine::Error as EngineError;
+use tilegate_sessions::Error as EngineError;
 
 /// An error answered to the client: a status and a JSON message.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ pub enum ApiError {
     /// A per-user limit is reached.
     OverLimit(String),
     /// Refused or failed by the dataset catalog.
-    Dataset(tilegate_engine::dataset::Error),
+    Dataset(tilegate_compute::dataset::Error),
     /// A bug; details are logged, not sent.
     Internal,
 }
@@ -44,8 +44,8 @@ impl From<EngineError> for ApiError {
     }
 }
 
-impl From<tilegate_engine::dataset::Error> for ApiError {
-    fn from(e: tilegate_engine::dataset::Error) -> Self {
+impl From<tilegate_compute::dataset::Error> for ApiError {
+    fn from(e: tilegate_compute::dataset::Error) -> Self {
         Self::Dataset(e)
     }
 }
@@ -66,7 +66,7 @@ impl IntoResponse for ApiError {
                 (status, e.to_string())
             }
             Self::Dataset(e) => {
-                use tilegate_engine::dataset::Error as D;
+                use tilegate_compute::dataset::Error as D;
                 let status = match &e {
                     D::NotFound(_) => StatusCode::NOT_FOUND,
                     // Everything else is about a store or selection the caller named.

@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use tilegate_engine::metrics::sample;
+use tilegate_sessions::metrics::sample;
 
 use crate::AppState;
 use crate::auth::Caller;

@@ -1,11 +1,15 @@
-//! The tilegate gateway: Apache Livy's REST API over the engine, with statements run in the wasm sandbox.
+//! The tilegate gateway: Apache Livy's REST API over HTTP. Sessions are `tilegate_sessions`,
+//! their code runs on `tilegate_kernel`'s sandbox-backed kernel, datasets are `tilegate_compute`'s;
+//! this crate is HTTP only.
 //!
 //! # Layout
 //! - [`config`]: settings from defaults, a TOML file, flags and environment.
-//! - `routes`: the Livy routes; each handler calls one engine method.
-//! - `error`: [`ApiError`] (status + JSON `{"msg"}`) and the extractors that answer bad input with it.
+//! - `routes`: the Livy session and statement routes, thin calls into the session table.
+//! - `batches`: Livy batches, each run once through a kernel session of its own.
 //! - `datasets`: the `/datasets` routes (catalog, tile index).
-//! - `kernel`: the sandbox-backed [`tilegate_engine::Kernel`].
+//! - `auth`: who is calling and what they may see, one middleware before every route.
+//! - `error`: [`ApiError`] (status + JSON `{"msg"}`) and the extractors that answer bad input with it.
+//! - `health`: `/health`, `/ready`, `/metrics`.
 //! - [`router`] builds the app, [`serve`] runs it until a shutdown signal.
 
 mod auth;
@@ -13,9 +17,7 @@ mod batches;
 pub mod config;
 mod error;
 mod health;
-mod kernel;
 mod routes;
-mod values;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,11 +26,11 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
 use tilegate_compiler::Compiler;
-use tilegate_engine::dataset::Catalog;
-use tilegate_engine::job::Jobs;
-use tilegate_engine::metrics::Metrics;
-use tilegate_engine::{Engine, Store};
+use tilegate_compute::dataset::Catalog;
+use tilegate_compute::job::Jobs;
 use tilegate_sandbox::{Limits, Sandbox};
+use tilegate_sessions::metrics::Metrics;
+use tilegate_sessions::{Engine, Store};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -38,7 +40,7 @@ pub use auth::{hash_password, hash_token};
 pub use config::{Cli, Command, Config, ConfigError, UserConfig};
 mod datasets;
 pub use error::{ApiError, ApiJson};
-use kernel::SandboxKernel;
+use tilegate_kernel::{Budget, SandboxKernel};
 
 /// What every handler shares. Cheap to clone.
 #[derive(Clone)]
@@ -50,7 +52,7 @@ pub struct AppState {
     /// The settings the gateway runs with.
     pub config: Arc<Config>,
     /// The kernel, for what it keeps beyond Livy's output (full `sql` results).
-    pub(crate) kernel: Arc<SandboxKernel>,
+    pub(crate) kernel: SandboxKernel,
     /// Livy batches.
     pub(crate) batches: Arc<batches::Batches>,
     /// The configured users (none: authentication off).
@@ -65,7 +67,7 @@ pub enum StartError {
     Sandbox(#[from] tilegate_sandbox::Error),
     /// The data directory or its datasets could not be opened.
     #[error("datasets: {0}")]
-    Datasets(#[from] tilegate_engine::dataset::Error),
+    Datasets(#[from] tilegate_compute::dataset::Error),
     /// The worker threads could not be started.
     #[error("workers: {0}")]
     Workers(String),
@@ -74,7 +76,7 @@ pub enum StartError {
     Users(String),
     /// The state database could not be opened or read.
     #[error("{0}")]
-    State(#[from] tilegate_engine::StoreError),
+    State(#[from] tilegate_sessions::StoreError),
 }
 
 impl AppState {
@@ -111,15 +113,15 @@ impl AppState {
         });
         let metrics = Arc::new(Metrics::default());
         let store = Arc::new(Store::open(&config.state_db())?);
-        let kernel = Arc::new(SandboxKernel::new(
+        let kernel = SandboxKernel::new(
             Arc::new(sandbox),
             limits,
             Arc::new(jobs),
             compiler,
             (config.sql_max_rows, config.sql_memory_limit_mib << 20),
-            (metrics.clone(), store.clone(), values::Budget::new(config.session_values_memory_mib << 20)),
-        ));
-        let engine = Engine::open(config.engine(), kernel.clone(), metrics, store.clone())?;
+            (metrics.clone(), store.clone(), Budget::new(config.session_values_memory_mib << 20)),
+        );
+        let engine = Engine::open(config.engine(), Arc::new(kernel.clone()), metrics, store.clone())?;
         let batches = Arc::new(batches::Batches::restore(store)?);
         let users = Arc::new(auth::Users::new(&config.users).map_err(StartError::Users)?);
         Ok(Self { engine, catalog, config: Arc::new(config), kernel, batches, users })

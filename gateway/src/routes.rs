@@ -13,8 +13,8 @@ use tilegate_api::{
     CreateSession, CreateStatement, LIVY_VERSION, Language, Msg, RawOutput, Session, SessionList, SessionLog,
     SessionStateInfo, Statement, StatementList, Version,
 };
-use tilegate_engine::Page;
-use tilegate_engine::sql::output::{self, Format};
+use tilegate_compute::sql::output::{self, Format};
+use tilegate_sessions::Page;
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -202,11 +202,15 @@ async fn get_statement_result(
         .ok_or_else(|| ApiError::BadRequest(format!("Invalid format '{name}': use jsonl, csv, arrow or parquet.")))?;
     let session = app.engine.session_state(&key)?.id;
     let statement = app.engine.statement_id(&key, &statement)?;
-    let result = app.kernel.full_result(session, statement).ok_or_else(|| {
+    let kept = app.engine.kernel_session(session).and_then(|k| {
+        let any: std::sync::Arc<dyn std::any::Any + Send + Sync> = k;
+        any.downcast::<tilegate_kernel::SandboxSession>().ok()?.full_result(statement)
+    });
+    let result = kept.ok_or_else(|| {
         ApiError::NotFound(format!(
             "Statement {statement} of session {session} has no result to download: only the last {} `sql` \
              statements that succeeded keep their full result.",
-            crate::kernel::FULL_RESULTS
+            tilegate_kernel::FULL_RESULTS
         ))
     })?;
     let bytes = tokio::task::spawn_blocking(move || output::write(&result, format))
@@ -268,16 +272,16 @@ struct UsageToday {
     user: String,
     day: String,
     #[serde(flatten)]
-    spent: tilegate_engine::accounts::Spent,
+    spent: tilegate_sessions::accounts::Spent,
     cpu_seconds_per_day: Option<u64>,
 }
 
 async fn get_usage(State(app): State<AppState>, caller: Caller) -> ApiJson<UsageToday> {
-    let user = caller.name().unwrap_or(tilegate_engine::accounts::ANONYMOUS).to_owned();
+    let user = caller.name().unwrap_or(tilegate_sessions::accounts::ANONYMOUS).to_owned();
     let quota =
         caller.user.as_ref().map_or(0, |u| u.cpu_seconds_per_day.unwrap_or(app.config.cpu_seconds_per_day_per_user));
-    let day = tilegate_engine::accounts::today();
-    let date = tilegate_engine::dataset::cf::iso(day * 86_400).chars().take(10).collect();
+    let day = tilegate_sessions::accounts::today();
+    let date = tilegate_compute::dataset::cf::iso(day * 86_400).chars().take(10).collect();
     ApiJson(UsageToday {
         spent: app.engine.accounts().today(&user),
         user,

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use tilegate_engine::RunContext;
-use tilegate_engine::dataset::{Catalog, Dataset, Selection, Stats, Tile};
-use tilegate_engine::job::{JobCodec, JobError, JobSpec, Jobs, TileCache, TileFunctions};
+use tilegate_compute::dataset::{Catalog, Dataset, Selection, Stats, Tile};
+use tilegate_compute::job::{JobCodec, JobError, JobSpec, Jobs, TileCache, TileFunctions};
+use tilegate_context::RunContext;
 use tilegate_gateway::{AppState, Config, serve};
 use tilegate_sdk::{Client, CreateSession, Language};
 

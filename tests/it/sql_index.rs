@@ -1,4 +1,4 @@
-//! Aggregates answered from the tile index (`engine/src/sql/index.rs`): the same queries against
+//! Aggregates answered from the tile index (`compute/src/sql/index.rs`): the same queries against
 //! a gateway that answers whole tiles from the index and one that reads every cell
 //! (`sql_index_aggregates = false`) give the same rows (counts, minima and maxima exactly, sums
 //! and means to rounding), and `EXPLAIN` shows the index only where the rewrite applies. Over

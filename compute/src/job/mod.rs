@@ -28,11 +28,11 @@ mod wire;
 
 use std::sync::Arc;
 
-use crate::RunContext;
 use crate::dataset::{Catalog, Selection};
-use crate::meter::MeteredFuture;
 pub use cache::{CacheScan, CacheStats, TileCache};
 pub use codec::{JobCodec, ResolveFunctions};
+use tilegate_context::MeteredFuture;
+use tilegate_context::RunContext;
 use wire::{Reader, put_field, read_fields};
 
 /// What a job computes: the caller's map, reduce and row functions, over encoded bytes.
@@ -295,7 +295,7 @@ impl Jobs {
             let plan = decode(&bytes, &session.task_ctx(), codec.as_ref()).map_err(plan::job_error)?;
             let batches =
                 datafusion::physical_plan::collect(plan, session.task_ctx()).await.map_err(plan::job_error)?;
-            rows::rows_json(functions.as_ref(), &batches, workers, &crate::meter::Meter::default())
+            rows::rows_json(functions.as_ref(), &batches, workers, &tilegate_context::Meter::default())
         })
     }
 

@@ -16,10 +16,10 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::prelude::Expr;
 
 use super::filters;
-use crate::RunContext;
 use crate::dataset::{Dataset, Error as DatasetError, Tile};
 use crate::job::TileCache;
 use crate::job::scan::{self, Layout, ScanContext};
+use tilegate_context::RunContext;
 
 /// A dataset's cells: one row per valid cell, `time, lat, lon, <variables>`, read tile by tile
 /// through the same scan as jobs, pruned through the tile index by the query's filters.

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 
 use super::wire::{put_field, read_fields};
 use super::{JobError, TileFunctions};
-use crate::meter::{Meter, metered};
+use tilegate_context::{Meter, metered};
 
 /// About this many bytes of keys and values per `rows` call: their JSON, several times larger
 /// for verbose rows, stays under the sandbox's output cap (8 MiB by default).

@@ -1,29 +1,23 @@
-//! The engine: Livy sessions and statements, their states, and the order in which statements run.
-//! It knows nothing of HTTP or wasm; code runs through a [`Kernel`] the gateway supplies.
+//! Livy sessions and statements: their states, their durable record, and the order in which
+//! statements run. It knows nothing of HTTP, wasm or datasets; code runs through a [`Kernel`] the
+//! runtime supplies, with a [`RunContext`] (cancel flag, progress, meter) per statement.
 //!
 //! # Layout
 //! - [`Engine`]: the session table; every REST operation is one method here.
 //! - `session`: one session, its statements and log, and its worker (one statement at a time).
 //! - [`kernel`]: the [`Kernel`] trait, [`Job`], [`RunContext`] (cancel flag, progress), [`Failure`].
 //! - [`accounts`]: each user's compute today and since start (daily quotas, `/metrics`).
-//! - [`meter`]: what a statement costs (CPU time on every thread that works for it, tiles read).
 //! - [`language`]: session kinds and how a statement's language is resolved.
-//! - [`dataset`]: shared Zarr datasets, their tiles and the tile index ([`dataset::Catalog`]).
-//! - [`job`]: map/reduce jobs over tiles, planned and run by DataFusion ([`job::Jobs`]).
 //! - [`store`]: the durable record (SQLite) sessions, statements and batches are restored from.
 //! - [`Error`]: what the engine refuses.
 
 pub mod accounts;
-pub mod dataset;
 mod error;
-pub mod job;
 pub mod kernel;
 pub mod language;
 mod lifetime;
-pub mod meter;
 pub mod metrics;
 mod session;
-pub mod sql;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -39,7 +33,7 @@ use tilegate_api::{
 };
 
 pub use error::Error;
-pub use kernel::{Data, Failure, Job, Kernel, Restored, RunContext};
+pub use kernel::{Data, Failure, Job, Kernel, KernelSession, Opening, Restored, RunContext};
 use session::SessionCell;
 pub use store::{Store, StoreError};
 
@@ -221,6 +215,13 @@ impl Engine {
     /// What each user's statements cost (batches are charged here too).
     pub fn accounts(&self) -> &Arc<accounts::Accounts> {
         &self.inner.accounts
+    }
+
+    /// The kernel side of session `id` (what its kernel keeps beyond Livy's output), while it is
+    /// open.
+    pub fn kernel_session(&self, id: u64) -> Option<Arc<dyn KernelSession>> {
+        let cell = self.inner.sessions.get(&id)?.value().clone();
+        cell.lock().kernel.clone()
     }
 
     /// Number of sessions per state (Livy's state names).

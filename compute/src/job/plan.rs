@@ -27,8 +27,8 @@ use super::scan::{self, Layout, ScanContext, external};
 use super::states::{GroupStates, NewStates, OneState, StateCalls, merge_in_calls, read_states};
 use super::wire::{Reader, word_at};
 use super::{JobError, TileCache, TileFunctions};
-use crate::RunContext;
 use crate::dataset::{Dataset, Selection, Tile};
+use tilegate_context::RunContext;
 
 pub(super) struct Job {
     pub(super) dataset: Arc<Dataset>,

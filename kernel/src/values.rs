@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tilegate_engine::Store;
 use tilegate_sandbox::SessionValues;
+use tilegate_sessions::Store;
 
 /// All values of one session together may take this many bytes.
 const SESSION_BYTES: usize = 256 << 20;
@@ -94,9 +94,8 @@ impl Values {
         Self { map: Mutex::new(map), record: Some((store, session)), budget }
     }
 
-    /// Values not recorded, sharing `budget`.
-    #[cfg(test)]
-    fn recorded_nowhere(budget: Arc<Budget>) -> Self {
+    /// Values not recorded (one-shot work: a batch), sharing `budget`.
+    pub fn in_memory(budget: Arc<Budget>) -> Self {
         Self { map: Mutex::default(), record: None, budget }
     }
 
@@ -198,7 +197,7 @@ mod tests {
     #[test]
     fn every_session_s_values_share_the_gateway_s_bound() {
         let budget = Budget::new(100);
-        let (one, two) = (Values::recorded_nowhere(budget.clone()), Values::recorded_nowhere(budget.clone()));
+        let (one, two) = (Values::in_memory(budget.clone()), Values::in_memory(budget.clone()));
         one.set("a", &[b'1'; 60]).unwrap();
         let refused = two.set("b", &[b'2'; 60]).unwrap_err();
         assert!(refused.contains("session_values_memory_mib"), "{refused}");

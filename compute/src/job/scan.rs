@@ -23,8 +23,8 @@ use datafusion::physical_plan::{PhysicalExpr, apply_expression_roots};
 use futures::{FutureExt, StreamExt};
 
 use super::{CacheScan, JobError};
-use crate::RunContext;
 use crate::dataset::{Dataset, Selection, Tile, TileData};
+use tilegate_context::RunContext;
 
 /// The encoded scan's columns: the tile laid out for the guest in two parts, `tile` (header,
 /// times, latitudes, longitudes: `prelude::encode_tile_head`) and `values` (its `f32` values, the

@@ -13,8 +13,10 @@ use datafusion::common::ScalarValue;
 use serde_json::{Value, json};
 
 use super::SqlResult;
-use crate::Data;
 use crate::dataset::cf;
+
+/// Livy output `data`: MIME type → value.
+pub type Data = std::collections::BTreeMap<String, Value>;
 
 /// Livy output data for `result`, with at most `max_rows` rows. When rows were left out, the JSON
 /// says so (`"truncated": true, "totalRows": n`) and so does the last line of the text.

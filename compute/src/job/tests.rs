@@ -106,7 +106,7 @@ fn box_spec() -> JobSpec {
 
 /// A data directory of its own with the demo dataset, its catalog, and jobs on 2 workers.
 fn demo(name: &str) -> (std::path::PathBuf, Arc<Catalog>, Jobs) {
-    let dir = std::env::temp_dir().join(format!("tilegate-engine-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tilegate-compute-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let catalog = Arc::new(Catalog::open(&dir, true, 2).unwrap());
     let jobs = Jobs::new(catalog.clone(), 2, 64 << 20).unwrap();
@@ -393,7 +393,7 @@ fn map_outputs_reach_the_reduce_gathered_over_tiles() {
 
 /// An empty data directory's catalog (no demo dataset).
 fn scratch_catalog(name: &str) -> (std::path::PathBuf, Arc<Catalog>) {
-    let dir = std::env::temp_dir().join(format!("tilegate-engine-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tilegate-compute-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     (dir.clone(), Arc::new(Catalog::open(&dir, false, 1).unwrap()))
 }

@@ -11,12 +11,12 @@ use tilegate_api::{
 use tokio::sync::mpsc;
 
 use crate::accounts::Accounts;
-use crate::kernel::{Failure, Job, Kernel, RunContext};
+use crate::kernel::{Failure, Job, Kernel, KernelSession, Opening, RunContext};
 use crate::language::Shape;
 use crate::lifetime::{Clock, Limits};
-use crate::meter::metered;
 use crate::metrics::Metrics;
 use crate::store::{self, Left, LoadedSession, SessionRow, StatementRow, Store};
+use tilegate_context::metered;
 
 /// How many log lines the session JSON shows (Livy shows the last 10).
 const LOG_TAIL: usize = 10;
@@ -52,6 +52,8 @@ pub(crate) struct SessionData {
     queue: Option<mpsc::UnboundedSender<u64>>,
     /// Creation, last activity, last request, death.
     pub(crate) clock: Clock,
+    /// What runs its statements and keeps their definitions and values; `None` once it is closed.
+    pub(crate) kernel: Option<Arc<dyn KernelSession>>,
 }
 
 /// A statement and its run.
@@ -204,8 +206,11 @@ impl SessionCell {
                 log_dropped: 0,
                 queue: Some(tx),
                 clock: Clock::new(),
+                kernel: None,
             },
         );
+        let kernel = kernel.open(Opening { id, durable: true }, &mut std::iter::empty());
+        cell.lock().kernel = Some(kernel.clone());
         cell.log(format!("session {id} started: kind {kind}, statements default to {language}"));
         tokio::spawn(run_statements(cell.clone(), rx, kernel, books));
         cell
@@ -237,6 +242,7 @@ impl SessionCell {
                 log_dropped: loaded.log_first,
                 queue: live.then_some(tx),
                 clock,
+                kernel: None,
             },
         );
         let interrupted = changed.iter().filter(|c| **c).count();
@@ -264,8 +270,9 @@ impl SessionCell {
                 kept += 1;
                 Some((job, json))
             });
-            kernel.session_restored(id, &mut history);
+            let kernel = kernel.open(Opening { id, durable: true }, &mut history);
             drop(history);
+            cell.lock().kernel = Some(kernel.clone());
             cell.log(format!(
                 "gateway restarted: session {id} restored; {kept} results and their definitions kept, {interrupted} \
                  statements interrupted"
@@ -321,7 +328,6 @@ impl SessionCell {
         data.log.push_back(line);
     }
 
-    /// Records a statement as it is now.
     /// Records a statement's change and wakes whoever waits for one.
     fn save(&self, record: &StatementRecord) {
         // A statement with parts left to the store is final: its row does not change again.
@@ -510,7 +516,7 @@ impl SessionData {
 async fn run_statements(
     cell: Arc<SessionCell>,
     mut queue: mpsc::UnboundedReceiver<u64>,
-    kernel: Arc<dyn Kernel>,
+    kernel: Arc<dyn KernelSession>,
     (metrics, accounts): (Arc<Metrics>, Arc<Accounts>),
 ) {
     while let Some(id) = queue.recv().await {
@@ -601,7 +607,8 @@ async fn run_statements(
         cell.push_log(&mut data, line);
         data.settle();
     }
-    kernel.session_closed(cell.id);
+    cell.lock().kernel = None;
+    kernel.close();
 }
 
 /// For an ok output, its `application/json` value if it has one, as JSON text (read without

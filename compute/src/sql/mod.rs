@@ -40,8 +40,8 @@ use futures::StreamExt;
 
 use self::functions::{SqlFunction, SqlFunctions};
 
-use crate::RunContext;
 use crate::job::{JobError, Jobs};
+use tilegate_context::RunContext;
 
 /// A query's result.
 #[derive(Debug, Clone)]

@@ -11,6 +11,12 @@ use super::*;
 struct EchoKernel;
 
 impl Kernel for EchoKernel {
+    fn open(&self, _: Opening, _: &mut dyn Iterator<Item = Restored>) -> Arc<dyn KernelSession> {
+        Arc::new(EchoKernel)
+    }
+}
+
+impl KernelSession for EchoKernel {
     fn execute(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
         match job.code.as_str() {
             "spin" => {
@@ -35,15 +41,24 @@ fn stmt(code: &str) -> CreateStatement {
     CreateStatement { code: code.into(), kind: None }
 }
 
+/// Statement `id`, once final (the engine's long poll: woken by the statement's change).
 async fn wait_final(engine: &Engine, session: &str, id: u64) -> Statement {
-    for _ in 0..2000 {
-        let s = engine.statement(session, &id.to_string()).unwrap();
-        if s.state.is_final() {
-            return s.parsed().unwrap();
+    let s = engine.statement_when_final(session, &id.to_string(), Duration::from_secs(10)).await.unwrap();
+    assert!(s.state.is_final(), "statement {id} never finished");
+    s.parsed().unwrap()
+}
+
+/// Statement `id` once it is `state`, woken by the session's changes (no polling).
+async fn wait_state(engine: &Engine, session: &str, id: u64, state: StatementState) {
+    let cell = engine.find(session).unwrap();
+    loop {
+        let mut changed = std::pin::pin!(cell.changed.notified());
+        changed.as_mut().enable();
+        if engine.statement(session, &id.to_string()).unwrap().state == state {
+            return;
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::timeout(Duration::from_secs(10), changed).await.expect("the statement did not change in 10 s");
     }
-    panic!("statement {id} never finished");
 }
 
 #[tokio::test]
@@ -84,9 +99,7 @@ async fn cancel_running_and_waiting() {
     let key = engine.create_session(CreateSession::default()).unwrap().id.to_string();
     engine.submit(&key, stmt("spin")).unwrap();
     engine.submit(&key, stmt("queued")).unwrap();
-    while engine.statement(&key, "0").unwrap().state != StatementState::Running {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_state(&engine, &key, 0, StatementState::Running).await;
     assert_eq!(engine.session_state(&key).unwrap().state, SessionState::Busy);
     engine.cancel(&key, "1").unwrap();
     assert_eq!(engine.statement(&key, "1").unwrap().state, StatementState::Cancelled);
@@ -176,9 +189,16 @@ async fn conf_kind_must_be_a_language() {
 }
 
 /// Lets a statement run until the test says stop (`hold`), so a session stays busy.
-struct HoldKernel(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+#[derive(Clone)]
+struct HoldKernel(Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>);
 
 impl Kernel for HoldKernel {
+    fn open(&self, _: Opening, _: &mut dyn Iterator<Item = Restored>) -> Arc<dyn KernelSession> {
+        Arc::new(self.clone())
+    }
+}
+
+impl KernelSession for HoldKernel {
     fn execute(&self, job: &Job, _ctx: &RunContext) -> Result<Data, Failure> {
         if job.code == "hold" {
             let _ = self.0.lock().unwrap().recv();
@@ -214,7 +234,7 @@ async fn a_busy_session_is_never_reaped() {
     let (release, hold) = std::sync::mpsc::channel();
     let engine = Engine::new(
         EngineConfig { idle_timeout: Some(Duration::from_secs(60)), ..Default::default() },
-        Arc::new(HoldKernel(std::sync::Mutex::new(hold))),
+        Arc::new(HoldKernel(Arc::new(std::sync::Mutex::new(hold)))),
     );
     let s = engine.create_session(CreateSession { ttl: Some("2m".into()), ..Default::default() }).unwrap();
     let key = s.id.to_string();
@@ -267,23 +287,20 @@ async fn bad_lifetimes_are_refused() {
     }
 }
 
-/// Echoes like [`EchoKernel`] and records what `session_restored` was told.
+/// Echoes like [`EchoKernel`] and records the history each session was opened with.
 #[derive(Default)]
 struct RecordingKernel(std::sync::Mutex<Vec<(u64, Vec<String>)>>);
 
 impl Kernel for RecordingKernel {
-    fn execute(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
-        EchoKernel.execute(job, ctx)
-    }
-
-    fn session_restored(&self, session_id: u64, history: &mut dyn Iterator<Item = crate::Restored>) {
+    fn open(&self, session: Opening, history: &mut dyn Iterator<Item = Restored>) -> Arc<dyn KernelSession> {
         let codes = history.map(|(job, _)| job.code).collect();
-        self.0.lock().unwrap().push((session_id, codes));
+        self.0.lock().unwrap().push((session.id, codes));
+        Arc::new(EchoKernel)
     }
 }
 
 fn temp_db(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tilegate-engine-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tilegate-sessions-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir.join("state.sqlite")
 }
@@ -307,9 +324,7 @@ async fn a_restarted_engine_has_every_session_statement_and_output_and_never_reu
     let queued = first.submit(&b.id.to_string(), stmt("after")).unwrap();
     let c = first.create_session(CreateSession::default()).unwrap();
     first.delete_session(&c.id.to_string()).unwrap();
-    while first.statement(&b.id.to_string(), "0").unwrap().state != StatementState::Running {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_state(&first, &b.id.to_string(), 0, StatementState::Running).await;
     let before = serde_json::to_value(first.statements("alpha", Page::default()).unwrap()).unwrap();
     let log_before = first.session_log("alpha", Some(0), Some(-1)).unwrap();
 

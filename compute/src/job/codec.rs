@@ -29,8 +29,8 @@ use serde_json::{Value, json};
 use super::plan::{MapUdf, ReduceUdaf, map_udf, reduce_udaf};
 use super::scan::{Layout, ScanContext, TileSource};
 use super::{TileCache, TileFunctions};
-use crate::RunContext;
 use crate::dataset::{Catalog, Selection};
+use tilegate_context::RunContext;
 
 /// Starts every part this codec writes: protobuf never starts a message with these bytes.
 const MAGIC: &[u8; 8] = b"\xfftilegt\x01";

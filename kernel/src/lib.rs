@@ -1,51 +1,52 @@
-//! The kernel the gateway wires into the engine: `rust` statements are compiled to wasm, and they
-//! and `wasm` statements run in the sandbox; `sql` statements run on DataFusion over the datasets.
+//! The kernel sessions run their code on: `rust` statements are compiled to wasm, and they and
+//! `wasm` statements run in the sandbox; `sql` statements run on the compute engine's DataFusion
+//! over the datasets. Each session opens a [`SandboxSession`], which keeps what later statements
+//! build on: earlier cells' items, named values, full `sql` results.
+//!
+//! - [`SandboxKernel`]: what every session shares (sandbox, compiler, jobs, limits, metrics).
+//! - [`SandboxSession`]: one session's kernel; `values`: its named JSON values.
+//! - `Workers`, `WasmFunctions`: a statement's wasm instances serving a job's map/reduce and SQL
+//!   functions on the compute engine's threads.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+mod values;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tilegate_api::Language;
 use tilegate_compiler::{Cell, Compiler, Request};
-use tilegate_engine::dataset::{Selection, cf};
-use tilegate_engine::job::{JobError, JobSpec, Jobs, TileFunctions, fold_pairwise, rows_one_by_one};
-use tilegate_engine::sql::functions::{AGGREGATE_EXPORT_PREFIX, EXPORT_PREFIX, SqlFunction, SqlFunctions};
-use tilegate_engine::sql::{SqlLimits, SqlResult};
+use tilegate_compute::dataset::{Selection, cf};
+use tilegate_compute::job::{JobError, JobSpec, Jobs, TileFunctions, fold_pairwise, rows_one_by_one};
+use tilegate_compute::sql::functions::{AGGREGATE_EXPORT_PREFIX, EXPORT_PREFIX, SqlFunction, SqlFunctions};
+use tilegate_compute::sql::{SqlLimits, SqlResult};
+use tilegate_sandbox::{Host, JobFailure, JobHandler, Limits, Program, Sandbox, SessionValues, Worker, decode_source};
+use tilegate_sessions::metrics::Metrics;
+use tilegate_sessions::{Data, Failure, Job, Kernel, KernelSession, Opening, Restored, RunContext, Store};
+
+pub use values::{Budget, Values};
 
 /// A session's snippet SQL functions and what runs them.
 type SnippetFunctions = (Vec<SqlFunction>, Arc<dyn SqlFunctions>);
-use tilegate_engine::metrics::Metrics;
-use tilegate_engine::{Data, Failure, Job, Kernel, Restored, RunContext};
-use tilegate_sandbox::{Host, JobFailure, JobHandler, Limits, Program, Sandbox, SessionValues, Worker, decode_source};
-
-use crate::values::{Budget, Values};
-use tilegate_engine::Store;
-
-/// What the kernel keeps for a session between its statements.
-#[derive(Debug, Default)]
-struct Kept {
-    /// Earlier successful `rust` cells with items, oldest first: `(label, cell)`.
-    cells: Vec<(String, Arc<Cell>)>,
-    /// Named JSON values.
-    values: Arc<Values>,
-    /// The full results of the last `sql` statements, for download, oldest first.
-    full: std::collections::VecDeque<(u64, Arc<SqlResult>)>,
-}
 
 /// Full `sql` results kept per session for download, and the largest kept.
-pub(crate) const FULL_RESULTS: usize = 4;
+pub const FULL_RESULTS: usize = 4;
 const FULL_RESULT_BYTES: usize = 256 << 20;
 
-/// Runs statements in the wasm sandbox; jobs they start run on `jobs`; `rust` cells are compiled
-/// by `compiler`.
+/// What every session's kernel shares: statements run in the wasm sandbox under `limits`; jobs
+/// they start run on `jobs`; `rust` cells are compiled by `compiler`. Cheap to clone.
+#[derive(Clone)]
 pub struct SandboxKernel {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     sandbox: Arc<Sandbox>,
     limits: Limits,
     jobs: Arc<Jobs>,
     compiler: Arc<Compiler>,
-    kept: Mutex<HashMap<u64, Kept>>,
     /// Bounds of `sql` statements (their timeout is the statement's).
     sql: SqlLimits,
     metrics: Arc<Metrics>,
@@ -72,51 +73,109 @@ impl SandboxKernel {
             result_bytes: FULL_RESULT_BYTES,
             keep_rows: sql_max_rows,
         };
-        Self { sandbox, limits, jobs, compiler, kept: Mutex::default(), sql, metrics, store, values_budget }
-    }
-
-    /// What is kept for a session from its first statement on: its recorded values, if any.
-    fn new_kept(&self, session_id: u64) -> Kept {
-        let values = Values::recorded(self.store.clone(), session_id, self.values_budget.clone());
-        Kept { values: Arc::new(values), ..Kept::default() }
+        let shared = Shared { sandbox, limits, jobs, compiler, sql, metrics, store, values_budget };
+        Self { shared: Arc::new(shared) }
     }
 
     /// The compiler (for readiness).
-    pub(crate) fn compiler(&self) -> &Compiler {
-        &self.compiler
+    pub fn compiler(&self) -> &Compiler {
+        &self.shared.compiler
     }
 
     /// The jobs (for tile cache counters).
-    pub(crate) fn jobs(&self) -> &Jobs {
-        &self.jobs
+    pub fn jobs(&self) -> &Jobs {
+        &self.shared.jobs
     }
 
     /// The memory sessions' values share (for `/metrics`).
-    pub(crate) fn values_budget(&self) -> &Budget {
-        &self.values_budget
+    pub fn values_budget(&self) -> &Budget {
+        &self.shared.values_budget
     }
 
     /// The sandbox (for its module cache).
-    pub(crate) fn sandbox(&self) -> &Sandbox {
-        &self.sandbox
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.shared.sandbox
+    }
+}
+
+impl Kernel for SandboxKernel {
+    /// A session's kernel, with its recorded values (a durable session's) and, after a restart,
+    /// what its history rebuilds: the items of successful `rust` cells (not compiled now; the next
+    /// cell compiles against them, usually from the module cache) and every `result_<id>`.
+    fn open(&self, session: Opening, history: &mut dyn Iterator<Item = Restored>) -> Arc<dyn KernelSession> {
+        let shared = &self.shared;
+        let values = match session.durable {
+            true => Values::recorded(shared.store.clone(), session.id, shared.values_budget.clone()),
+            false => Values::in_memory(shared.values_budget.clone()),
+        };
+        let mut kept = Kept { values: Arc::new(values), ..Kept::default() };
+        for (job, json) in history {
+            if job.language == Language::Rust {
+                let cell = Arc::new(Cell::parse(&job.code));
+                if cell.has_items() {
+                    kept.cells.push((format!("statement-{}", job.statement_id), cell));
+                }
+            }
+            if let Some(json) = json {
+                kept.values.keep_result_text(job.statement_id, json.get().as_bytes());
+            }
+        }
+        Arc::new(SandboxSession { shared: shared.clone(), session, kept: Mutex::new(kept) })
+    }
+}
+
+/// One session's kernel: runs its statements and keeps what later ones build on.
+pub struct SandboxSession {
+    shared: Arc<Shared>,
+    session: Opening,
+    kept: Mutex<Kept>,
+}
+
+/// What a session keeps between its statements.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Earlier successful `rust` cells with items, oldest first: `(label, cell)`.
+    cells: Vec<(String, Arc<Cell>)>,
+    /// Named JSON values.
+    values: Arc<Values>,
+    /// The full results of the last `sql` statements, for download, oldest first.
+    full: VecDeque<(u64, Arc<SqlResult>)>,
+}
+
+impl SandboxSession {
+    /// The full result of `sql` statement `statement`, while it is kept.
+    pub fn full_result(&self, statement: u64) -> Option<Arc<SqlResult>> {
+        self.lock().full.iter().find(|(id, _)| *id == statement).map(|(_, r)| r.clone())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cells(&self) -> Vec<(String, Arc<Cell>)> {
+        self.lock().cells.clone()
+    }
+
+    fn values(&self) -> Arc<Values> {
+        self.lock().values.clone()
     }
 
     /// Compiles the cell against the session's earlier items, runs it, and remembers its items
     /// when it succeeded.
     fn run_rust(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
         let cell = Arc::new(Cell::parse(&job.code));
-        let earlier = self.lock_kept().get(&job.session_id).map(|k| k.cells.clone()).unwrap_or_default();
+        let earlier = self.cells();
         let started = Instant::now();
         let user = job.user_key();
         let request = Request { user: &user, cancel: ctx.cancel_flag(), cpu_ns: ctx.meter().cpu_ns() };
-        let compiled = self.compiler.compile_for(&earlier, &cell, request);
+        let compiled = self.shared.compiler.compile_for(&earlier, &cell, request);
         ctx.set_compiled();
         let cache = match &compiled {
             Ok(c) if c.cached => "hit",
             Ok(_) => "miss",
             Err(_) => "error",
         };
-        self.metrics.observe("tilegate_compile_seconds", format!("cache=\"{cache}\""), started.elapsed());
+        self.shared.metrics.observe("tilegate_compile_seconds", format!("cache=\"{cache}\""), started.elapsed());
         let compiled = compiled.map_err(|e| Failure {
             ename: e.name().to_owned(),
             evalue: e.to_string(),
@@ -124,30 +183,23 @@ impl SandboxKernel {
         })?;
         let data = self.run_module(&compiled.wasm, job, ctx).map_err(sandbox_failure)?;
         if cell.has_items() {
-            let mut kept = self.lock_kept();
-            kept.entry(job.session_id)
-                .or_insert_with(|| self.new_kept(job.session_id))
-                .cells
-                .push((format!("statement-{}", job.statement_id), cell));
+            self.lock().cells.push((format!("statement-{}", job.statement_id), cell));
         }
         Ok(data)
-    }
-
-    fn lock_kept(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Kept>> {
-        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The session's snippet SQL functions (`sql_function!` and `sql_aggregate!` in earlier
     /// cells): those cells' items compiled into one module (cached like any cell) whose
     /// `sbx_sql__*` and `sbx_sqlagg__*` exports run in workers.
     fn sql_functions(&self, job: &Job, ctx: &RunContext) -> Result<Option<SnippetFunctions>, Failure> {
-        let earlier = self.lock_kept().get(&job.session_id).map(|k| k.cells.clone()).unwrap_or_default();
+        let earlier = self.cells();
         let declares = |source: &str| source.contains("sql_function!") || source.contains("sql_aggregate!");
         if !earlier.iter().any(|(_, cell)| declares(cell.source())) {
             return Ok(None);
         }
         let user = job.user_key();
         let compiled = self
+            .shared
             .compiler
             .compile_for(
                 &earlier,
@@ -165,26 +217,29 @@ impl SandboxKernel {
             .flat_map(|prefix| program.exports(prefix))
             .filter_map(|e| SqlFunction::from_export(&e))
             .collect();
-        let workers = Workers {
-            sandbox: self.sandbox.clone(),
-            program,
-            limits: self.limits,
-            ctx: ctx.clone(),
-            deadline: Instant::now() + self.limits.deadline,
-            values: self.values(job.session_id),
-            idle: Idle::new(),
-        };
+        let workers = Workers::new(&self.shared, program, ctx, self.values());
         Ok(Some((list, Arc::new(workers))))
     }
 
-    /// The full result of `sql` statement `statement` of `session`, while it is kept.
-    pub(crate) fn full_result(&self, session: u64, statement: u64) -> Option<Arc<SqlResult>> {
-        let kept = self.lock_kept();
-        kept.get(&session)?.full.iter().find(|(id, _)| *id == statement).map(|(_, r)| r.clone())
-    }
-
-    fn values(&self, session_id: u64) -> Arc<dyn SessionValues> {
-        self.lock_kept().entry(session_id).or_insert_with(|| self.new_kept(session_id)).values.clone()
+    fn run_sql(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
+        let shared = &self.shared;
+        let values = self.values().all();
+        let functions = self.sql_functions(job, ctx)?;
+        let result = shared
+            .jobs
+            .sql(&job.code, ctx, shared.sql, &values, functions)
+            .map_err(|e| Failure::new(e.ename, e.message))?;
+        let data = tilegate_compute::sql::output::livy_data(&result, shared.sql.keep_rows);
+        check_output_size(&data, shared.limits.output_bytes)?;
+        let size: usize = result.batches.iter().map(|b| b.get_array_memory_size()).sum();
+        if result.complete && size <= FULL_RESULT_BYTES {
+            let full = &mut self.lock().full;
+            if full.len() >= FULL_RESULTS {
+                full.pop_front();
+            }
+            full.push_back((job.statement_id, Arc::new(result)));
+        }
+        Ok(data)
     }
 
     fn run_wasm(&self, job: &Job, ctx: &RunContext) -> Result<Data, tilegate_sandbox::Error> {
@@ -194,39 +249,32 @@ impl SandboxKernel {
 
     /// Cranelift's compile of a module, within the statement's time limit and cancel.
     fn compile_module(&self, bytes: &[u8], ctx: &RunContext) -> Result<Arc<Program>, tilegate_sandbox::Error> {
-        let deadline = Instant::now() + self.limits.deadline;
-        self.sandbox.compile_within(bytes, deadline, (ctx.cancel_flag(), ctx.meter().cpu_ns()))
+        let deadline = Instant::now() + self.shared.limits.deadline;
+        self.shared.sandbox.compile_within(bytes, deadline, (ctx.cancel_flag(), ctx.meter().cpu_ns()))
     }
 
     fn run_module(&self, bytes: &[u8], job: &Job, ctx: &RunContext) -> Result<Data, tilegate_sandbox::Error> {
         let program = self.compile_module(bytes, ctx)?;
         // What `sbx_main` receives: where it runs. Documented in sandbox/ABI.md.
         let input = json!({ "session": job.session_id, "statement": job.statement_id }).to_string();
-        let values = self.values(job.session_id);
+        let values: Arc<dyn SessionValues> = self.values();
         let host = Host { jobs: Some(self.job_handler(&program, ctx, &values)), session: Some(values) };
-        let out = self.sandbox.run_with_host(&program, input.as_bytes(), &self.limits, ctx.cancel_flag(), host)?;
+        let shared = &self.shared;
+        let out = shared.sandbox.run_with_host(&program, input.as_bytes(), &shared.limits, ctx.cancel_flag(), host)?;
         Ok(output_data(out.printed, out.result))
     }
 
     /// Answers `sbx.run_job` from a statement: the job's map and reduce run in worker instances
     /// of the same module, under the statement's limits and deadline, reading the session's values.
     fn job_handler(&self, program: &Arc<Program>, ctx: &RunContext, values: &Arc<dyn SessionValues>) -> JobHandler {
-        let (sandbox, program, limits, jobs, ctx, values) =
-            (self.sandbox.clone(), program.clone(), self.limits, self.jobs.clone(), ctx.clone(), values.clone());
-        let deadline = Instant::now() + self.limits.deadline;
+        let (shared, program, ctx, values) = (self.shared.clone(), program.clone(), ctx.clone(), values.clone());
+        let deadline = Instant::now() + shared.limits.deadline;
         Arc::new(move |spec: &[u8]| {
             let request: JobRequest = serde_json::from_slice(spec)
                 .map_err(|e| JobFailure { ename: "JobError".into(), message: format!("invalid job spec: {e}") })?;
             let spec = request.spec().map_err(|e| JobFailure { ename: e.ename.clone(), message: e.message })?;
-            let workers = Workers {
-                sandbox: sandbox.clone(),
-                program: program.clone(),
-                limits,
-                ctx: ctx.clone(),
-                deadline,
-                values: values.clone(),
-                idle: Idle::new(),
-            };
+            let mut workers = Workers::new(&shared, program.clone(), &ctx, values.clone());
+            workers.deadline = deadline;
             let functions = WasmFunctions {
                 workers,
                 ids: [request.map, request.reduce, request.row],
@@ -234,8 +282,40 @@ impl SandboxKernel {
                 rows: request.rows,
                 split_tile: request.split_tile,
             };
-            jobs.run(&spec, Arc::new(functions), &ctx).map_err(|e| JobFailure { ename: e.ename, message: e.message })
+            shared
+                .jobs
+                .run(&spec, Arc::new(functions), &ctx)
+                .map_err(|e| JobFailure { ename: e.ename, message: e.message })
         })
+    }
+}
+
+impl KernelSession for SandboxSession {
+    fn execute(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
+        let result = match job.language {
+            Language::Wasm => self.run_wasm(job, ctx).map_err(sandbox_failure),
+            Language::Rust => self.run_rust(job, ctx),
+            Language::Sql => self.run_sql(job, ctx),
+        };
+        // Every result stays readable (and queryable in SQL) as `result_<id>` for a while.
+        if let Ok(data) = &result
+            && let Some(json) = data.get("application/json")
+        {
+            self.values().keep_result(job.statement_id, json);
+        }
+        result
+    }
+
+    fn close(&self) {
+        // What it kept goes now, not when the last reference to the session does.
+        *self.lock() = Kept::default();
+        // Nothing can read them now (a closed session runs nothing more). After a graceful
+        // shutdown the store is closed first, so live sessions keep theirs for the restart.
+        if self.session.durable
+            && let Err(e) = self.shared.store.delete_values(self.session.id)
+        {
+            tracing::error!(session = self.session.id, "could not forget session values: {e}");
+        }
     }
 }
 
@@ -315,6 +395,20 @@ impl<T> Idle<T> {
 }
 
 impl Workers {
+    /// Instances of `program` for a statement: its limits, cancel flag and deadline (from now),
+    /// reading the session's `values`.
+    fn new(shared: &Shared, program: Arc<Program>, ctx: &RunContext, values: Arc<dyn SessionValues>) -> Self {
+        Self {
+            sandbox: shared.sandbox.clone(),
+            program,
+            limits: shared.limits,
+            ctx: ctx.clone(),
+            deadline: Instant::now() + shared.limits.deadline,
+            values,
+            idle: Idle::new(),
+        }
+    }
+
     /// Runs `call` on an idle worker (or a new one) and gives the worker back when it succeeded.
     fn with(
         &self,
@@ -395,78 +489,6 @@ impl TileFunctions for WasmFunctions {
         let batched = self.fold.iter().chain(&self.rows);
         let places: Vec<String> = self.ids.iter().chain(batched).flatten().map(u32::to_string).collect();
         format!("{}_{}", self.workers.program.hash(), places.join("_"))
-    }
-}
-
-impl Kernel for SandboxKernel {
-    fn session_closed(&self, session_id: u64) {
-        self.lock_kept().remove(&session_id);
-        // Nothing can read them now (a closed session runs nothing more). After a graceful
-        // shutdown the store is closed first, so live sessions keep theirs for the restart.
-        if let Err(e) = self.store.delete_values(session_id) {
-            tracing::error!(session = session_id, "could not forget session values: {e}");
-        }
-    }
-
-    /// Rebuilds what `execute` kept: the items of successful `rust` cells (not compiled now; the
-    /// next cell compiles against them, usually from the module cache) and every `result_<id>`.
-    fn session_restored(&self, session_id: u64, history: &mut dyn Iterator<Item = Restored>) {
-        let mut kept = self.lock_kept();
-        let kept = kept.entry(session_id).or_insert_with(|| self.new_kept(session_id));
-        for (job, json) in history {
-            if job.language == Language::Rust {
-                let cell = Arc::new(Cell::parse(&job.code));
-                if cell.has_items() {
-                    kept.cells.push((format!("statement-{}", job.statement_id), cell));
-                }
-            }
-            if let Some(json) = json {
-                kept.values.keep_result_text(job.statement_id, json.get().as_bytes());
-            }
-        }
-    }
-
-    fn execute(&self, job: &Job, ctx: &RunContext) -> Result<Data, Failure> {
-        let result = match job.language {
-            Language::Wasm => self.run_wasm(job, ctx).map_err(sandbox_failure),
-            Language::Rust => self.run_rust(job, ctx),
-            Language::Sql => {
-                let kept = self
-                    .lock_kept()
-                    .entry(job.session_id)
-                    .or_insert_with(|| self.new_kept(job.session_id))
-                    .values
-                    .all();
-                let functions = self.sql_functions(job, ctx)?;
-                let result = self
-                    .jobs
-                    .sql(&job.code, ctx, self.sql, &kept, functions)
-                    .map_err(|e| Failure::new(e.ename, e.message))?;
-                let data = tilegate_engine::sql::output::livy_data(&result, self.sql.keep_rows);
-                check_output_size(&data, self.limits.output_bytes)?;
-                let size: usize = result.batches.iter().map(|b| b.get_array_memory_size()).sum();
-                if result.complete && size <= FULL_RESULT_BYTES {
-                    let mut kept = self.lock_kept();
-                    let full = &mut kept.entry(job.session_id).or_insert_with(|| self.new_kept(job.session_id)).full;
-                    if full.len() >= FULL_RESULTS {
-                        full.pop_front();
-                    }
-                    full.push_back((job.statement_id, Arc::new(result)));
-                }
-                Ok(data)
-            }
-        };
-        // Every result stays readable (and queryable in SQL) as `result_<id>` for a while.
-        if let Ok(data) = &result
-            && let Some(json) = data.get("application/json")
-        {
-            self.lock_kept()
-                .entry(job.session_id)
-                .or_insert_with(|| self.new_kept(job.session_id))
-                .values
-                .keep_result(job.statement_id, json);
-        }
-        result
     }
 }
 
