@@ -100,6 +100,63 @@ async fn golden_files() {
     assert!(update || failures.is_empty(), "{} golden mismatches:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// The golden files' rows were written by the code under test; these are pinned against what
+/// xarray reads from the same store (the demo dataset), cell by cell: a golden file that drifted
+/// with a bug would fail here, not only in review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_rows_agree_with_xarray() {
+    let gw = gateway_with_sst(None, test_config()).await;
+    let store = gw.data_dir.join("datasets/sst.zarr");
+    let reference: Value =
+        serde_json::from_str(&crate::run_tool("reference.py", &["golden", store.to_str().unwrap()])).unwrap();
+    let golden = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/cells.slt")).unwrap();
+    let pinned = [
+        (
+            "equator",
+            "SELECT * FROM sst WHERE time = '2008-09-01' AND lat = 0.5 AND lon BETWEEN -160 AND -158 ORDER BY lon",
+        ),
+        (
+            "day_count",
+            "SELECT COUNT(*), COUNT(sst), SUM(CASE WHEN isnan(sst) THEN 1 ELSE 0 END) FROM sst WHERE time = '2008-09-01'",
+        ),
+        (
+            "box_count",
+            "SELECT COUNT(*) FROM sst WHERE lat > 45 AND lat < 60 AND lon > -150 AND lon < -120 AND time >= '2008-09-01' AND time < '2008-09-03'",
+        ),
+        (
+            "months",
+            "SELECT date_trunc('month', time) AS month, COUNT(*) AS cells, ROUND(AVG(sst), 3) AS mean FROM sst WHERE lat BETWEEN 40 AND 41 AND lon BETWEEN -140 AND -139 GROUP BY 1 ORDER BY 1 LIMIT 4",
+        ),
+        (
+            "new_year",
+            "SELECT extract(doy FROM time) AS day, MAX(sst) FROM sst WHERE time BETWEEN '2008-12-30' AND '2009-01-02' AND lat = 0.5 AND lon = -150.5 GROUP BY 1 ORDER BY 1",
+        ),
+    ];
+    for (name, sql) in pinned {
+        let record = golden
+            .split("\n\n")
+            .find(|r| r.lines().any(|l| l == sql))
+            .unwrap_or_else(|| panic!("cells.slt has no record for {sql}"));
+        let want: Vec<Vec<&str>> =
+            record.split("\n----\n").nth(1).unwrap().lines().map(|l| l.split('\t').collect()).collect();
+        let reference = reference[name].as_array().unwrap();
+        assert_eq!(want.len(), reference.len(), "{name}: golden {want:?}, xarray {reference:?}");
+        for (golden_row, xarray_row) in want.iter().zip(reference) {
+            let xarray_row = xarray_row.as_array().unwrap();
+            assert_eq!(golden_row.len(), xarray_row.len(), "{name}");
+            for (g, x) in golden_row.iter().zip(xarray_row) {
+                match x {
+                    Value::String(x) => assert_eq!(g, x, "{name}"),
+                    x => {
+                        let (g, x) = (g.parse::<f64>().unwrap(), x.as_f64().unwrap());
+                        assert!((g - x).abs() <= 1e-5 * x.abs().max(1.0), "{name}: golden {g}, xarray {x}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Rows as golden lines: tab-separated, `NULL`, floats with 6 significant digits.
 fn render(answer: &Value) -> Vec<String> {
     let cell = |v: &Value| match v {
@@ -136,7 +193,7 @@ async fn the_time_series_query_agrees_with_map_reduce_and_numpy() {
         .unwrap()
         .iter()
         .map(|r| {
-            let time = tilegate_engine::dataset::cf::parse_datetime(r[0].as_str().unwrap()).unwrap();
+            let time = tilegate_compute::dataset::cf::parse_datetime(r[0].as_str().unwrap()).unwrap();
             json!({"time": time, "cnt": r[1], "min": r[2], "max": r[3], "mean": r[4], "std": r[5]})
         })
         .collect();

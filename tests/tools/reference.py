@@ -32,6 +32,9 @@
   reference.py odd-store OUT
       Writes a Zarr v2 store as xarray does, with int16 values, scale_factor/add_offset,
       _FillValue, descending latitude, longitude 0..360 and some never-written chunks.
+  reference.py golden STORE
+      The rows of a few queries of tests/sql/cells.slt, computed here from what xarray reads:
+      {name: [[cell, ...], ...]}, times as ISO text with a Z.
 """
 import json
 import sys
@@ -227,6 +230,41 @@ def two_vars(out):
                for t in range(3)], sys.stdout)
 
 
+def golden(store):
+    ds = xr.open_zarr(store)
+    times = pd.to_datetime(ds.time.values)
+    lat, lon = ds.lat.values.astype("f8"), ds.lon.values.astype("f8")
+    sst = ds.sst.values
+    iso = lambda t: pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = {}
+    # One day's cells on the equator, 160W..158W, by longitude.
+    t = np.nonzero(times == pd.Timestamp("2008-09-01"))[0][0]
+    y = np.nonzero(lat == 0.5)[0][0]
+    xs = [x for x in np.argsort(lon) if -160 <= lon[x] <= -158 and not np.isnan(sst[t, y, x])]
+    out["equator"] = [[iso(times[t]), 0.5, float(lon[x]), float(sst[t, y, x])] for x in xs]
+    # Valid cells of one day.
+    n = int((~np.isnan(sst[t])).sum())
+    out["day_count"] = [[n, n, 0]]
+    # A box over two days, bounds exclusive.
+    tsel = (times >= pd.Timestamp("2008-09-01")) & (times < pd.Timestamp("2008-09-03"))
+    box = sst[tsel][:, (lat > 45) & (lat < 60)][:, :, (lon > -150) & (lon < -120)]
+    out["box_count"] = [[int((~np.isnan(box)).sum())]]
+    # Per month over a 1x1 degree box, bounds inclusive: cells and mean, the first four months.
+    cells = sst[:, (lat >= 40) & (lat <= 41)][:, :, (lon >= -140) & (lon <= -139)].astype("f8")
+    months = times.to_period("M")
+    rows = []
+    for month in sorted(set(months))[:4]:
+        v = cells[months == month]
+        v = v[~np.isnan(v)]
+        rows.append([iso(month.start_time), int(v.size), round(float(v.mean()), 3)])
+    out["months"] = rows
+    # Day of year and the largest value of one cell over the new year.
+    tsel = (times >= pd.Timestamp("2008-12-30")) & (times <= pd.Timestamp("2009-01-02"))
+    x = np.nonzero(lon == -150.5)[0][0]
+    out["new_year"] = sorted([int(times[i].dayofyear), float(sst[i, y, x])] for i in np.nonzero(tsel)[0])
+    json.dump(out, sys.stdout)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "tiles":
@@ -244,5 +282,7 @@ if __name__ == "__main__":
         shard(sys.argv[2], sys.argv[3])
     elif cmd == "odd-store":
         odd_store(sys.argv[2])
+    elif cmd == "golden":
+        golden(sys.argv[2])
     else:
         sys.exit(f"unknown command {cmd}")
