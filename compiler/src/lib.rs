@@ -21,11 +21,13 @@ pub mod snippet;
 pub mod toolchain;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use lru::LruCache;
 use sha2::{Digest, Sha256};
 
 pub use isolate::Isolation;
@@ -195,7 +197,7 @@ pub struct Compiler {
     ready: OnceLock<Result<Ready, Error>>,
     /// What preparing is doing now (for `/ready`).
     phase: Mutex<String>,
-    cache: Mutex<Lru>,
+    cache: Mutex<LruCache<String, Arc<[u8]>>>,
     slots: Slots,
     rustc_runs: AtomicU64,
 }
@@ -212,7 +214,7 @@ impl Compiler {
         }
         let slots = Slots::new(config.max_concurrent.max(1), config.max_per_user);
         Self {
-            cache: Mutex::new(Lru::new(config.cache_entries)),
+            cache: Mutex::new(LruCache::new(NonZeroUsize::new(config.cache_entries).unwrap_or(NonZeroUsize::MIN))),
             config,
             ready: OnceLock::new(),
             phase: Mutex::new("waiting to find the Rust toolchain".into()),
@@ -295,21 +297,21 @@ impl Compiler {
                 let _ = std::fs::rename(&part, modules.join(format!("{key}.wasm")));
             }
         }
-        self.lock_cache().insert(key.clone(), wasm.clone());
+        self.lock_cache().put(key.clone(), wasm.clone());
         Ok(Compiled { wasm, key, cached: false })
     }
 
     fn cached(&self, key: &str) -> Option<Arc<[u8]>> {
-        if let Some(wasm) = self.lock_cache().get(key) {
+        if let Some(wasm) = self.lock_cache().get(key).cloned() {
             return Some(wasm);
         }
         let wasm: Arc<[u8]> =
             std::fs::read(self.config.cache_dir.join("modules").join(format!("{key}.wasm"))).ok()?.into();
-        self.lock_cache().insert(key.to_owned(), wasm.clone());
+        self.lock_cache().put(key.to_owned(), wasm.clone());
         Some(wasm)
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Lru> {
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, LruCache<String, Arc<[u8]>>> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -338,7 +340,7 @@ impl Compiler {
             hash.update(name);
             hash.update(text);
         }
-        let prelude_hash = hex(&hash.finalize());
+        let prelude_hash = hex::encode(hash.finalize());
         let dir = self.config.cache_dir.join(format!("prelude-{}", &prelude_hash[..16]));
         if !dir.join("libprelude.rlib").is_file() {
             self.set_phase("building the guest prelude");
@@ -480,7 +482,7 @@ fn cache_key(ready: &Ready, files: &[(String, String)]) -> String {
         hash.update((text.len() as u64).to_le_bytes());
         hash.update(text);
     }
-    hex(&hash.finalize())
+    hex::encode(hash.finalize())
 }
 
 /// The errors of a failed compile, with any server path that survived the remaps replaced.
@@ -496,10 +498,6 @@ fn rejected(stderr: &str, paths: &[(&Path, &str)]) -> Error {
     let rendered =
         errors.iter().flat_map(|d| scrub(&d.rendered).lines().map(|l| format!("{l}\n")).collect::<Vec<_>>()).collect();
     Error::Rejected { message, rendered }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A bounded number of compiles at once, shared fairly: at most `per_user` of them are one user's,
@@ -589,37 +587,6 @@ impl Drop for Slot<'_> {
         }
         drop(state);
         self.slots.freed.notify_all();
-    }
-}
-
-/// Compiled modules by key, least recently used dropped first.
-#[derive(Debug)]
-struct Lru {
-    cap: usize,
-    map: HashMap<String, Arc<[u8]>>,
-    order: VecDeque<String>,
-}
-
-impl Lru {
-    fn new(cap: usize) -> Self {
-        Self { cap: cap.max(1), map: HashMap::new(), order: VecDeque::new() }
-    }
-
-    fn get(&mut self, key: &str) -> Option<Arc<[u8]>> {
-        let wasm = self.map.get(key)?.clone();
-        self.order.retain(|k| k != key);
-        self.order.push_back(key.to_owned());
-        Some(wasm)
-    }
-
-    fn insert(&mut self, key: String, wasm: Arc<[u8]>) {
-        if self.map.insert(key.clone(), wasm).is_none() {
-            self.order.push_back(key);
-        }
-        while self.map.len() > self.cap {
-            let Some(old) = self.order.pop_front() else { break };
-            self.map.remove(&old);
-        }
     }
 }
 

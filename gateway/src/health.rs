@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use tilegate_sessions::metrics::sample;
+use tilegate_sessions::metrics::{labels, sample};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -47,7 +47,7 @@ async fn get_metrics(State(app): State<AppState>, caller: Caller) -> Response {
     let mut out = String::new();
     out.push_str("# HELP tilegate_sessions Sessions by state.\n# TYPE tilegate_sessions gauge\n");
     for (state, n) in app.engine.sessions_by_state() {
-        sample(&mut out, "tilegate_sessions", &format!("state=\"{state}\""), n);
+        sample(&mut out, "tilegate_sessions", &labels(&[("state", &state)]), n);
     }
     let cache = app.kernel.jobs().cache_stats();
     out.push_str(

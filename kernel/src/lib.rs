@@ -175,7 +175,11 @@ impl SandboxSession {
             Ok(_) => "miss",
             Err(_) => "error",
         };
-        self.shared.metrics.observe("tilegate_compile_seconds", format!("cache=\"{cache}\""), started.elapsed());
+        self.shared.metrics.observe(
+            "tilegate_compile_seconds",
+            tilegate_sessions::metrics::labels(&[("cache", cache)]),
+            started.elapsed(),
+        );
         let compiled = compiled.map_err(|e| Failure {
             ename: e.name().to_owned(),
             evalue: e.to_string(),
@@ -347,7 +351,7 @@ impl JobRequest {
         let time = match &self.time {
             None => None,
             Some((a, b)) => {
-                let parse = |s: &str| cf::parse_datetime(s).map_err(|e| JobError::new("JobError", e));
+                let parse = |s: &str| cf::parse_datetime(s).map_err(JobError::job);
                 Some((parse(a)?, parse(b)?))
             }
         };

@@ -245,16 +245,56 @@ impl Parser<'_> {
         }
     }
 
+    /// JSON's number grammar exactly: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    /// (Rust's float parser alone would take `+1`, `.5`, `1.` and `01`).
     fn number(&mut self) -> Result<Json, String> {
         let start = self.at;
-        while self.bytes.get(self.at).is_some_and(|&b| matches!(b, b'+' | b'-' | b'0'..=b'9' | b'.' | b'e' | b'E')) {
-            self.at += 1;
+        let digits = |p: &mut Self| {
+            let from = p.at;
+            while p.bytes.get(p.at).is_some_and(u8::is_ascii_digit) {
+                p.at += 1;
+            }
+            p.at > from
+        };
+        self.eat_byte(b'-');
+        match self.bytes.get(self.at) {
+            Some(b'0') => self.at += 1,
+            Some(b'1'..=b'9') => {
+                digits(self);
+            }
+            _ => return Err(self.error("not a number")),
+        }
+        if self.eat_byte(b'.') && !digits(self) {
+            return Err(self.error("a digit must follow '.'"));
+        }
+        if self.eat_byte(b'e') || self.eat_byte(b'E') {
+            let _ = self.eat_byte(b'+') || self.eat_byte(b'-');
+            if !digits(self) {
+                return Err(self.error("a digit must follow the exponent"));
+            }
         }
         std::str::from_utf8(&self.bytes[start..self.at])
             .ok()
             .and_then(|s| s.parse::<f64>().ok())
             .map(Json::Number)
             .ok_or_else(|| self.error("not a number"))
+    }
+
+    /// Takes `byte` if it is next (no whitespace skipped).
+    fn eat_byte(&mut self, byte: u8) -> bool {
+        let next = self.bytes.get(self.at) == Some(&byte);
+        self.at += usize::from(next);
+        next
+    }
+
+    /// Four hex digits of a `\u` escape.
+    fn hex4(&mut self) -> Result<u32, String> {
+        let hex = self.bytes.get(self.at..self.at + 4).ok_or_else(|| self.error("bad \\u escape"))?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return Err(self.error("bad \\u escape"));
+        }
+        self.at += 4;
+        u32::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16).map_err(|_| self.error("bad \\u escape"))
     }
 
     fn string(&mut self) -> Result<String, String> {
@@ -268,23 +308,21 @@ impl Parser<'_> {
             self.at += 1;
             match b {
                 b'"' => return String::from_utf8(out).map_err(|_| self.error("not UTF-8")),
+                0..0x20 => return Err(self.error("a control character in a string must be escaped")),
                 b'\\' => {
                     let Some(&e) = self.bytes.get(self.at) else { return Err(self.error("unterminated escape")) };
                     self.at += 1;
                     let c = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
                         b'n' => '\n',
                         b't' => '\t',
                         b'r' => '\r',
                         b'b' => '\u{8}',
                         b'f' => '\u{c}',
-                        b'u' => {
-                            let hex = self.bytes.get(self.at..self.at + 4).ok_or_else(|| self.error("bad \\u"))?;
-                            self.at += 4;
-                            let code = u32::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16)
-                                .map_err(|_| self.error("bad \\u"))?;
-                            char::from_u32(code).unwrap_or('\u{fffd}')
-                        }
-                        other => char::from(other),
+                        b'u' => self.escaped_char()?,
+                        _ => return Err(self.error("unknown escape")),
                     };
                     let mut buf = [0; 4];
                     out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -292,6 +330,27 @@ impl Parser<'_> {
                 other => out.push(other),
             }
         }
+    }
+
+    /// The character of a `\u` escape, after the `u`: a surrogate pair (`\ud83d\ude00`) is one
+    /// character; a lone surrogate is an error, as it is no character at all.
+    fn escaped_char(&mut self) -> Result<char, String> {
+        let high = self.hex4()?;
+        let code = match high {
+            0xD800..=0xDBFF => {
+                if !(self.eat_byte(b'\\') && self.eat_byte(b'u')) {
+                    return Err(self.error("a lone surrogate in a \\u escape"));
+                }
+                let low = self.hex4()?;
+                if !(0xDC00..=0xDFFF).contains(&low) {
+                    return Err(self.error("a lone surrogate in a \\u escape"));
+                }
+                0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+            }
+            0xDC00..=0xDFFF => return Err(self.error("a lone surrogate in a \\u escape")),
+            code => code,
+        };
+        char::from_u32(code).ok_or_else(|| self.error("bad \\u escape"))
     }
 }
 
@@ -318,8 +377,26 @@ mod tests {
     }
 
     #[test]
+    fn surrogate_pairs_are_one_character() {
+        assert_eq!(Json::parse(r#""\ud83d\ude00 \u00e9\/""#).unwrap().as_str(), Some("\u{1f600} é/"));
+        for lone in [r#""\ud83d""#, r#""\ude00""#, r#""\ud83dx""#, r#""\ud83d\u0041""#] {
+            assert!(Json::parse(lone).is_err(), "{lone}");
+        }
+    }
+
+    #[test]
+    fn numbers_follow_json_s_grammar() {
+        for good in ["0", "-0", "12", "-1.5", "1e5", "1E-5", "2.5e+3"] {
+            assert!(Json::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["+1", ".5", "1.", "01", "-", "1e", "1e+", "--1", "0x10", "1.5.2"] {
+            assert!(Json::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn refuses_what_is_not_json() {
-        for bad in ["", "[1,", "{\"a\" 1}", "nul", "[1] x", "\"open"] {
+        for bad in ["", "[1,", "{\"a\" 1}", "nul", "[1] x", "\"open", "\"a\\qb\"", "\"tab\there\""] {
             assert!(Json::parse(bad).is_err(), "{bad}");
         }
         assert!(Json::parse(&"[".repeat(10_000)).is_err());

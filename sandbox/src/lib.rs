@@ -25,13 +25,14 @@ mod compile;
 mod error;
 mod host;
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use lru::LruCache;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use wasmtime::{
@@ -144,7 +145,8 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<HostState>,
     config: SandboxConfig,
-    cache: Mutex<ModuleCache>,
+    /// Compiled modules by content hash, the least recently used dropped first.
+    cache: Mutex<LruCache<String, Arc<Program>>>,
     ticker_stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -172,7 +174,8 @@ impl Sandbox {
                 })
                 .map_err(|e| Error::Setup(format!("cannot start the epoch thread: {e}")))?
         };
-        let cache = Mutex::new(ModuleCache::new(config.module_cache_entries));
+        let cache =
+            Mutex::new(LruCache::new(NonZeroUsize::new(config.module_cache_entries).unwrap_or(NonZeroUsize::MIN)));
         Ok(Self { engine, linker, config, cache, ticker_stop, ticker: Some(ticker) })
     }
 
@@ -203,8 +206,8 @@ impl Sandbox {
         deadline: Instant,
         (interrupt, cpu_ns): (&AtomicBool, &AtomicU64),
     ) -> Result<Arc<Program>, Error> {
-        let hash = hex(&Sha256::digest(bytes));
-        if let Some(program) = self.lock_cache().get(&hash) {
+        let hash = hex::encode(Sha256::digest(bytes));
+        if let Some(program) = self.lock_cache().get(&hash).cloned() {
             return Ok(program);
         }
         let module = match &self.config.compiler {
@@ -230,7 +233,7 @@ impl Sandbox {
         let entry = entry_of(&module)?;
         let pre = self.linker.instantiate_pre(&module).map_err(|e| Error::InvalidModule(format!("{e:#}")))?;
         let program = Arc::new(Program { hash: hash.clone(), pre, entry });
-        self.lock_cache().insert(hash, program.clone());
+        self.lock_cache().put(hash, program.clone());
         Ok(program)
     }
 
@@ -342,10 +345,10 @@ impl Sandbox {
 
     /// Number of compiled modules held in the cache.
     pub fn cached_modules(&self) -> usize {
-        self.lock_cache().map.len()
+        self.lock_cache().len()
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, ModuleCache> {
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, LruCache<String, Arc<Program>>> {
         // A panic while holding the lock cannot leave the map inconsistent: take it back.
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -630,42 +633,6 @@ fn backtrace(error: &wasmtime::Error) -> Vec<String> {
             }
         })
         .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compiled modules by content hash, least recently used dropped first.
-struct ModuleCache {
-    capacity: usize,
-    clock: u64,
-    map: HashMap<String, (Arc<Program>, u64)>,
-}
-
-impl ModuleCache {
-    fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), clock: 0, map: HashMap::new() }
-    }
-
-    fn get(&mut self, hash: &str) -> Option<Arc<Program>> {
-        self.clock += 1;
-        let clock = self.clock;
-        self.map.get_mut(hash).map(|(program, used)| {
-            *used = clock;
-            program.clone()
-        })
-    }
-
-    fn insert(&mut self, hash: String, program: Arc<Program>) {
-        if self.map.len() >= self.capacity
-            && let Some(oldest) = self.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone())
-        {
-            self.map.remove(&oldest);
-        }
-        self.clock += 1;
-        self.map.insert(hash, (program, self.clock));
-    }
 }
 
 #[cfg(test)]

@@ -100,7 +100,7 @@ impl Accounts {
         for (name, help, value) in series {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
             for (user, account) in accounts.iter().filter(|(user, _)| only.is_none_or(|o| o == user.as_str())) {
-                let label = format!("user=\"{}\"", user.replace('\\', "\\\\").replace('"', "\\\""));
+                let label = crate::metrics::labels(&[("user", user)]);
                 sample(out, name, &label, value(&account.since_start));
             }
         }

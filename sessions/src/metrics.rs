@@ -64,6 +64,17 @@ impl Metrics {
     }
 }
 
+/// Prometheus labels, `key="value",...`, with each value escaped as the text format requires
+/// (`\\`, `\"` and `\n`): a user's name is a label value, and may hold any of them.
+pub fn labels(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (key, value)) in pairs.iter().enumerate() {
+        let value = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let _ = write!(out, "{}{key}=\"{value}\"", if i == 0 { "" } else { "," });
+    }
+    out
+}
+
 /// A Prometheus gauge or counter with labels.
 pub fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
     if labels.is_empty() {
@@ -88,5 +99,10 @@ mod tests {
         assert!(out.contains("t_seconds_bucket{kind=\"a\",le=\"0.005\"} 1\n"), "{out}");
         assert!(out.contains("t_seconds_bucket{kind=\"a\",le=\"5\"} 2\n"), "{out}");
         assert!(out.contains("t_seconds_count{kind=\"a\"} 2\n"), "{out}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(labels(&[("a", "x"), ("b", "q\"b\\s\nn")]), "a=\"x\",b=\"q\\\"b\\\\s\\nn\"");
     }
 }

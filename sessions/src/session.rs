@@ -576,7 +576,7 @@ async fn run_statements(
         );
         metrics.observe(
             "tilegate_statement_seconds",
-            format!("language=\"{}\",outcome=\"{outcome}\"", record.job.language),
+            crate::metrics::labels(&[("language", record.job.language.as_str()), ("outcome", outcome)]),
             elapsed,
         );
         let line = if record.state == StatementState::Cancelling {

@@ -166,13 +166,13 @@ struct Named;
 
 impl TileFunctions for Named {
     fn map(&self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, JobError> {
-        Err(JobError::new("JobError", "not run"))
+        Err(JobError::job("not run"))
     }
     fn reduce(&self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, JobError> {
-        Err(JobError::new("JobError", "not run"))
+        Err(JobError::job("not run"))
     }
     fn row(&self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, JobError> {
-        Err(JobError::new("JobError", "not run"))
+        Err(JobError::job("not run"))
     }
     fn identity(&self) -> String {
         "0".repeat(64) + "_1_2_3_4_5"

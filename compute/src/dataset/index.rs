@@ -189,5 +189,5 @@ fn fingerprint(root: &Path) -> Result<String, Error> {
         hash.update(e.as_bytes());
         hash.update(b"\n");
     }
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(hash.finalize()))
 }

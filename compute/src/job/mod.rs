@@ -91,7 +91,7 @@ pub fn fold_pairwise(
     input: &[u8],
     reduce: impl Fn(&[u8], &[u8]) -> Result<Vec<u8>, JobError>,
 ) -> Result<Vec<u8>, JobError> {
-    let bad = || JobError::new("AbiError", format!("a reduce batch of {} bytes is malformed", input.len()));
+    let bad = || JobError::abi(format!("a reduce batch of {} bytes is malformed", input.len()));
     let mut reader = Reader::new(input);
     if reader.word() != Some(states::MERGE) {
         return Err(bad());
@@ -127,7 +127,7 @@ pub fn rows_one_by_one(
     row: impl Fn(&[u8], &[u8]) -> Result<Vec<u8>, JobError>,
 ) -> Result<Vec<u8>, JobError> {
     let spans = read_fields(input, true, 2)
-        .ok_or_else(|| JobError::new("AbiError", format!("a rows batch of {} bytes is malformed", input.len())))?;
+        .ok_or_else(|| JobError::abi(format!("a rows batch of {} bytes is malformed", input.len())))?;
     let mut out = Vec::new();
     for pair in spans.chunks_exact(2) {
         put_field(&mut out, &row(pair[0], pair[1])?);
@@ -146,9 +146,35 @@ pub struct JobError {
 }
 
 impl JobError {
-    /// An error of kind `ename`.
+    /// An error of kind `ename`: for kinds named elsewhere (the sandbox's `Timeout`, `MemoryLimit`,
+    /// ...); the job's own kinds have constructors.
     pub fn new(ename: &str, message: impl Into<String>) -> Self {
         Self { ename: ename.to_owned(), message: message.into() }
+    }
+
+    /// `JobError`: the job itself is wrong (its spec, its dataset, its plan).
+    pub fn job(message: impl Into<String>) -> Self {
+        Self::new("JobError", message)
+    }
+
+    /// `AbiError`: a guest function answered outside the ABI (malformed bytes, wrong lengths).
+    pub fn abi(message: impl Into<String>) -> Self {
+        Self::new("AbiError", message)
+    }
+
+    /// `Cancelled`: the statement was cancelled.
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        Self::new("Cancelled", message)
+    }
+
+    /// `Panic`: a guest function panicked.
+    pub fn panic(message: impl Into<String>) -> Self {
+        Self::new("Panic", message)
+    }
+
+    /// `SqlError`: a query that cannot be planned or run.
+    pub fn sql(message: impl Into<String>) -> Self {
+        Self::new("SqlError", message)
     }
 }
 
@@ -301,9 +327,9 @@ impl Jobs {
 
     /// The job `spec` asks for: its dataset, variable and tiles found.
     fn job(&self, spec: &JobSpec, functions: Arc<dyn TileFunctions>, ctx: &RunContext) -> Result<plan::Job, JobError> {
-        let dataset = self.catalog.get(&spec.dataset).map_err(|e| JobError::new("JobError", e.to_string()))?;
+        let dataset = self.catalog.get(&spec.dataset).map_err(|e| JobError::job(e.to_string()))?;
         let variable = dataset.variable_or_first(spec.variable.as_deref());
-        let tiles = dataset.select(&variable, &spec.selection).map_err(|e| JobError::new("JobError", e.to_string()))?;
+        let tiles = dataset.select(&variable, &spec.selection).map_err(|e| JobError::job(e.to_string()))?;
         Ok(plan::Job {
             dataset,
             variable,
@@ -323,13 +349,13 @@ impl Jobs {
         work: impl Future<Output = Result<T, JobError>> + Send + 'static,
     ) -> Result<T, JobError> {
         let Some(runtime) = &self.runtime else {
-            return Err(JobError::new("JobError", "the gateway is shutting down"));
+            return Err(JobError::job("the gateway is shutting down"));
         };
         let (tx, rx) = std::sync::mpsc::channel();
         runtime.spawn(async move {
             let _ = tx.send(work.await);
         });
-        rx.recv().unwrap_or_else(|_| Err(JobError::new("JobError", "the job's worker stopped unexpectedly")))
+        rx.recv().unwrap_or_else(|_| Err(JobError::job("the job's worker stopped unexpectedly")))
     }
 
     /// [`Jobs::block_on`], given up when `ctx` is cancelled or at `deadline` (the work is
@@ -342,7 +368,7 @@ impl Jobs {
         timeout: std::time::Duration,
     ) -> Result<T, JobError> {
         let Some(runtime) = &self.runtime else {
-            return Err(JobError::new("JobError", "the gateway is shutting down"));
+            return Err(JobError::job("the gateway is shutting down"));
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let work = MeteredFuture::new(work, ctx.meter().clone());
@@ -353,13 +379,13 @@ impl Jobs {
             match rx.recv_timeout(std::time::Duration::from_millis(10)) {
                 Ok(result) => return result,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(JobError::new("JobError", "the job's worker stopped unexpectedly"));
+                    return Err(JobError::job("the job's worker stopped unexpectedly"));
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
             if ctx.is_cancelled() {
                 task.abort();
-                return Err(JobError::new("Cancelled", "the statement was cancelled"));
+                return Err(JobError::cancelled("the statement was cancelled"));
             }
             if std::time::Instant::now() >= deadline {
                 task.abort();

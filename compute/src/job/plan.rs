@@ -131,7 +131,7 @@ pub(crate) fn job_error(e: DataFusionError) -> JobError {
     match e.find_root() {
         DataFusionError::External(inner) => match inner.downcast_ref::<JobError>() {
             Some(job) => job.clone(),
-            None => JobError::new("JobError", inner.to_string()),
+            None => JobError::job(inner.to_string()),
         },
         DataFusionError::ResourcesExhausted(why) => JobError::new(
             "MemoryLimit",
@@ -140,7 +140,7 @@ pub(crate) fn job_error(e: DataFusionError) -> JobError {
                  use fewer or smaller keys or values, e.g. a coarser key, a smaller bbox or time range"
             ),
         ),
-        other => JobError::new("JobError", other.to_string()),
+        other => JobError::job(other.to_string()),
     }
 }
 
@@ -245,12 +245,12 @@ impl ScalarUDFImpl for MapUdf {
         for (tile, cells) in tiles.iter().zip(cells.iter()) {
             let (tile, cells) = (tile.unwrap_or_default(), cells.unwrap_or_default());
             if self.ctx.is_cancelled() {
-                return Err(external(JobError::new("Cancelled", "the job was cancelled")));
+                return Err(external(JobError::cancelled("the job was cancelled")));
             }
             let pairs = self.functions.map(tile, cells).map_err(|e| external(self.on_tile(e, tile)))?;
             lengths.push(
                 decode_pairs(&pairs, &mut keys, &mut values)
-                    .map_err(|m| external(self.on_tile(JobError::new("AbiError", m), tile)))?,
+                    .map_err(|m| external(self.on_tile(JobError::abi(m), tile)))?,
             );
             let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
             self.ctx.set_progress(done as f64 / self.total as f64);
@@ -383,7 +383,7 @@ impl StateCalls for Folds {
         merge_in_calls(states, others, |input| {
             let output = self.functions.fold(&input).map_err(external)?;
             read_states(output, states.len())
-                .map_err(|why| external(JobError::new("AbiError", format!("reduce: its output {why}"))))
+                .map_err(|why| external(JobError::abi(format!("reduce: its output {why}"))))
         })
     }
 

@@ -109,7 +109,7 @@ fn rows_call(functions: &dyn TileFunctions, pairs: &[(&[u8], &[u8])]) -> Result<
     }
     let output = functions.rows(&input)?;
     let outs = read_fields(&output, false, 1).filter(|outs| outs.len() == pairs.len()).ok_or_else(|| {
-        JobError::new("AbiError", format!("the rows of {} keys came back as {} bytes", pairs.len(), output.len()))
+        JobError::abi(format!("the rows of {} keys came back as {} bytes", pairs.len(), output.len()))
     })?;
     let mut rows: Vec<(SortKey, Vec<u8>)> = outs
         .into_iter()

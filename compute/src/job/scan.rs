@@ -260,12 +260,12 @@ impl FileOpener for TileOpener {
 /// Decodes (or takes from the cache) one variable's tile.
 fn load(scan: &ScanContext, variable: &str, tile: [u64; 3]) -> Result<Arc<TileData>> {
     if scan.ctx.is_cancelled() {
-        return Err(external(JobError::new("Cancelled", "the job was cancelled")));
+        return Err(external(JobError::cancelled("the job was cancelled")));
     }
     let key = (scan.dataset.name(), variable, tile);
     scan.cache
         .get_or_load(key, || scan.dataset.read_chunk(variable, tile))
-        .map_err(|e| external(JobError::new("JobError", e.to_string())))
+        .map_err(|e| external(JobError::job(e.to_string())))
 }
 
 /// Per axis, which time steps, rows and columns of `data` are inside the selection.

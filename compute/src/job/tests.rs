@@ -362,7 +362,7 @@ impl TileFunctions for PerDay {
         Ok(job_fold_bytes::<Stats>(Stats::merge, input))
     }
     fn row(&self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, JobError> {
-        Err(JobError::new("JobError", "rows come batched"))
+        Err(JobError::job("rows come batched"))
     }
     fn rows(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
         Ok(job_rows_bytes::<Time, Stats>(input))

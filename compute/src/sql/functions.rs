@@ -217,7 +217,7 @@ fn each(pick: Option<&[u32]>, rows: usize, f: impl FnMut(usize)) {
 
 /// `u8 type`, `rows` validity bytes, `rows * 8` value bytes.
 fn decode(bytes: &[u8], rows: usize, ret: &DataType) -> Result<ArrayRef> {
-    let bad = |why: &str| external(JobError::new("AbiError", format!("a snippet function's output {why}")));
+    let bad = |why: &str| external(JobError::abi(format!("a snippet function's output {why}")));
     if bytes.len() != 1 + rows * 9 {
         return Err(bad(&format!("is {} bytes, not {} for {rows} rows", bytes.len(), 1 + rows * 9)));
     }

@@ -300,7 +300,7 @@ fn sql_error(e: DataFusionError) -> JobError {
         }
         other => other.to_string(),
     };
-    JobError::new("SqlError", message)
+    JobError::sql(message)
 }
 
 /// Our own errors (a tile that cannot be read, cancel, a snippet function) as they are;

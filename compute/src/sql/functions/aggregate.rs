@@ -138,7 +138,7 @@ impl Calls {
     }
 
     fn abi_error(&self, step: &str, why: String) -> DataFusionError {
-        external(JobError::new("AbiError", format!("SQL aggregate {} ({step}): its output {why}", self.function.name)))
+        external(JobError::abi(format!("SQL aggregate {} ({step}): its output {why}", self.function.name)))
     }
 }
 
@@ -272,7 +272,7 @@ mod tests {
             };
             std::panic::catch_unwind(run).map_err(|p| {
                 let message = p.downcast_ref::<String>().cloned().unwrap_or_default();
-                JobError::new("Panic", message)
+                JobError::panic(message)
             })
         }
     }
