@@ -1,7 +1,7 @@
 //! Who is calling, and what they may see.
 //!
-//! With users configured, [`authenticate`] runs before every route but `/version`, `/health` and
-//! `/ready`: a bearer token (its SHA-256 looked up) or HTTP Basic credentials (the password checked
+//! With users configured, [`authenticate`] runs before every route but the open ones (`/version`,
+//! `/health`, `/ready`, which the router matches before it reaches authentication): a bearer token (its SHA-256 looked up) or HTTP Basic credentials (the password checked
 //! against the user's Argon2 hash once, then remembered by the SHA-256 of the header) identify a
 //! [`Caller`]; anything else is 401. It then hides other users' sessions and batches: a route
 //! under `/sessions/{id}` or `/batches/{id}` that the caller may not see answers 404, exactly as
@@ -170,18 +170,10 @@ impl Users {
     }
 }
 
-/// Routes anyone may call.
-fn is_open(path: &str) -> bool {
-    matches!(path, "/version" | "/health" | "/ready")
-}
-
 /// Identifies the caller (401 when authentication is on and it fails) and hides sessions and
 /// batches the caller may not see (404).
 pub(crate) async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    if is_open(&path) {
-        return next.run(req).await;
-    }
     let caller = if app.users.enabled() {
         let users = app.users.clone();
         let headers = req.headers().clone();

@@ -12,8 +12,14 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiJson;
 
+/// Liveness and readiness: anyone may ask (load balancers, orchestrators).
+pub(crate) fn open_routes() -> Router<AppState> {
+    Router::new().route("/health", get(get_health)).route("/ready", get(get_ready))
+}
+
+/// Metrics: authenticated callers (a user sees their own accounts, an admin everyone's).
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/health", get(get_health)).route("/ready", get(get_ready)).route("/metrics", get(get_metrics))
+    Router::new().route("/metrics", get(get_metrics))
 }
 
 /// The process answers.

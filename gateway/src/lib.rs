@@ -137,9 +137,15 @@ pub fn router(state: AppState) -> Router {
     }
     // Authentication wraps the routes (a fallback service under it) rather than being their layer:
     // it may rewrite `/sessions/{name}` to the caller's session id, which must happen before routing.
-    Router::new()
+    let authenticated = Router::new()
         .fallback_service(routes.with_state(state.clone()))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    // The open routes are matched first and never reach authentication; everything else does.
+    Router::new()
+        .merge(routes::open_routes())
+        .merge(health::open_routes())
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback_service(authenticated)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,10 +20,14 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
-/// The routes, without middleware.
+/// The routes anyone may call, without authentication: `/version` (and `health::open_routes`).
+pub(crate) fn open_routes() -> Router<AppState> {
+    Router::new().route("/version", get(get_version))
+}
+
+/// The routes callers must be authenticated for, without middleware.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/version", get(get_version))
         .route("/openapi.json", get(get_openapi))
         .route("/usage", get(get_usage))
         .route("/sessions", get(list_sessions).post(create_session))
@@ -230,23 +234,12 @@ pub(crate) fn location(url: &str) -> HeaderMap {
     headers
 }
 
-/// The routes that change state, by method: the only ones Livy's CSRF check guards.
-const STATE_CHANGING: &[(Method, &str)] = &[
-    (Method::POST, "/sessions"),
-    (Method::DELETE, "/sessions/{session}"),
-    (Method::POST, "/sessions/{session}/statements"),
-    (Method::POST, "/sessions/{session}/statements/{statement}/cancel"),
-    (Method::POST, "/batches"),
-    (Method::DELETE, "/batches/{batch}"),
-    (Method::POST, "/datasets"),
-];
-
-/// Livy's CSRF protection: requests that change state must carry `X-Requested-By`. Runs as a
-/// route layer, after routing: an unknown route stays 404, a method a route lacks 405.
+/// Livy's CSRF protection: a request whose method is not safe (anything but GET, HEAD, OPTIONS,
+/// TRACE: every route that changes state) must carry `X-Requested-By`, as Livy's `CsrfFilter`
+/// requires. Runs as a route layer, after routing: an unknown route stays 404, a method a route
+/// lacks 405.
 pub(crate) async fn require_csrf_header(req: Request, next: Next) -> Response {
-    let path = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
-    let changes = STATE_CHANGING.iter().any(|(m, p)| m == req.method() && path.as_deref() == Some(p));
-    if changes && !req.headers().contains_key("x-requested-by") {
+    if !req.method().is_safe() && !req.headers().contains_key("x-requested-by") {
         return ApiError::MissingCsrfHeader.into_response();
     }
     next.run(req).await

@@ -235,6 +235,12 @@ async fn csrf_check_is_off_by_default_and_enforced_when_on() {
     assert_eq!(ok.status(), 201);
     let (status, _) = gw.raw(Method::GET, "/sessions", None).await;
     assert_eq!(status, 200, "GET needs no header");
+    // Every route that changes state needs it, whatever it is.
+    for (method, path) in [(Method::DELETE, "/sessions/0"), (Method::POST, "/batches"), (Method::POST, "/datasets")] {
+        let (status, body) = gw.raw(method.clone(), path, Some("{}")).await;
+        assert_eq!(status, 400, "{method} {path}: {body}");
+        assert!(body["msg"].as_str().unwrap().contains("CSRF"), "{method} {path}: {body}");
+    }
     // Routing first: an unknown route is 404 and a wrong method 405, header or not.
     assert_eq!(gw.raw(Method::POST, "/nowhere", Some("{}")).await.0, 404);
     assert_eq!(gw.raw(Method::TRACE, "/health", None).await.0, 405);
