@@ -148,6 +148,14 @@ impl SandboxSession {
         self.lock().full.iter().find(|(id, _)| *id == statement).map(|(_, r)| r.clone())
     }
 
+    /// Whose share of the compile slots the job uses: its owner, or, without users, its session
+    /// or batch (each has a share of its own).
+    fn user_key(&self, job: &Job) -> String {
+        let Opening { id, durable } = self.session;
+        let of = if durable { "session" } else { "batch" };
+        job.owner.clone().unwrap_or_else(|| format!("{of}-{id}"))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Kept> {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -166,7 +174,7 @@ impl SandboxSession {
         let cell = Arc::new(Cell::parse(&job.code));
         let earlier = self.cells();
         let started = Instant::now();
-        let user = job.user_key();
+        let user = self.user_key(job);
         let request = Request { user: &user, cancel: ctx.cancel_flag(), cpu_ns: ctx.meter().cpu_ns() };
         let compiled = self.shared.compiler.compile_for(&earlier, &cell, request);
         ctx.set_compiled();
@@ -201,7 +209,7 @@ impl SandboxSession {
         if !earlier.iter().any(|(_, cell)| declares(cell.source())) {
             return Ok(None);
         }
-        let user = job.user_key();
+        let user = self.user_key(job);
         let compiled = self
             .shared
             .compiler

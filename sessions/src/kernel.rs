@@ -63,14 +63,6 @@ pub struct Job {
     pub owner: Option<String>,
 }
 
-impl Job {
-    /// Whose share of shared resources (compile slots) the job uses: its owner, or its session
-    /// when there are no users.
-    pub fn user_key(&self) -> String {
-        self.owner.clone().unwrap_or_else(|| format!("session-{}", self.session_id))
-    }
-}
-
 /// A failed statement, as Livy's error output shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
