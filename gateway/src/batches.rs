@@ -218,7 +218,7 @@ async fn create_batch(
     app.batches.save(&cell);
     app.batches.table.lock().unwrap_or_else(PoisonError::into_inner).insert(id, cell.clone());
     // A kernel session of its own, keeping nothing beyond the run.
-    let kernel = app.kernel.open(Opening { id, durable: false }, &mut std::iter::empty());
+    let kernel = app.kernel.open(Opening { id, durable: false, restored: false }, &mut std::iter::empty());
     let (batches, accounts) = (app.batches.clone(), app.engine.accounts().clone());
     let job = Job { session_id: id, statement_id: 0, language, code, owner: cell.owner.clone() };
     let running = cell.clone();

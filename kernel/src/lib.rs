@@ -104,9 +104,11 @@ impl Kernel for SandboxKernel {
     /// cell compiles against them, usually from the module cache) and every `result_<id>`.
     fn open(&self, session: Opening, history: &mut dyn Iterator<Item = Restored>) -> Arc<dyn KernelSession> {
         let shared = &self.shared;
-        let values = match session.durable {
-            true => Values::recorded(shared.store.clone(), session.id, shared.values_budget.clone()),
-            false => Values::in_memory(shared.values_budget.clone()),
+        let (store, budget) = (shared.store.clone(), shared.values_budget.clone());
+        let values = match session {
+            Opening { durable: false, .. } => Values::in_memory(budget),
+            Opening { restored: false, .. } => Values::recorded(store, session.id, budget),
+            Opening { restored: true, .. } => Values::restored(store, session.id, budget),
         };
         let mut kept = Kept { values: Arc::new(values), ..Kept::default() };
         for (job, json) in history {
@@ -151,7 +153,7 @@ impl SandboxSession {
     /// Whose share of the compile slots the job uses: its owner, or, without users, its session
     /// or batch (each has a share of its own).
     fn user_key(&self, job: &Job) -> String {
-        let Opening { id, durable } = self.session;
+        let Opening { id, durable, .. } = self.session;
         let of = if durable { "session" } else { "batch" };
         job.owner.clone().unwrap_or_else(|| format!("{of}-{id}"))
     }
@@ -318,9 +320,8 @@ impl KernelSession for SandboxSession {
         result
     }
 
+    /// Forgets the recorded values (what it kept in memory goes with the session, its owner).
     fn close(&self) {
-        // What it kept goes now, not when the last reference to the session does.
-        *self.lock() = Kept::default();
         // Nothing can read them now (a closed session runs nothing more). After a graceful
         // shutdown the store is closed first, so live sessions keep theirs for the restart.
         if self.session.durable

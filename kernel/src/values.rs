@@ -82,9 +82,15 @@ impl std::fmt::Debug for Values {
 }
 
 impl Values {
-    /// Values of session `session`, recorded in `store`, starting with what `store` holds for it,
-    /// sharing `budget` with every other session's.
+    /// Values of a new session `session`, recorded in `store` as they are set, sharing `budget`
+    /// with every other session's.
     pub fn recorded(store: Arc<Store>, session: u64, budget: Arc<Budget>) -> Self {
+        Self { map: Mutex::default(), record: Some((store, session)), budget }
+    }
+
+    /// [`Values::recorded`] for a session restored after a restart: starting with what `store`
+    /// holds for it.
+    pub fn restored(store: Arc<Store>, session: u64, budget: Arc<Budget>) -> Self {
         let stored = store.values(session).unwrap_or_else(|e| {
             tracing::error!(session, "could not read session values: {e}");
             Vec::new()
@@ -188,10 +194,10 @@ mod tests {
         let values = Values::recorded(store.clone(), 7, budget.clone());
         values.set("a", b"[1, 2]").unwrap();
         values.keep_result(0, &serde_json::json!([3]));
-        let again = Values::recorded(store.clone(), 7, budget.clone());
+        let again = Values::restored(store.clone(), 7, budget.clone());
         assert_eq!(&*again.get("a").unwrap(), b"[1, 2]");
         assert!(again.get("result_0").is_none(), "results are rebuilt from outputs, not recorded");
-        assert!(Values::recorded(store, 8, budget).get("a").is_none(), "per session");
+        assert!(Values::restored(store, 8, budget).get("a").is_none(), "per session");
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct Opening {
     /// Whether what it keeps is recorded in the store, to be there after a restart (sessions);
     /// one-shot work (batches) keeps nothing beyond its run.
     pub durable: bool,
+    /// Whether it comes back after a restart, with what the store kept for it (else it is new and
+    /// the store holds nothing of it: ids are never reused).
+    pub restored: bool,
 }
 
 /// One session's kernel: runs its statements, one at a time, on a blocking thread (never on the

@@ -209,7 +209,7 @@ impl SessionCell {
                 kernel: None,
             },
         );
-        let kernel = kernel.open(Opening { id, durable: true }, &mut std::iter::empty());
+        let kernel = kernel.open(Opening { id, durable: true, restored: false }, &mut std::iter::empty());
         cell.lock().kernel = Some(kernel.clone());
         cell.log(format!("session {id} started: kind {kind}, statements default to {language}"));
         tokio::spawn(run_statements(cell.clone(), rx, kernel, books));
@@ -270,7 +270,7 @@ impl SessionCell {
                 kept += 1;
                 Some((job, json))
             });
-            let kernel = kernel.open(Opening { id, durable: true }, &mut history);
+            let kernel = kernel.open(Opening { id, durable: true, restored: true }, &mut history);
             drop(history);
             cell.lock().kernel = Some(kernel.clone());
             cell.log(format!(

@@ -342,6 +342,21 @@ dataset("sst").bbox(-180.0, -10.0, -90.0, 10.0).time("2008-09-01", "2008-09-08")
     // Values belong to their session.
     let other = session(&gw).await;
     assert_eq!(ok(&gw, other, "session().get(\"threshold\").is_none()").await.json(), Some(&json!(true)));
+    // A deleted session's values go with it: the memory every session's values share comes back
+    // (once its worker has ended, which the gateway does not announce: looked for up to 10 s).
+    let held = || async {
+        let text = gw.http.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+        let line = text.lines().find(|l| l.starts_with("tilegate_session_values_bytes ")).unwrap().to_owned();
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    assert!(held().await > 1000, "the series is held");
+    gw.client.delete_session(s).await.unwrap();
+    gw.client.delete_session(other).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while held().await > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(held().await, 0, "deleted sessions still hold values");
 }
 
 /// The statistics kernel a job runs (`Stats::of_rows`, `simd128` vectors in wasm) against the
