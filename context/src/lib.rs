@@ -95,7 +95,7 @@ impl Drop for Charge<'_> {
 
 /// This thread's CPU time in nanoseconds (0 when the clock cannot be read).
 #[allow(unsafe_code)]
-pub fn thread_cpu_ns() -> u64 {
+fn thread_cpu_ns() -> u64 {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid pointer to a local timespec; the clock id is a constant the kernel knows.
     if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {

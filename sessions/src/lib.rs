@@ -1,11 +1,12 @@
 //! Livy sessions and statements: their states, their durable record, and the order in which
-//! statements run. It knows nothing of HTTP, wasm or datasets; code runs through a [`Kernel`] the
-//! runtime supplies, with a [`RunContext`] (cancel flag, progress, meter) per statement.
+//! statements run. It knows nothing of HTTP, wasm or datasets; code runs through a [`Kernel`]
+//! (`tilegate-kernel` supplies the real one), with a [`RunContext`] (cancel flag, progress, meter)
+//! per statement.
 //!
 //! # Layout
 //! - [`Engine`]: the session table; every REST operation is one method here.
 //! - `session`: one session, its statements and log, and its worker (one statement at a time).
-//! - [`kernel`]: the [`Kernel`] trait, [`Job`], [`RunContext`] (cancel flag, progress), [`Failure`].
+//! - [`kernel`]: the seam: [`Kernel`] opens a [`KernelSession`] per session; [`Job`], [`Failure`].
 //! - [`accounts`]: each user's compute today and since start (daily quotas, `/metrics`).
 //! - [`language`]: session kinds and how a statement's language is resolved.
 //! - [`store`]: the durable record (SQLite) sessions, statements and batches are restored from.
