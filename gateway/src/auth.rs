@@ -242,7 +242,7 @@ fn hidden(app: &AppState, caller: &Caller, path: &str) -> Option<ApiError> {
             tracing::Span::current().record("session", access.id);
             access
         }
-        "batches" => app.batches.access(&key)?,
+        "batches" => app.engine.batch_access(&key).ok()?,
         _ => return None,
     };
     if caller.can_see(&access) {
@@ -250,7 +250,7 @@ fn hidden(app: &AppState, caller: &Caller, path: &str) -> Option<ApiError> {
     }
     Some(match kind {
         "sessions" => ApiError::Engine(tilegate_sessions::Error::SessionNotFound(key)),
-        _ => ApiError::NotFound(format!("Batch '{key}' not found.")),
+        _ => ApiError::Engine(tilegate_sessions::Error::BatchNotFound(key)),
     })
 }
 

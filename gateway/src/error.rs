@@ -55,7 +55,9 @@ impl IntoResponse for ApiError {
         let (status, msg) = match self {
             Self::Engine(e) => {
                 let status = match &e {
-                    EngineError::SessionNotFound(_) | EngineError::StatementNotFound { .. } => StatusCode::NOT_FOUND,
+                    EngineError::SessionNotFound(_)
+                    | EngineError::BatchNotFound(_)
+                    | EngineError::StatementNotFound { .. } => StatusCode::NOT_FOUND,
                     EngineError::InvalidKind(_)
                     | EngineError::InvalidRequest(_)
                     | EngineError::DuplicateName(_)

@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`config`]: settings from defaults, a TOML file, flags and environment.
 //! - `routes`: the Livy session and statement routes, thin calls into the session table.
-//! - `batches`: Livy batches, each run once through a kernel session of its own.
+//! - `batches`: the routes of Livy batches (one-shot sessions of the engine).
 //! - `datasets`: the `/datasets` routes (catalog, tile index).
 //! - `auth`: who is calling and what they may see, one middleware before every route.
 //! - `error`: [`ApiError`] (status + JSON `{"msg"}`) and the extractors that answer bad input with it.
@@ -53,8 +53,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The kernel, for what it keeps beyond Livy's output (full `sql` results).
     pub(crate) kernel: SandboxKernel,
-    /// Livy batches.
-    pub(crate) batches: Arc<batches::Batches>,
     /// The configured users (none: authentication off).
     pub(crate) users: Arc<auth::Users>,
 }
@@ -121,10 +119,9 @@ impl AppState {
             (config.sql_max_rows, config.sql_memory_limit_mib << 20),
             (metrics.clone(), store.clone(), Budget::new(config.session_values_memory_mib << 20)),
         );
-        let engine = Engine::open(config.engine(), Arc::new(kernel.clone()), metrics, store.clone())?;
-        let batches = Arc::new(batches::Batches::restore(store)?);
+        let engine = Engine::open(config.engine(), Arc::new(kernel.clone()), metrics, store)?;
         let users = Arc::new(auth::Users::new(&config.users).map_err(StartError::Users)?);
-        Ok(Self { engine, catalog, config: Arc::new(config), kernel, batches, users })
+        Ok(Self { engine, catalog, config: Arc::new(config), kernel, users })
     }
 }
 
@@ -188,7 +185,7 @@ pub async fn serve(
     use tower::ServiceExt;
 
     raise_open_files_limit();
-    let (engine, batches) = (state.engine.clone(), state.batches.clone());
+    let engine = state.engine.clone();
     let connections = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -227,7 +224,6 @@ pub async fn serve(
     }
     tracing::info!("shutting down: cancelling running statements");
     engine.shut_down();
-    batches.cancel_all();
     graceful.shutdown().await;
     Ok(())
 }

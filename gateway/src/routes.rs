@@ -299,7 +299,7 @@ pub(crate) enum Quota {
 /// sessions and one of their active statements; running batches together count against
 /// `max_sessions`, like sessions.
 pub(crate) fn check_quota(app: &AppState, caller: &Caller, quota: Quota) -> Result<(), ApiError> {
-    let (running, batches) = app.batches.running(caller.name());
+    let (running, batches) = app.engine.running_batches(caller.name());
     if matches!(quota, Quota::Batch(_)) && running >= app.config.max_sessions {
         return Err(ApiError::OverLimit(format!(
             "{running} batches are running, the most allowed (`max_sessions`): try again when one has finished."

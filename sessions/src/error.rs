@@ -6,6 +6,9 @@ pub enum Error {
     /// No session has this id or name.
     #[error("Session '{0}' not found.")]
     SessionNotFound(String),
+    /// No batch has this id.
+    #[error("Batch '{0}' not found.")]
+    BatchNotFound(String),
     /// The session has no statement with this id.
     #[error("Statement '{statement}' not found in session {session}.")]
     StatementNotFound {

@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`Engine`]: the session table; every REST operation is one method here.
 //! - `session`: one session, its statements and log, and its worker (one statement at a time).
+//! - `batch`: Livy batches, each a one-shot session with its own Livy view and numbering.
 //! - [`kernel`]: the seam: [`Kernel`] opens a [`KernelSession`] per session; [`Job`], [`Failure`].
 //! - [`accounts`]: each user's compute today and since start (daily quotas, `/metrics`).
 //! - [`language`]: session kinds and how a statement's language is resolved.
@@ -13,6 +14,7 @@
 //! - [`Error`]: what the engine refuses.
 
 pub mod accounts;
+mod batch;
 mod error;
 pub mod kernel;
 pub mod language;
@@ -88,6 +90,9 @@ struct Inner {
     /// Session ids by [`name_key`].
     names: DashMap<String, u64>,
     next_id: AtomicU64,
+    /// Batches (one-shot sessions, not in `sessions`) by batch id.
+    batches: DashMap<u64, Arc<SessionCell>>,
+    next_batch: AtomicU64,
 }
 
 /// Who a session belongs to: its owner (the user who created it, when authentication is on) and
@@ -170,6 +175,8 @@ impl Engine {
         let retention = config.dead_retention;
         let loaded = store.sessions()?;
         let next_id = loaded.iter().map(|s| s.row.id + 1).max().unwrap_or(0).max(store.counter(store::NEXT_SESSION)?);
+        let batch_ids = loaded.iter().filter_map(|s| Some(s.row.batch.as_ref()?.id + 1));
+        let next_batch = batch_ids.max().unwrap_or(0).max(store.counter(store::NEXT_BATCH)?);
         let inner = Inner {
             config,
             kernel,
@@ -179,8 +186,10 @@ impl Engine {
             sessions: DashMap::new(),
             names: DashMap::new(),
             next_id: AtomicU64::new(next_id),
+            batches: DashMap::new(),
+            next_batch: AtomicU64::new(next_batch),
         };
-        let restored = loaded.len();
+        let restored = loaded.iter().filter(|s| s.row.batch.is_none()).count();
         for session in loaded {
             let limits = inner.limits(&session.row.request, session.row.owner.as_deref()).unwrap_or_default();
             let cell = SessionCell::restore(
@@ -190,6 +199,10 @@ impl Engine {
                 (inner.metrics.clone(), inner.accounts.clone()),
                 inner.store.clone(),
             );
+            if let Some(batch) = &cell.batch {
+                inner.batches.insert(batch.id, cell);
+                continue;
+            }
             if let Some(name) = &cell.name {
                 inner.names.insert(name_key(cell.owner.as_deref(), name), cell.id);
             }
@@ -203,7 +216,7 @@ impl Engine {
         Ok(Self { inner })
     }
 
-    /// Where sessions are recorded (the gateway records its batches there too).
+    /// Where sessions and batches are recorded.
     pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
     }
@@ -281,6 +294,7 @@ impl Engine {
             request,
             created_ms: session::now_ms(),
             owner,
+            batch: None,
         };
         if let Err(e) = self.inner.store.create_session(&row, tilegate_api::SessionState::Idle) {
             if let Some(name) = &row.request.name {
@@ -543,11 +557,11 @@ impl Engine {
         self.inner.sessions.len()
     }
 
-    /// Cancels every statement of every session (graceful shutdown). The store keeps the
-    /// sessions as they were, so they come back after a restart, with what was cut short marked so.
+    /// Cancels every statement of every session and batch (graceful shutdown). The store keeps
+    /// them as they were, so they come back after a restart, with what was cut short marked so.
     pub fn shut_down(&self) {
         self.inner.store.close();
-        for entry in &self.inner.sessions {
+        for entry in self.inner.sessions.iter().chain(self.inner.batches.iter()) {
             entry.value().shut_down();
         }
     }

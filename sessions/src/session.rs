@@ -15,7 +15,7 @@ use crate::kernel::{Failure, Job, Kernel, KernelSession, Opening, RunContext};
 use crate::language::Shape;
 use crate::lifetime::{Clock, Limits};
 use crate::metrics::Metrics;
-use crate::store::{self, Left, LoadedSession, SessionRow, StatementRow, Store};
+use crate::store::{self, BatchOf, Left, LoadedSession, SessionRow, StatementRow, Store};
 use tilegate_context::metered;
 
 /// How many log lines the session JSON shows (Livy shows the last 10).
@@ -31,6 +31,8 @@ pub(crate) struct SessionCell {
     request: CreateSession,
     /// Who created it (`None` without authentication).
     pub(crate) owner: Option<String>,
+    /// Set when it is a batch: a one-shot session whose Livy state is the batch's (see `batch`).
+    pub(crate) batch: Option<BatchOf>,
     log_capacity: usize,
     /// When it expires (see `lifetime`).
     pub(crate) limits: Limits,
@@ -70,7 +72,7 @@ pub(crate) struct StatementRecord {
     /// How its output is shaped for the client (sparkmagic's SQL records, or Livy's).
     shape: Shape,
     /// What it cost, once final (while it runs, its meter says).
-    usage: Option<Usage>,
+    pub(crate) usage: Option<Usage>,
     /// What of it (once final) is too large to hold and left to the store (see `SessionCell::api`).
     pub(crate) left: Left,
 }
@@ -216,6 +218,48 @@ impl SessionCell {
         cell
     }
 
+    /// Starts a batch: a one-shot session (recorded in `store` by the caller, `running`) whose one
+    /// statement, `code` in `language`, is queued at once; it takes no other.
+    pub(crate) fn start_batch(
+        row: SessionRow,
+        (log_capacity, limits): (usize, Limits),
+        kernel: Arc<dyn Kernel>,
+        books: (Arc<Metrics>, Arc<Accounts>),
+        store: Arc<Store>,
+        (language, code): (Language, String),
+    ) -> Arc<Self> {
+        let (id, batch) = (row.id, row.batch.as_ref().map_or(0, |b| b.id));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let data = SessionData {
+            state: SessionState::Running,
+            statements: Vec::new(),
+            log: VecDeque::new(),
+            log_dropped: 0,
+            queue: Some(tx),
+            clock: Clock::new(),
+            kernel: None,
+        };
+        let cell = Self::new(row, (log_capacity, limits), store, data);
+        // It keeps nothing beyond its run.
+        let kernel = kernel.open(Opening { id, durable: false, restored: false }, &mut std::iter::empty());
+        cell.lock().kernel = Some(kernel.clone());
+        cell.log(format!("batch {batch} started: {language}"));
+        cell.submit(code.clone(), language, code, Shape::Livy);
+        // Its worker ends, and closes the kernel, once the statement has run.
+        cell.lock().queue = None;
+        tokio::spawn(run_statements(cell.clone(), rx, kernel, books));
+        cell
+    }
+
+    /// Ends a batch (unless it already ended: a kill wins over a late finish) with its last log lines.
+    pub(crate) fn end_batch(&self, data: &mut SessionData, state: SessionState, lines: Vec<String>) {
+        self.push_logs(data, lines);
+        if data.state == SessionState::Running {
+            data.state = state;
+            store::warn(self.store.session_state(self.id, state, None));
+        }
+    }
+
     /// A session from the store, after a restart: statements that were waiting or running end as
     /// errors (recorded), a live session is `idle` again and takes statements.
     pub(crate) fn restore(
@@ -225,18 +269,26 @@ impl SessionCell {
         books: (Arc<Metrics>, Arc<Accounts>),
         store: Arc<Store>,
     ) -> Arc<Self> {
-        let id = loaded.row.id;
+        let (id, loaded_state) = (loaded.row.id, loaded.state);
         let (statements, changed): (Vec<StatementRecord>, Vec<bool>) =
             loaded.statements.into_iter().map(|row| StatementRecord::restore(id, row)).unzip();
         let clock = Clock::restored(loaded.row.created_ms, loaded.dead_since_ms);
-        let live = loaded.state != SessionState::Dead;
+        // A batch runs once: after a restart it takes nothing more, and one that ran is dead.
+        let is_batch = loaded.row.batch.is_some();
+        let live = loaded.state != SessionState::Dead && !is_batch;
+        let state = match loaded.state {
+            SessionState::Running | SessionState::Starting if is_batch => SessionState::Dead,
+            _ if is_batch => loaded.state,
+            _ if live => SessionState::Idle,
+            _ => SessionState::Dead,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let cell = Self::new(
             loaded.row,
             (log_capacity, limits),
             store,
             SessionData {
-                state: if live { SessionState::Idle } else { SessionState::Dead },
+                state,
                 statements,
                 log: loaded.log.into(),
                 log_dropped: loaded.log_first,
@@ -246,6 +298,10 @@ impl SessionCell {
             },
         );
         let interrupted = changed.iter().filter(|c| **c).count();
+        if is_batch && state != loaded_state {
+            store::warn(cell.store.session_state(id, state, None));
+            cell.log("the gateway restarted while this batch ran; its work was lost: submit it again".into());
+        }
         for (record, changed) in cell.lock().statements.iter().zip(changed) {
             if changed {
                 cell.save(record);
@@ -282,7 +338,7 @@ impl SessionCell {
         cell
     }
 
-    fn new(
+    pub(crate) fn new(
         row: SessionRow,
         (log_capacity, limits): (usize, Limits),
         store: Arc<Store>,
@@ -296,6 +352,7 @@ impl SessionCell {
             default_language: row.default_language,
             request: row.request,
             owner: row.owner,
+            batch: row.batch,
             log_capacity: log_capacity.max(LOG_TAIL),
             limits,
             store,
@@ -318,14 +375,23 @@ impl SessionCell {
     }
 
     /// Appends a log line, recorded.
-    fn push_log(&self, data: &mut SessionData, line: String) {
-        if data.log.len() >= self.log_capacity {
-            data.log.pop_front();
-            data.log_dropped += 1;
+    pub(crate) fn push_log(&self, data: &mut SessionData, line: String) {
+        self.push_logs(data, vec![line]);
+    }
+
+    /// Appends log lines, recorded together.
+    pub(crate) fn push_logs(&self, data: &mut SessionData, lines: Vec<String>) {
+        let first = data.log_dropped + data.log.len() as u64;
+        for line in &lines {
+            if data.log.len() >= self.log_capacity {
+                data.log.pop_front();
+                data.log_dropped += 1;
+            }
+            data.log.push_back(line.clone());
         }
-        let n = data.log_dropped + data.log.len() as u64;
-        store::warn(self.store.push_log(self.id, n, &line, data.log_dropped));
-        data.log.push_back(line);
+        // Lines past the capacity are dropped at once: only the last `log_capacity` are written.
+        let skip = lines.len().saturating_sub(self.log_capacity);
+        store::warn(self.store.push_log(self.id, first + skip as u64, &lines[skip..], data.log_dropped));
     }
 
     /// Records a statement's change and wakes whoever waits for one.
@@ -435,7 +501,9 @@ impl SessionCell {
         tracing::info!(session = self.id, statement = id, %language, "statement submitted");
         self.save(&record);
         data.statements.push(record);
-        data.state = SessionState::Busy;
+        if self.batch.is_none() {
+            data.state = SessionState::Busy;
+        }
         data.clock.active = tokio::time::Instant::now();
         // The worker holds the receiver for as long as `queue` is set, so this cannot fail.
         let _ = queue.send(id);
@@ -469,8 +537,10 @@ impl SessionCell {
         for i in 0..data.statements.len() {
             self.cancel(&mut data, i);
         }
-        data.state = SessionState::ShuttingDown;
-        self.push_log(&mut data, "session shutting down".into());
+        if self.batch.is_none() {
+            data.state = SessionState::ShuttingDown;
+            self.push_log(&mut data, "session shutting down".into());
+        }
     }
 
     /// Ends an idle session that outlived its limits: `dead`, with the reason in its log.
@@ -513,7 +583,7 @@ impl SessionData {
 
 /// The session's worker: runs its statements one at a time, in submission order, each on a
 /// blocking thread so wasm never runs on the async reactor.
-async fn run_statements(
+pub(crate) async fn run_statements(
     cell: Arc<SessionCell>,
     mut queue: mpsc::UnboundedReceiver<u64>,
     kernel: Arc<dyn KernelSession>,
@@ -603,9 +673,15 @@ async fn run_statements(
             line
         };
         cell.save(record);
+        let ending = cell.batch.as_ref().map(|b| crate::batch::ending(b.id, record, elapsed));
         cell.release_large_parts(record);
-        cell.push_log(&mut data, line);
-        data.settle();
+        match ending {
+            None => {
+                cell.push_log(&mut data, line);
+                data.settle();
+            }
+            Some((state, lines)) => cell.end_batch(&mut data, state, lines),
+        }
     }
     cell.lock().kernel = None;
     kernel.close();

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use tilegate_api::{CreateSession, Language, RawOutput, SessionKind, SessionState, StatementState};
+use tilegate_api::{
+    CreateBatch, CreateSession, Language, Output, RawOutput, SessionKind, SessionState, StatementState, raw_output,
+};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,17 @@ pub(crate) struct SessionRow {
     /// Who created it (`None` without authentication).
     #[serde(default)]
     pub(crate) owner: Option<String>,
+    /// Set when the session is a Livy batch: a one-shot session, listed and addressed as a batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) batch: Option<BatchOf>,
+}
+
+/// What makes a session a batch: its batch id (batches are numbered apart from sessions, as in
+/// Livy) and its request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BatchOf {
+    pub(crate) id: u64,
+    pub(crate) request: CreateBatch,
 }
 
 /// A statement as stored.
@@ -148,7 +161,7 @@ CREATE TABLE IF NOT EXISTS statements (
 CREATE TABLE IF NOT EXISTS log (
     session INTEGER NOT NULL, n INTEGER NOT NULL, line TEXT NOT NULL, PRIMARY KEY (session, n)
 ) STRICT, WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, row TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, row TEXT NOT NULL) STRICT; -- before 0.3: see migrate_batches
 CREATE TABLE IF NOT EXISTS usage (
     user TEXT NOT NULL, day INTEGER NOT NULL, cpu_ns INTEGER NOT NULL, tiles INTEGER NOT NULL,
     statements INTEGER NOT NULL, PRIMARY KEY (user, day)
@@ -160,7 +173,7 @@ CREATE TABLE IF NOT EXISTS session_values (
 
 /// Counters in `meta`: the next id of each kind, so ids are never reused.
 pub(crate) const NEXT_SESSION: &str = "next_session";
-const NEXT_BATCH: &str = "next_batch";
+pub(crate) const NEXT_BATCH: &str = "next_batch";
 
 impl Store {
     /// Opens (creating if needed) the database at `path`.
@@ -202,11 +215,12 @@ impl Store {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        migrate_batches(&mut conn)?;
         Ok(Self { conn: Mutex::new(conn), closed: Default::default(), checkpoints: None })
     }
 
@@ -239,6 +253,9 @@ impl Store {
             params![row.id as i64, serde_json::to_string(row)?, state.to_string()],
         )?;
         bump(&tx, NEXT_SESSION, row.id + 1)?;
+        if let Some(batch) = &row.batch {
+            bump(&tx, NEXT_BATCH, batch.id + 1)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -306,14 +323,23 @@ impl Store {
         Ok(row.map_or([0; 3], |(c, t, s)| [c as u64, t as u64, s as u64]))
     }
 
-    /// Appends log line `n` of a session, dropping lines before `keep_from`.
-    pub(crate) fn push_log(&self, session: u64, n: u64, line: &str, keep_from: u64) -> Result<(), StoreError> {
+    /// Appends log lines `first..` of a session, dropping lines before `keep_from`, in one
+    /// transaction.
+    pub(crate) fn push_log(
+        &self,
+        session: u64,
+        first: u64,
+        lines: &[String],
+        keep_from: u64,
+    ) -> Result<(), StoreError> {
         let Some(mut conn) = self.lock() else { return Ok(()) };
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT OR REPLACE INTO log (session, n, line) VALUES (?1, ?2, ?3)",
-            params![session as i64, n as i64, line],
-        )?;
+        {
+            let mut insert = tx.prepare("INSERT OR REPLACE INTO log (session, n, line) VALUES (?1, ?2, ?3)")?;
+            for (n, line) in (first..).zip(lines) {
+                insert.execute(params![session as i64, n as i64, line])?;
+            }
+        }
         if keep_from > 0 {
             tx.execute("DELETE FROM log WHERE session = ?1 AND n < ?2", params![session as i64, keep_from as i64])?;
         }
@@ -421,59 +447,6 @@ impl Store {
         let rows = query.query_map([session as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// Takes the next batch id, never one given before.
-    ///
-    /// # Errors
-    /// When the database cannot be written.
-    pub fn next_batch_id(&self) -> Result<u64, StoreError> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let tx = conn.transaction()?;
-        let next: Option<i64> =
-            tx.query_row("SELECT value FROM meta WHERE key = ?1", [NEXT_BATCH], |r| r.get(0)).optional()?;
-        let id = next.unwrap_or(0) as u64;
-        bump(&tx, NEXT_BATCH, id + 1)?;
-        tx.commit()?;
-        Ok(id)
-    }
-
-    /// Writes a batch record (any serialisable shape; the gateway owns it).
-    ///
-    /// # Errors
-    /// When the database cannot be written.
-    pub fn put_batch<T: Serialize>(&self, id: u64, record: &T) -> Result<(), StoreError> {
-        let Some(conn) = self.lock() else { return Ok(()) };
-        conn.execute(
-            "INSERT OR REPLACE INTO batches (id, row) VALUES (?1, ?2)",
-            params![id as i64, serde_json::to_string(record)?],
-        )?;
-        Ok(())
-    }
-
-    /// Forgets a batch.
-    ///
-    /// # Errors
-    /// When the database cannot be written.
-    pub fn delete_batch(&self, id: u64) -> Result<(), StoreError> {
-        let Some(conn) = self.lock() else { return Ok(()) };
-        conn.execute("DELETE FROM batches WHERE id = ?1", [id as i64])?;
-        Ok(())
-    }
-
-    /// Every stored batch record, by id.
-    ///
-    /// # Errors
-    /// When the database cannot be read or a row does not decode as `T`.
-    pub fn batches<T: for<'de> Deserialize<'de>>(&self) -> Result<Vec<(u64, T)>, StoreError> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut query = conn.prepare("SELECT id, row FROM batches ORDER BY id")?;
-        let rows = query.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-        rows.map(|row| {
-            let (id, text) = row?;
-            Ok((id as u64, serde_json::from_str(&text)?))
-        })
-        .collect()
-    }
 }
 
 /// Raises counter `key` to at least `value`.
@@ -490,4 +463,100 @@ pub fn warn(result: Result<(), StoreError>) {
     if let Err(e) = result {
         tracing::error!("could not record state: {e}");
     }
+}
+
+/// Moves batches recorded before batches were sessions (a row of their own in `batches`: state and
+/// log) into the session tables, each as a one-shot session with the same batch id, its log, and
+/// one statement standing for its run (the batch view shows only the state and the log). Runs at
+/// every open; a store without such rows is untouched.
+fn migrate_batches(conn: &mut Connection) -> Result<(), StoreError> {
+    /// A batch as recorded before.
+    #[derive(Deserialize)]
+    struct Old {
+        #[serde(default)]
+        owner: Option<String>,
+        request: CreateBatch,
+        app_id: String,
+        state: SessionState,
+        log: Vec<String>,
+    }
+    let tx = conn.transaction()?;
+    let old: Vec<(i64, String)> = {
+        let mut query = tx.prepare("SELECT id, row FROM batches ORDER BY id")?;
+        let rows = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    if old.is_empty() {
+        return Ok(());
+    }
+    let counter = |key: &str| -> Result<u64, rusqlite::Error> {
+        let value: Option<i64> =
+            tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+        Ok(value.unwrap_or(0) as u64)
+    };
+    let highest: Option<i64> = tx.query_row("SELECT max(id) FROM sessions", [], |r| r.get(0))?;
+    let mut next = counter(NEXT_SESSION)?.max(highest.map_or(0, |h| h as u64 + 1));
+    for (batch, text) in &old {
+        let Old { owner, request, app_id, state, log } = serde_json::from_str(text)?;
+        let (id, batch) = (next, *batch as u64);
+        next += 1;
+        let language = request.kind.as_deref().and_then(|k| k.parse().ok()).unwrap_or(Language::Rust);
+        let code = request.code.clone().or_else(|| request.file.clone()).unwrap_or_default();
+        let execution_count = 0;
+        let (statement_state, output) = match state {
+            SessionState::Success => {
+                (StatementState::Available, Some(Output::Ok { execution_count, data: Default::default() }))
+            }
+            SessionState::Killed => (StatementState::Cancelled, None),
+            SessionState::Running | SessionState::Starting => (StatementState::Running, None),
+            _ => (
+                StatementState::Available,
+                Some(Output::Error {
+                    execution_count,
+                    ename: "BatchFailed".into(),
+                    evalue: "the batch failed: its log says why".into(),
+                    traceback: Vec::new(),
+                }),
+            ),
+        };
+        let row = SessionRow {
+            id,
+            app_id,
+            kind: SessionKind::Shared,
+            default_language: language,
+            request: CreateSession { proxy_user: request.proxy_user.clone(), ..CreateSession::default() },
+            created_ms: 0,
+            owner,
+            batch: Some(BatchOf { id: batch, request }),
+        };
+        let statement = StatementRow {
+            id: 0,
+            code: code.clone(),
+            language,
+            body: code,
+            state: statement_state,
+            output: output.map(|o| raw_output(&o)).transpose()?,
+            started: 0,
+            completed: 0,
+            usage: None,
+            left: Left::default(),
+        };
+        tx.execute(
+            "INSERT INTO sessions (id, row, state, dead_since_ms) VALUES (?1, ?2, ?3, NULL)",
+            params![id as i64, serde_json::to_string(&row)?, state.to_string()],
+        )?;
+        tx.execute(
+            "INSERT INTO statements (session, id, row) VALUES (?1, 0, ?2)",
+            params![id as i64, serde_json::to_string(&statement)?],
+        )?;
+        for (n, line) in log.iter().enumerate() {
+            tx.execute("INSERT INTO log (session, n, line) VALUES (?1, ?2, ?3)", params![id as i64, n as i64, line])?;
+        }
+        bump(&tx, NEXT_BATCH, batch + 1)?;
+    }
+    bump(&tx, NEXT_SESSION, next)?;
+    tx.execute("DELETE FROM batches", [])?;
+    tx.commit()?;
+    tracing::info!("moved {} batches recorded by an earlier version into the session tables", old.len());
+    Ok(())
 }

@@ -437,3 +437,116 @@ async fn expired_sessions_stay_dead_across_a_restart_then_go() {
     assert_eq!(third.list_sessions(0, 10).total, 0);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+/// Batch `id` once it is no longer `running`, woken by its statement's changes (no polling).
+async fn batch_final(engine: &Engine, id: u64) -> tilegate_api::Batch {
+    let cell = engine.batch_cell(&id.to_string()).unwrap();
+    loop {
+        let mut changed = std::pin::pin!(cell.changed.notified());
+        changed.as_mut().enable();
+        let batch = engine.batch(&id.to_string()).unwrap();
+        if batch.state != SessionState::Running {
+            return batch;
+        }
+        tokio::time::timeout(Duration::from_secs(10), changed).await.expect("the batch did not change in 10 s");
+    }
+}
+
+fn batch_request(name: &str) -> tilegate_api::CreateBatch {
+    serde_json::from_value(json!({"name": name, "code": "unused"})).unwrap()
+}
+
+#[tokio::test]
+async fn batches_are_one_shot_sessions_numbered_and_listed_apart() {
+    let engine = engine();
+    let session = engine.create_session(CreateSession::default()).unwrap();
+    let ok = engine.create_batch(batch_request("ok"), (Language::Rust, "x".into()), Some("ann".into())).unwrap();
+    let failed = engine.create_batch(batch_request("failed"), (Language::Wasm, "fail".into()), None).unwrap();
+    // Numbered apart from sessions, from 0, as Livy numbers them.
+    assert_eq!((ok.id, failed.id), (0, 1));
+    assert_eq!((ok.state, ok.name.as_deref(), ok.owner.as_deref()), (SessionState::Running, Some("ok"), Some("ann")));
+
+    let ok = batch_final(&engine, 0).await;
+    assert_eq!(ok.state, SessionState::Success);
+    let log = engine.batch_log("0", Some(0), Some(-1)).unwrap().log;
+    assert_eq!(log[..2], ["batch 0 started: rust".to_owned(), "rust:x".to_owned()], "{log:?}");
+    assert!(log[2].starts_with("batch 0 succeeded in "), "{log:?}");
+    assert_eq!(log.len(), 3, "{log:?}");
+
+    let failed = batch_final(&engine, 1).await;
+    assert_eq!(failed.state, SessionState::Dead);
+    assert_eq!(failed.log[1], "Oops: it failed", "{:?}", failed.log);
+
+    // Batches are neither sessions nor addressed as sessions; sessions are not batches.
+    let sessions = engine.list_sessions(0, 100);
+    assert_eq!(sessions.sessions.iter().map(|s| s.id).collect::<Vec<_>>(), vec![session.id]);
+    let internal = engine.batch_cell("0").unwrap().id;
+    assert!(matches!(engine.session(&internal.to_string()), Err(Error::SessionNotFound(_))));
+    let next = engine.create_session(CreateSession::default()).unwrap();
+    assert!(engine.session(&next.id.to_string()).is_ok());
+    assert_eq!(engine.list_batches_where(0, 100, |_| true).total, 2);
+
+    // A running batch counts as running, and deleting it kills it.
+    let spin = engine.create_batch(batch_request("spin"), (Language::Rust, "spin".into()), Some("bob".into())).unwrap();
+    assert_eq!(engine.running_batches(Some("bob")), (1, 1));
+    assert_eq!(engine.running_batches(Some("ann")), (1, 0));
+    let cell = engine.batch_cell(&spin.id.to_string()).unwrap();
+    loop {
+        let mut changed = std::pin::pin!(cell.changed.notified());
+        changed.as_mut().enable();
+        if cell.lock().statements[0].state == StatementState::Running {
+            break;
+        }
+        tokio::time::timeout(Duration::from_secs(10), changed).await.expect("the batch never ran");
+    }
+    engine.delete_batch(&spin.id.to_string()).unwrap();
+    assert!(matches!(engine.batch(&spin.id.to_string()), Err(Error::BatchNotFound(_))));
+    assert_eq!(engine.running_batches(None), (0, 0));
+    let statement = cell.lock().statements[0].ctx.clone();
+    assert!(statement.is_cancelled(), "deleting a running batch cancels its run");
+}
+
+#[tokio::test]
+async fn batches_recorded_before_batches_were_sessions_come_back_with_their_ids() {
+    let path = temp_db("old-batches");
+    let first = open_engine(&path, Arc::new(EchoKernel));
+    let session = first.create_session(CreateSession::default()).unwrap();
+    drop(first);
+    // Rows as the gateway wrote them when a batch was a row of its own.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let old = |state: &str, log: &[&str]| {
+        json!({"owner": "ann", "request": {"code": "x", "name": "nightly"}, "app_id": "batch-x", "state": state, "log": log})
+            .to_string()
+    };
+    conn.execute("INSERT INTO batches (id, row) VALUES (3, ?1)", [old("success", &["batch 3 started: rust", "42"])])
+        .unwrap();
+    conn.execute("INSERT INTO batches (id, row) VALUES (4, ?1)", [old("running", &["batch 4 started: rust"])]).unwrap();
+    conn.execute("INSERT INTO meta (key, value) VALUES ('next_batch', 5)", []).unwrap();
+    drop(conn);
+
+    let second = open_engine(&path, Arc::new(EchoKernel));
+    let done = second.batch("3").unwrap();
+    assert_eq!(
+        (done.state, done.name.as_deref(), done.owner.as_deref()),
+        (SessionState::Success, Some("nightly"), Some("ann"))
+    );
+    assert_eq!(second.batch_log("3", Some(0), Some(-1)).unwrap().log, ["batch 3 started: rust", "42"]);
+    let running = second.batch("4").unwrap();
+    assert_eq!(running.state, SessionState::Dead, "a batch running at the restart is dead");
+    assert!(running.log.last().unwrap().contains("restarted"), "{:?}", running.log);
+    // Neither became a session; new ids reuse none.
+    assert_eq!(second.list_sessions(0, 100).sessions.iter().map(|s| s.id).collect::<Vec<_>>(), vec![session.id]);
+    let fresh = second.create_batch(batch_request("fresh"), (Language::Rust, "y".into()), None).unwrap();
+    assert_eq!(fresh.id, 5);
+    let newer = second.create_session(CreateSession::default()).unwrap();
+    assert!(newer.id > session.id);
+    drop(second);
+    // Moved once: the old table is empty, and a third start sees the same.
+    let left: i64 =
+        rusqlite::Connection::open(&path).unwrap().query_row("SELECT count(*) FROM batches", [], |r| r.get(0)).unwrap();
+    assert_eq!(left, 0);
+    let third = open_engine(&path, Arc::new(EchoKernel));
+    assert_eq!(third.list_batches_where(0, 100, |_| true).total, 3);
+    assert_eq!(third.batch("4").unwrap().state, SessionState::Dead);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
